@@ -1,0 +1,92 @@
+"""The one input-optimisation loop behind every gradient attack and construction.
+
+Attacks, adversarial training, D_R / D_NR / D_rand / D_det, inversion and feature visualisation
+all run :func:`optimize_inputs` with a different objective, threat model, start and step count.
+
+The loop stays on the device: no ``.item()``, no host synchronisation, no clones or Python loops
+over examples. Gradients are taken with :func:`torch.autograd.grad` with respect to the input only,
+so parameter ``.grad`` fields are never touched and no parameter gradient is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..threats import ThreatModel, check_steps
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class OptimizationResult:
+    x: torch.Tensor  # the best iterate per example (or the last one with keep_best=False)
+    loss: torch.Tensor  # (N,) the objective at ``x``
+    trace: torch.Tensor | None = None  # (steps + 1, N) objective per step, when asked for
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's own mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def optimize_inputs(
+    objective: Objective,
+    x0: torch.Tensor,
+    *,
+    threat: ThreatModel,
+    steps: int,
+    step_size: float | torch.Tensor,
+    x_init: torch.Tensor | None = None,
+    maximize: bool = True,
+    keep_best: bool = True,
+    record_trace: bool = False,
+    step_schedule: Callable[[int], float] | None = None,
+) -> OptimizationResult:
+    """Maximise (or minimise) ``objective`` over inputs in ``threat``'s set around ``x0``.
+
+    ``objective(x)`` returns one value per example, shape (N,); the loop ascends the sum, so each
+    example's step does not depend on the batch size. ``x_init`` is the start (``x0`` when None).
+    With ``keep_best`` the per-example best iterate (by objective) is returned, evaluated once more
+    after the final step. ``step_schedule(t)`` scales the step size at step ``t``.
+    """
+    steps = check_steps(steps)
+    sign = 1.0 if maximize else -1.0
+    x = (x0 if x_init is None else x_init).detach()
+    best_x = x
+    best_score = torch.full((x.shape[0],), -torch.inf, device=x.device, dtype=torch.float32)
+    trace: list[torch.Tensor] = []
+    for t in range(steps):
+        x = x.detach().requires_grad_(True)
+        loss = objective(x)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        with torch.no_grad():
+            score = sign * loss.detach().float()
+            if record_trace:
+                trace.append(loss.detach())
+            if keep_best:
+                improved = score > best_score
+                best_score = torch.where(improved, score, best_score)
+                best_x = torch.where(improved.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
+            size = step_size if step_schedule is None else step_size * step_schedule(t)
+            x = threat.project(threat.step(x.detach(), sign * grad, size), x0)
+    with torch.no_grad():
+        final = objective(x).detach()
+    if record_trace:
+        trace.append(final)
+    if keep_best:
+        improved = sign * final.float() > best_score
+        x = torch.where(improved.view(-1, *([1] * (x.ndim - 1))), x, best_x)
+        final = torch.where(improved, final, (sign * best_score).to(final.dtype))
+    return OptimizationResult(x.detach(), final, torch.stack(trace) if record_trace else None)

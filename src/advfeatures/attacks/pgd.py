@@ -1,0 +1,94 @@
+"""Projected gradient descent (Madry et al. 2018) in Linf, L2 or L1, and FGSM (Goodfellow et al.
+2015) as its one-step special case.
+
+Untargeted: maximise CE(f(x'), y). Targeted: minimise CE(f(x'), t). Each step is the threat model's
+steepest-ascent step (sign for Linf, normalised gradient for L2, sparse for L1) followed by
+projection onto the ball and the [0, 1] box. With ``restarts > 1`` every example keeps its strongest
+run: a successful one first, then the one with the highest loss.
+
+Defaults: ``step_size = 2.5 · eps / steps`` (Madry et al.'s rule), random start on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..threats import check_positive, check_steps, make_threat
+from .base import Attack
+from .loop import optimize_inputs
+from .losses import LOSSES
+
+
+class PGD(Attack):
+    name = "pgd"
+
+    def __init__(
+        self,
+        *,
+        norm: str = "Linf",
+        eps: float,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        restarts: int = 1,
+        loss: str = "ce",
+        keep_best: bool = True,
+        seed: int = 0,
+        **threat_kwargs,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.threat = make_threat(norm, eps, **threat_kwargs)
+        self.norm = self.threat.norm
+        self.eps = self.threat.eps
+        self.steps = check_steps(steps)
+        self.step_size = check_positive("step_size", step_size) if step_size is not None else 2.5 * self.eps / self.steps
+        self.random_start = bool(random_start)
+        self.restarts = check_steps(restarts, "restarts")
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.loss = loss
+        self.keep_best = bool(keep_best)
+
+    def describe(self) -> dict:
+        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
+                "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss}
+
+    def objective(self, model: nn.Module, y: torch.Tensor, target: torch.Tensor | None):
+        loss_fn = LOSSES[self.loss]
+        if target is None:
+            return lambda x: loss_fn(model(x), y)
+        return lambda x: -loss_fn(model(x), target)
+
+    def perturb(self, model, x, y, target):
+        objective = self.objective(model, y, target)
+        best_x, best_key = x, None
+        for _ in range(self.restarts):
+            start = self.threat.random_start(x, self.generator(x.device)) if self.random_start else x
+            res = optimize_inputs(objective, x, threat=self.threat, steps=self.steps, step_size=self.step_size,
+                                  x_init=start, keep_best=self.keep_best)
+            if self.restarts == 1:
+                return res.x
+            with torch.no_grad():
+                pred = model(res.x).argmax(1)
+                success = (pred != y) if target is None else (pred == target)
+                key = success.float() * 1e6 + res.loss.float().clamp(-1e5, 1e5)  # success first, then loss
+            if best_key is None:
+                best_x, best_key = res.x, key
+            else:
+                better = key > best_key
+                best_x = torch.where(better.view(-1, 1, 1, 1), res.x, best_x)
+                best_key = torch.where(better, key, best_key)
+        return best_x
+
+
+class FGSM(PGD):
+    """Fast gradient sign method: one step of size ``eps`` from the clean input (Linf by default;
+    ``norm="L2"`` gives the fast gradient method)."""
+
+    name = "fgsm"
+
+    def __init__(self, *, norm: str = "Linf", eps: float, random_start: bool = False, loss: str = "ce", seed: int = 0) -> None:
+        super().__init__(norm=norm, eps=eps, steps=1, step_size=eps, random_start=random_start, loss=loss,
+                         keep_best=False, seed=seed)

@@ -1,0 +1,67 @@
+"""Build models by name and store them without pickle.
+
+A saved model is one safetensors file: the state dict as tensors, and in its metadata the
+architecture name and constructor arguments as JSON, so loading never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+from torch import nn
+
+from ..errors import ModelError
+from ..storage import save_safetensors_atomic
+from .resnet import resnet18, resnet50
+from .small import MLP, SmallCNN
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "cnn": SmallCNN,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+}
+
+
+def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
+    """A fresh model ``name`` (one of :data:`MODELS`); ``kwargs`` go to its constructor."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    if num_classes < 2:
+        raise ModelError(f"a classifier needs at least 2 classes, got {num_classes}")
+    model = MODELS[name](tuple(in_shape), int(num_classes), **kwargs)
+    model.arch = {"name": name, "in_shape": list(in_shape), "num_classes": int(num_classes), "kwargs": kwargs}
+    return model
+
+
+def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model`` (built by :func:`build_model`) to ``path`` atomically as safetensors."""
+    arch = getattr(model, "arch", None)
+    if arch is None:
+        raise ModelError("only models made by advfeatures.models.build_model can be saved with their architecture")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    meta = {"arch": json.dumps(arch), "extra": json.dumps(extra or {})}
+    save_safetensors_atomic(state, path, metadata=meta)
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_model` (no code from the file runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; train one first or check the path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        arch = json.loads(meta["arch"])
+        model = build_model(arch["name"], arch["in_shape"], arch["num_classes"], **arch["kwargs"])
+        model.load_state_dict(load_file(str(path)))
+    except (SafetensorError, KeyError, json.JSONDecodeError, RuntimeError) as exc:
+        raise ModelError(f"{path} is not an advfeatures model file ({exc.__class__.__name__}); save it with save_model") from None
+    model.extra = json.loads(meta.get("extra", "{}"))
+    return model.to(device).eval()

@@ -1,0 +1,97 @@
+"""CIFAR-style ResNets (He et al. 2016, as in the `robustness` library): 3×3 stem, no max-pool.
+
+The last block's final ReLU is a :class:`PenultimateReLU`, so representation matching can use the
+reference implementation's fake ReLU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .base import Classifier, Normalize, PenultimateReLU
+from .small import _check_shape
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = _shortcut(in_planes, planes * self.expansion, stride)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.shortcut = _shortcut(in_planes, planes * self.expansion, stride)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
+    if stride == 1 and in_planes == out_planes:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
+
+
+class ResNet(Classifier):
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        num_blocks: Sequence[int],
+        in_shape: Sequence[int],
+        num_classes: int,
+        *,
+        width: int = 64,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        c, _, _ = _check_shape(in_shape)
+        layers: list[nn.Module] = []
+        if mean is not None and std is not None:
+            layers.append(Normalize(mean, std))
+        layers += [nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        in_planes = width
+        for stage, n in enumerate(num_blocks):
+            planes = width * 2**stage
+            for i in range(n):
+                blk = block(in_planes, planes, stride=2 if (stage > 0 and i == 0) else 1)
+                layers.append(blk)
+                in_planes = planes * block.expansion
+        layers[-1].relu = PenultimateReLU()  # the representation's last non-linearity
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        super().__init__(nn.Sequential(*layers), nn.Linear(in_planes, num_classes))
+
+
+def resnet18(in_shape: Sequence[int], num_classes: int, **kw) -> ResNet:
+    return ResNet(BasicBlock, (2, 2, 2, 2), in_shape, num_classes, **kw)
+
+
+def resnet50(in_shape: Sequence[int], num_classes: int, **kw) -> ResNet:
+    return ResNet(Bottleneck, (3, 4, 6, 3), in_shape, num_classes, **kw)

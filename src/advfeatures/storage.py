@@ -1,0 +1,152 @@
+"""Files that are never half-written: atomic writes, safetensors, and sharded datasets.
+
+Everything is written to a temporary name in the destination folder and renamed into place, so an
+interrupted job leaves either the old file or the new one. A sharded dataset is a folder of
+``shard-00000.safetensors`` files and a ``manifest.json``; a construction that stops part-way
+resumes at the first shard that is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import DataError
+
+MANIFEST = "manifest.json"
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); delete or fix it") from None
+
+
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, *, metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except SafetensorError as exc:
+        raise DataError(f"{path} is not a readable safetensors file ({exc}); delete it and rebuild") from None
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short content hash of tensors (used to key cached pipeline steps)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def shard_path(folder: str | Path, index: int) -> Path:
+    return Path(folder) / f"shard-{index:05d}.safetensors"
+
+
+def missing_shards(folder: str | Path, count: int) -> list[int]:
+    """Indices of shards that are not on disk yet (what a resumed construction still has to do)."""
+    return [i for i in range(count) if not shard_path(folder, i).is_file()]
+
+
+def write_manifest(folder: str | Path, *, num_shards: int, config: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the manifest once every shard exists, listing shards with their hashes and sizes."""
+    folder = Path(folder)
+    missing = missing_shards(folder, num_shards)
+    if missing:
+        raise DataError(f"cannot write the manifest of {folder}: shards {missing[:5]} are missing; resume the construction")
+    shards = []
+    for i in range(num_shards):
+        p = shard_path(folder, i)
+        t = load_file(str(p))
+        shards.append({"file": p.name, "count": int(t["labels"].shape[0]), "sha256": file_sha256(p)})
+    manifest = {
+        "format": "advfeatures-dataset/1",
+        "count": sum(s["count"] for s in shards),
+        "shards": shards,
+        "config": config,
+        "versions": {"torch": torch.__version__},
+        **(extra or {}),
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def read_sharded(folder: str | Path, *, verify: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Concatenate a sharded dataset's tensors (each key across shards) and return its manifest."""
+    folder = Path(folder)
+    manifest = read_json(folder / MANIFEST)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for s in manifest["shards"]:
+        p = folder / s["file"]
+        if verify and file_sha256(p) != s["sha256"]:
+            raise DataError(f"{p} does not match its manifest hash; delete the folder and rebuild it")
+        for k, v in load_safetensors(p).items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}, manifest
+
+
+def iter_chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)

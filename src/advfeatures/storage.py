@@ -133,18 +133,25 @@ def write_manifest(folder: str | Path, *, num_shards: int, config: dict[str, Any
     return manifest
 
 
-def read_sharded(folder: str | Path, *, verify: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Concatenate a sharded dataset's tensors (each key across shards) and return its manifest."""
-    folder = Path(folder)
-    manifest = read_json(folder / MANIFEST)
+def read_shards(paths: Iterable[str | Path]) -> dict[str, torch.Tensor]:
+    """Concatenate each key's tensors across shard files, in the given order."""
     parts: dict[str, list[torch.Tensor]] = {}
-    for s in manifest["shards"]:
-        p = folder / s["file"]
-        if verify and file_sha256(p) != s["sha256"]:
-            raise DataError(f"{p} does not match its manifest hash; delete the folder and rebuild it")
+    for p in paths:
         for k, v in load_safetensors(p).items():
             parts.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in parts.items()}, manifest
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def read_sharded(folder: str | Path, *, verify: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A finished sharded dataset's tensors (each key across shards) and its manifest."""
+    folder = Path(folder)
+    manifest = read_json(folder / MANIFEST)
+    paths = [folder / s["file"] for s in manifest["shards"]]
+    if verify:
+        for p, s in zip(paths, manifest["shards"]):
+            if file_sha256(p) != s["sha256"]:
+                raise DataError(f"{p} does not match its manifest hash; delete the folder and rebuild it")
+    return read_shards(paths), manifest
 
 
 def iter_chunks(n: int, size: int) -> Iterable[tuple[int, int]]:

@@ -18,6 +18,8 @@ from ..errors import AdvFeaturesError
 # Modules (in this package) that define subcommands; each one imports `main` and decorates.
 COMMAND_MODULES = [
     "reproduce",
+    "attack",
+    "theory",
 ]
 
 

@@ -1,0 +1,61 @@
+"""Basic iterative method and the iterative least-likely class method (Kurakin et al. 2017,
+"Adversarial examples in the physical world").
+
+BIM repeats small FGSM steps and clips back into the Linf ε-ball and the [0, 1] box::
+
+    x₀ = x,   xₙ₊₁ = Clip_{x,ε}(xₙ + α · sign ∇ₓ CE(f(xₙ), y))
+
+Paper defaults: α = 1/255 (one grey level), no random start, and
+``min(ε·255 + 4, 1.25·ε·255)`` iterations (ε in [0, 1] units; rounded down, at least one), and the
+final iterate is returned (``keep_best=False``). Otherwise it is :class:`~.pgd.PGD` with other
+defaults, so it shares the one optimisation loop.
+
+The iterative least-likely class method ("iter. l.l.") is the same iteration aimed at the class the
+model finds least likely on the clean input, ``y_LL = argmin_i f_i(x)``, descending
+``CE(f(xₙ), y_LL)``: :class:`IterativeLeastLikely` does this by default, and is equivalent to
+``BIM(eps=ε)(model, x, y, target="least_likely")``. Its success is reaching ``y_LL``.
+
+Usage::
+
+    x_adv = BIM(eps=8 / 255)(model, x, y)
+    res = IterativeLeastLikely(eps=8 / 255)(model, x, y, return_result=True)
+"""
+
+from __future__ import annotations
+
+from ..threats import check_positive
+from .pgd import PGD
+
+
+def kurakin_steps(eps: float) -> int:
+    """Kurakin et al.'s iteration count ``min(ε·255 + 4, 1.25·ε·255)`` (rounded down, at least 1)."""
+    return max(1, int(min(eps * 255 + 4, 1.25 * eps * 255) + 1e-9))  # 1e-9: ε = k/255 in floats
+
+
+class BIM(PGD):
+    """Basic iterative method (Linf): PGD from the clean input with α = 1/255 and Kurakin's steps."""
+
+    name = "bim"
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int | None = None,
+        step_size: float = 1 / 255,
+        loss: str = "ce",
+        keep_best: bool = False,
+        seed: int = 0,
+    ) -> None:
+        eps = check_positive("eps", eps)
+        super().__init__(norm="Linf", eps=eps, steps=kurakin_steps(eps) if steps is None else steps,
+                         step_size=step_size, random_start=False, loss=loss, keep_best=keep_best, seed=seed)
+
+
+class IterativeLeastLikely(BIM):
+    """BIM aimed at the least-likely class of the clean input (used when no ``target`` is given)."""
+
+    name = "iterative_least_likely"
+
+    def resolve_target(self, model, x, y, target, num_classes):
+        return super().resolve_target(model, x, y, "least_likely" if target is None else target, num_classes)

@@ -1,0 +1,206 @@
+"""Spatial attacks: no pixel budget, only small geometric changes.
+
+* :class:`SpatialGrid` — Engstrom, Tran, Tsipras, Schmidt & Madry 2019 ("Exploring the Landscape
+  of Spatial Robustness"): try every rotation/translation on a grid (±30°, ±3 px; 31 angles × 5 × 5
+  shifts = 775 transforms) and keep each example's worst one (an adversarial one first, then the
+  highest loss). The transforms are applied batched with ``F.affine_grid``/``F.grid_sample``
+  (bilinear, zero padding, i.e. black borders), ``grid_batch`` transforms at a time. The ±3 px
+  were set for 32×32 CIFAR images; ``translation_scale`` rescales them for other sizes (e.g.
+  ``8/32`` for 8×8 digits, giving ±0.75 px).
+* :class:`StAdv` — Xiao, Zhu, Li, He, Liu & Song 2018 ("Spatially Transformed Adversarial
+  Examples"): optimise a per-pixel flow field f (in pixels) that moves where each output pixel
+  samples the input, minimising ``L_adv + τ · L_flow`` where ``L_adv`` is the CW margin
+  ``max(z_y − max_{i≠y} z_i, −κ)`` (targeted: ``max(max_{i≠t} z_i − z_t, −κ)``) and ``L_flow`` is
+  the total variation ``Σ_p Σ_{q∈N(p)} √(‖f_p − f_q‖² + 1e-8)``. The paper uses τ = 0.05 and
+  L-BFGS; we use Adam (lr in pixels) and keep, per example, the adversarial iterate with the
+  smoothest flow (or the last one when none succeeded).
+
+Usage::
+
+    x_adv = SpatialGrid(translation_scale=8 / 32)(model, x, y)
+    x_adv = StAdv(tau=0.05, steps=100)(model, x, y)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..threats import check_positive, check_steps
+from .base import Attack
+from .losses import cross_entropy
+
+
+def affine_matrices(angles_deg: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(G, 2, 3) ``affine_grid`` matrices rotating by ``angles_deg`` about the centre and shifting by
+    (``tx``, ``ty``) pixels (x to the right, y down)."""
+    h, w = size
+    a = angles_deg * (math.pi / 180.0)
+    cos, sin = torch.cos(a), torch.sin(a)
+    # grid_sample maps output to input coordinates, so invert the forward transform
+    theta = torch.stack(
+        [torch.stack([cos, sin, -(cos * tx * 2 / w + sin * ty * 2 / h)], -1),
+         torch.stack([-sin, cos, -(-sin * tx * 2 / w + cos * ty * 2 / h)], -1)], -2)
+    return theta
+
+
+def rotate_translate(x: torch.Tensor, angle_deg: float | torch.Tensor, tx: float | torch.Tensor = 0.0, ty: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Rotate every image of ``x`` by ``angle_deg`` and shift it by (``tx``, ``ty``) pixels; scalars
+    apply to the whole batch, (N,) tensors per example. Bilinear, black borders, stays in [0, 1]."""
+    n = x.shape[0]
+    as_vec = lambda v: torch.as_tensor(v, dtype=x.dtype, device=x.device).expand(n)  # noqa: E731
+    theta = affine_matrices(as_vec(angle_deg), as_vec(tx), as_vec(ty), x.shape[-2:])
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
+
+
+class SpatialGrid(Attack):
+    name = "spatial"
+    norm = "spatial"
+
+    def __init__(
+        self,
+        *,
+        max_rotation: float = 30.0,
+        max_translation: float = 3.0,
+        n_rotations: int = 31,
+        n_translations: int = 5,
+        translation_scale: float = 1.0,
+        grid_batch: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(seed=seed)
+        if max_rotation < 0 or max_translation < 0 or not math.isfinite(max_rotation + max_translation):
+            raise ConfigError(f"max_rotation and max_translation must be finite and ≥ 0, got {max_rotation}, {max_translation}")
+        self.max_rotation, self.max_translation = float(max_rotation), float(max_translation)
+        self.n_rotations = check_steps(n_rotations, "n_rotations")
+        self.n_translations = check_steps(n_translations, "n_translations")
+        self.translation_scale = check_positive("translation_scale", translation_scale)
+        self.grid_batch = check_steps(grid_batch, "grid_batch")
+
+    def describe(self) -> dict:
+        return {"attack": self.name, "norm": self.norm, "max_rotation": self.max_rotation,
+                "max_translation_px": self.max_translation * self.translation_scale, "n_rotations": self.n_rotations,
+                "n_translations": self.n_translations}
+
+    def grid(self, device=None) -> torch.Tensor:
+        """The (G, 3) list of (angle in degrees, tx, ty in pixels) tried; the identity is always in it."""
+        rot = torch.linspace(-self.max_rotation, self.max_rotation, self.n_rotations, device=device)
+        shift = self.max_translation * self.translation_scale
+        tr = torch.linspace(-shift, shift, self.n_translations, device=device)
+        if self.n_rotations == 1:
+            rot = torch.zeros(1, device=device)
+        if self.n_translations == 1:
+            tr = torch.zeros(1, device=device)
+        a, u, v = torch.meshgrid(rot, tr, tr, indexing="ij")
+        g = torch.stack([a.flatten(), u.flatten(), v.flatten()], 1)
+        return torch.cat([torch.zeros(1, 3, device=device), g])
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        n = x.shape[0]
+        ref = y if target is None else target
+        grid = self.grid(x.device).to(x.dtype)
+        best_x, best_key = x, torch.full((n,), -torch.inf, device=x.device)
+        best_t = torch.zeros(n, 3, device=x.device, dtype=x.dtype)
+        with torch.no_grad():
+            for a in range(0, grid.shape[0], self.grid_batch):
+                g = grid[a : a + self.grid_batch]  # (G, 3)
+                k = g.shape[0]
+                theta = affine_matrices(g[:, 0], g[:, 1], g[:, 2], x.shape[-2:]).repeat_interleave(n, 0)  # (G·N, 2, 3)
+                xs = x.repeat(k, 1, 1, 1)
+                sampling = F.affine_grid(theta, list(xs.shape), align_corners=False)
+                xt = F.grid_sample(xs, sampling, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
+                logits = model(xt)
+                labels = ref.repeat(k)
+                success = logits.argmax(1) != labels if target is None else logits.argmax(1) == labels
+                loss = cross_entropy(logits, labels) * (1.0 if target is None else -1.0)
+                key = (success.float() * 1e6 + loss.float().clamp(-1e5, 1e5)).view(k, n)
+                top, which = key.max(0)
+                better = top > best_key
+                chosen = xt.view(k, n, *x.shape[1:])[which, torch.arange(n, device=x.device)]
+                best_x = torch.where(better.view(-1, 1, 1, 1), chosen, best_x)
+                best_t = torch.where(better.view(-1, 1), g[which], best_t)
+                best_key = torch.where(better, top, best_key)
+        return best_x, {"transform": best_t}
+
+
+def _identity_grid(n: int, h: int, w: int, device, dtype) -> torch.Tensor:
+    theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device, dtype=dtype).expand(n, 2, 3)
+    return F.affine_grid(theta, [n, 1, h, w], align_corners=False)  # (N, H, W, 2) as (x, y)
+
+
+def apply_flow(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Warp ``x`` by a flow field (N, 2, H, W) in pixels: output pixel p samples the input at p + f_p."""
+    n, _, h, w = x.shape
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=x.device, dtype=x.dtype)
+    grid = _identity_grid(n, h, w, x.device, x.dtype) + flow.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0.0, 1.0)
+
+
+def flow_smoothness(flow: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """stAdv's L_flow per example: Σ over pixels and their 4-neighbours of √(‖f_p − f_q‖² + eps)."""
+    pad = F.pad(flow, (1, 1, 1, 1), mode="replicate")
+    center = pad[:, :, 1:-1, 1:-1]
+    total = torch.zeros(flow.shape[0], device=flow.device, dtype=flow.dtype)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        nb = pad[:, :, dy : dy + flow.shape[2], dx : dx + flow.shape[3]]
+        total = total + ((center - nb).pow(2).sum(1) + eps).sqrt().flatten(1).sum(1)
+    return total
+
+
+class StAdv(Attack):
+    name = "stadv"
+    norm = "flow"
+
+    def __init__(self, *, tau: float = 0.05, steps: int = 100, lr: float = 0.01, kappa: float = 0.0,
+                 max_flow: float | None = None, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        if not tau >= 0:
+            raise ConfigError(f"tau must be ≥ 0, got {tau}")
+        if kappa < 0:
+            raise ConfigError(f"kappa must be ≥ 0, got {kappa}")
+        self.tau, self.kappa = float(tau), float(kappa)
+        self.steps = check_steps(steps)
+        self.lr = check_positive("lr", lr)
+        self.max_flow = check_positive("max_flow", max_flow) if max_flow is not None else None
+
+    def describe(self) -> dict:
+        return {"attack": self.name, "norm": self.norm, "tau": self.tau, "steps": self.steps, "lr": self.lr,
+                "kappa": self.kappa, "max_flow": self.max_flow}
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        n, _, h, w = x.shape
+        ref = y if target is None else target
+        flow = torch.zeros(n, 2, h, w, device=x.device, dtype=x.dtype, requires_grad=True)
+        opt = torch.optim.Adam([flow], lr=self.lr)  # optimises the flow only, never model parameters
+        best_x = x.clone()
+        best_smooth = torch.full((n,), torch.inf, device=x.device)
+        for t in range(self.steps + 1):  # the last pass only scores the final flow
+            with torch.enable_grad():  # also when called under torch.no_grad()
+                x_adv = apply_flow(x, flow)
+                logits = model(x_adv)
+                own = logits.gather(1, ref[:, None]).squeeze(1)
+                other = logits.scatter(1, ref[:, None], -torch.inf).amax(1)
+                margin = own - other if target is None else other - own
+                smooth = flow_smoothness(flow)
+                loss = margin.clamp_min(-self.kappa) + self.tau * smooth
+            with torch.no_grad():
+                success = logits.argmax(1) != ref if target is None else logits.argmax(1) == ref
+                better = success & (smooth < best_smooth)
+                best_x = torch.where(better.view(-1, 1, 1, 1), x_adv.detach(), best_x)
+                best_smooth = torch.where(better, smooth.detach(), best_smooth)
+                last = x_adv.detach()
+            if t == self.steps:
+                break
+            (grad,) = torch.autograd.grad(loss.sum(), flow)
+            flow.grad = grad
+            opt.step()
+            if self.max_flow is not None:
+                with torch.no_grad():
+                    flow.clamp_(-self.max_flow, self.max_flow)
+        found = torch.isfinite(best_smooth)
+        return torch.where(found.view(-1, 1, 1, 1), best_x, last), {"flow_smoothness": best_smooth}

@@ -1,0 +1,242 @@
+"""The four training sets of Ilyas et al. 2019, "Adversarial Examples Are Not Bugs, They Are Features".
+
+* **D_R** (:func:`robust_dataset`): for every training image x, start at a *different random
+  training image* and minimise ‖g(x_r) − g(x)‖₂ / ‖g(x)‖₂ through the **robust** model's
+  representation g, by L2-normalised steps inside [0, 1] with no ε limit; keep x's label.
+* **D_NR** (:func:`non_robust_dataset`): exactly the same procedure through the **standard** model.
+  It is representation matching, not a targeted attack.
+* **D_rand** / **D_det** (:func:`relabelled_dataset`): targeted L2 PGD on the standard model towards
+  t ~ Uniform(other classes) (``mode="random"``) or t = (y + 1) mod C (``mode="det"``), relabelled
+  with t.
+
+Constructions are written shard by shard (``shard-00000.safetensors`` …, then ``manifest.json``).
+Each shard's randomness comes from (seed, shard index) and the start-image pairing from the seed
+alone, so a resumed construction, or one split across ``torchrun`` ranks, produces the same tensors
+as one uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .attacks.base import random_targets
+from .attacks.loop import eval_mode, optimize_inputs
+from .attacks.pgd import PGD
+from .data.dataset import ImageDataset
+from .errors import ConfigError
+from .models.base import as_classifier, fake_relu
+from .progress import progress
+from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_shards, read_sharded, save_safetensors_atomic,
+                      shard_path, write_manifest)
+from .threats import L2Ball, check_positive, check_steps
+
+log = logging.getLogger(__name__)
+
+KINDS = ("d_r", "d_nr", "d_rand", "d_det")
+
+
+@dataclass
+class MatchingConfig:
+    """Representation matching for D_R / D_NR (the paper's CIFAR values: 1000 steps of 0.1)."""
+
+    steps: int = 1000
+    step_size: float = 0.1
+    start: Literal["random_image", "noise"] = "random_image"  # noise: the paper's ablation
+    normalize: bool = True  # divide by ‖g(x)‖₂, as the reference implementation does
+    fake_relu: bool = True  # identity backward through the representation's last ReLU
+
+    def validate(self) -> MatchingConfig:
+        check_steps(self.steps)
+        check_positive("step_size", self.step_size)
+        if self.start not in ("random_image", "noise"):
+            raise ConfigError(f"start must be 'random_image' or 'noise', got {self.start!r}")
+        return self
+
+
+@dataclass
+class RelabelConfig:
+    """Targeted L2 PGD for D_rand / D_det (the paper's CIFAR values: ε=0.5, step 0.1, 100 steps)."""
+
+    eps: float = 0.5
+    steps: int = 100
+    step_size: float = 0.1
+    norm: str = "L2"
+
+    def validate(self) -> RelabelConfig:
+        check_positive("eps", self.eps)
+        check_steps(self.steps)
+        check_positive("step_size", self.step_size)
+        return self
+
+
+def shard_generator(seed: int, shard: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one shard: independent of how shards are split across processes."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 1_000_003 + 7919 * (shard + 1)) % (2**63 - 1))
+    return g
+
+
+def random_pairing(n: int, seed: int) -> torch.Tensor:
+    """For each index i a different index p[i] ≠ i, uniformly random (a derangement), from ``seed``."""
+    if n < 2:
+        raise ConfigError("representation matching needs at least 2 training images to pair them")
+    g = torch.Generator().manual_seed(int(seed))
+    p = torch.randperm(n, generator=g)
+    fixed = (p == torch.arange(n)).nonzero().flatten()
+    # swap each fixed point with its neighbour in the cycle order: stays a permutation, no fixed points
+    for i in fixed.tolist():
+        j = (i + 1) % n
+        p[i], p[j] = p[j].clone(), p[i].clone()
+    while bool((p == torch.arange(n)).any()):  # rare cascades
+        i = int((p == torch.arange(n)).nonzero()[0])
+        j = (i + 1) % n
+        p[i], p[j] = p[j].clone(), p[i].clone()
+    return p
+
+
+def match_representation(model: nn.Module, x_target: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ‖g(x) − g(x_target)‖₂ (/ ‖g(x_target)‖₂) from ``x_start``; returns (x, final distance)."""
+    clf = as_classifier(model)
+    with torch.no_grad():
+        goal = clf.features(x_target).flatten(1)
+        scale = goal.norm(dim=1).clamp_min(1e-12) if cfg.normalize else torch.ones(goal.shape[0], device=goal.device)
+
+    def distance(x: torch.Tensor) -> torch.Tensor:
+        return (clf.features(x).flatten(1) - goal).norm(dim=1) / scale
+
+    with eval_mode(model), fake_relu(model, cfg.fake_relu):
+        res = optimize_inputs(distance, x_start, threat=L2Ball(float("inf")), steps=cfg.steps, step_size=cfg.step_size,
+                              maximize=False, keep_best=True)
+    return res.x, res.loss
+
+
+def _shards_to_do(n: int, shard_size: int, rank: int, world_size: int, folder: Path) -> tuple[int, list[int]]:
+    num_shards = max(1, -(-n // shard_size))
+    todo = [i for i in missing_shards(folder, num_shards) if i % world_size == rank]
+    return num_shards, todo
+
+
+def build_dataset(
+    kind: str,
+    model: nn.Module,
+    source: ImageDataset,
+    folder: str | Path,
+    *,
+    matching: MatchingConfig | None = None,
+    relabel: RelabelConfig | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    shard_size: int = 5000,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    key: str = "",
+) -> dict[str, Any] | None:
+    """Build D_R / D_NR (``kind`` "d_r"/"d_nr", through ``model``'s representation) or D_rand / D_det
+    ("d_rand"/"d_det", targeted PGD on ``model``) from ``source`` into ``folder``.
+
+    Shards already on disk are kept (resume). This process builds the shards whose index ≡ ``rank``
+    (mod ``world_size``); rank 0 writes the manifest once all shards exist and returns it (other
+    ranks, or rank 0 while shards are missing, return None).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown construction {kind!r}; choose one of {', '.join(KINDS)}")
+    check_steps(batch_size, "batch_size")
+    check_steps(shard_size, "shard_size")
+    device = torch.device(device)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(source)
+    num_shards, todo = _shards_to_do(n, shard_size, rank, world_size, folder)
+    matching = (matching or MatchingConfig()).validate() if kind in ("d_r", "d_nr") else None
+    relabel = (relabel or RelabelConfig()).validate() if kind in ("d_rand", "d_det") else None
+    pairing = random_pairing(n, seed) if matching is not None and matching.start == "random_image" else None
+    model = model.to(device)
+    for shard in progress(todo, desc=f"{kind} shards"):
+        lo, hi = shard * shard_size, min(n, (shard + 1) * shard_size)
+        gen = shard_generator(seed, shard, device)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for a, b in progress(list(iter_chunks(hi - lo, batch_size)), desc=f"{kind} shard {shard}"):
+            idx = torch.arange(lo + a, lo + b)
+            x = source.images[idx].to(device)
+            y = source.labels[idx].to(device)
+            if matching is not None:
+                if pairing is not None:
+                    start = source.images[pairing[idx]].to(device)
+                else:
+                    start = (0.5 + 0.25 * torch.randn(x.shape, generator=gen, device=device)).clamp_(0, 1)
+                x_new, dist = match_representation(model, x, start, matching)
+                new_label, stat = y, dist
+                extra = {"start_index": pairing[idx] if pairing is not None else torch.full_like(idx, -1),
+                         "pixel_l2_to_source": (x_new - x).flatten(1).norm(dim=1)}
+            else:
+                assert relabel is not None
+                t = random_targets(y, source.num_classes, gen) if kind == "d_rand" else (y + 1) % source.num_classes
+                attack = PGD(norm=relabel.norm, eps=relabel.eps, steps=relabel.steps, step_size=relabel.step_size,
+                             random_start=False, seed=seed)
+                x_new = attack(model, x, y, target=t)
+                with torch.no_grad(), eval_mode(model):
+                    stat = (model(x_new).argmax(1) == t).float()
+                new_label, extra = t, {}
+            for k, v in {"images": x_new, "labels": new_label, "source_labels": y, "source_index": idx, "stat": stat, **extra}.items():
+                parts.setdefault(k, []).append(v.detach().cpu())
+        tensors = {k: torch.cat(v) for k, v in parts.items()}
+        tensors["images"] = tensors["images"].float()
+        save_safetensors_atomic(tensors, shard_path(folder, shard), metadata={"kind": kind, "shard": str(shard)})
+    if rank != 0 or missing_shards(folder, num_shards):
+        return None
+    return finish_manifest(folder, kind=kind, num_shards=num_shards, config={
+        "kind": kind, "seed": seed, "shard_size": shard_size, "source": source.name, "source_count": n,
+        "matching": asdict(matching) if matching else None, "relabel": asdict(relabel) if relabel else None}, key=key)
+
+
+def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[str, Any], key: str) -> dict[str, Any]:
+    """Write the manifest with the construction's success statistics."""
+    tensors = read_shards(shard_path(folder, i) for i in range(num_shards))
+    stat = tensors["stat"].float()
+    if kind in ("d_r", "d_nr"):
+        pixel = tensors["pixel_l2_to_source"].float()
+        summary = {"metric": "relative_representation_distance", "mean": float(stat.mean()), "median": float(stat.median()),
+                   "p90": float(stat.quantile(0.9)), "mean_pixel_l2_to_source": float(pixel.mean())}
+    else:
+        summary = {"metric": "target_reached", "share": float(stat.mean()), "count": int(stat.sum())}
+        summary["per_class_share"] = [float(stat[tensors["labels"] == c].mean()) if bool((tensors["labels"] == c).any()) else None
+                                      for c in range(int(tensors["source_labels"].max()) + 1)]
+    return write_manifest(folder, num_shards=num_shards, config=config, extra={"kind": kind, "key": key, "summary": summary})
+
+
+def load_constructed(folder: str | Path, *, classes: list[str], name: str | None = None) -> tuple[ImageDataset, dict[str, Any]]:
+    """A finished construction as an :class:`ImageDataset` (with its new labels) and its manifest."""
+    tensors, manifest = read_sharded(folder)
+    ds = ImageDataset(tensors["images"].clamp_(0, 1), tensors["labels"].long(), classes, name or manifest.get("kind", "constructed"),
+                      {"source_labels": tensors["source_labels"], "stat": tensors["stat"]})
+    return ds, manifest
+
+
+def is_finished(folder: str | Path, key: str) -> bool:
+    """Whether ``folder`` holds a finished construction made with the same configuration ``key``."""
+    path = Path(folder) / MANIFEST
+    return path.is_file() and read_json(path).get("key") == key
+
+
+def robust_dataset(robust_model: nn.Module, source: ImageDataset, folder: str | Path, **kw) -> dict[str, Any] | None:
+    """D_R: representation matching through the adversarially trained model."""
+    return build_dataset("d_r", robust_model, source, folder, **kw)
+
+
+def non_robust_dataset(standard_model: nn.Module, source: ImageDataset, folder: str | Path, **kw) -> dict[str, Any] | None:
+    """D_NR: the same representation matching through the standard model."""
+    return build_dataset("d_nr", standard_model, source, folder, **kw)
+
+
+def relabelled_dataset(standard_model: nn.Module, source: ImageDataset, folder: str | Path, *, mode: str = "random", **kw) -> dict[str, Any] | None:
+    """D_rand (``mode="random"``) or D_det (``mode="det"``)."""
+    if mode not in ("random", "det"):
+        raise ConfigError(f"mode must be 'random' or 'det', got {mode!r}")
+    return build_dataset("d_rand" if mode == "random" else "d_det", standard_model, source, folder, **kw)

@@ -1,0 +1,173 @@
+"""Known answers on affine classifiers, where the optimal attacks have closed forms.
+
+For logits z = W x + b and true class y, the boundary with class j is the hyperplane
+(w_y − w_j)·x' + (b_y − b_j) = 0, so the smallest perturbation that changes the class is
+min_j (z_y − z_j) / ‖w_y − w_j‖_q (q = 2 for L2, q = 1 for Linf), and in the binary case the
+cross-entropy rises fastest in the fixed direction w_j − w_y.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from advfeatures.attacks import APGD, BIM, CWL2, DIFGSM, FGSM, MIFGSM, PGD, DeepFool, LBFGSAttack, minimal_eps_by_bisection
+from advfeatures.attacks.apgd import checkpoints
+from advfeatures.attacks.bim import kurakin_steps
+from advfeatures.attacks.losses import cross_entropy
+
+from .conftest import random_affine
+
+
+def labels_and_weights(model, x):
+    layer = model[1]
+    with torch.no_grad():
+        z = model(x)
+    return z.argmax(1), layer.weight.detach(), z
+
+
+def closed_form_distance(model, x, y, dual: float) -> torch.Tensor:
+    """min_j (z_y − z_j) / ‖w_y − w_j‖_dual: the exact minimal perturbation of an affine model."""
+    _, w, z = labels_and_weights(model, x)
+    diff = w[y].unsqueeze(1) - w.unsqueeze(0)  # (N, K, d)
+    dist = (z.gather(1, y[:, None]) - z) / torch.linalg.vector_norm(diff, ord=dual, dim=2)
+    dist[torch.arange(len(y)), y] = math.inf
+    return dist.min(1).values
+
+
+def ce_ascent_sign(model, x, y) -> torch.Tensor:
+    """sign(∇ₓ CE) = sign(Σ_k p_k w_k − w_y) of an affine model, as an image batch."""
+    _, w, z = labels_and_weights(model, x)
+    grad = z.softmax(1) @ w - w[y]
+    return grad.sign().view_as(x)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+@pytest.mark.parametrize("eps", [0.05, 0.5])  # 0.5 pushes coordinates past the box
+def test_fgsm_is_the_signed_weight_difference_clipped_to_the_box(num_classes, eps):
+    model, x = random_affine(num_classes, seed=num_classes)
+    y, w, _ = labels_and_weights(model, x)
+    expected = (x + eps * ce_ascent_sign(model, x, y)).clamp(0, 1)
+    if num_classes == 2:  # binary: the direction is w_other − w_y whatever the probabilities
+        other = 1 - y
+        assert torch.equal(ce_ascent_sign(model, x, y), (w[other] - w[y]).sign().view_as(x))
+    assert torch.allclose(FGSM(eps=eps)(model, x, y), expected, atol=1e-6)
+    # one BIM step of size ε and one MI-FGSM step are FGSM too (L1 normalisation keeps the sign)
+    assert torch.allclose(BIM(eps=eps, steps=1, step_size=eps)(model, x, y), expected, atol=1e-6)
+    assert torch.allclose(MIFGSM(eps=eps, steps=1)(model, x, y), expected, atol=1e-6)
+    assert torch.allclose(DIFGSM(eps=eps, steps=1, diversity_prob=0.0)(model, x, y), expected, atol=1e-6)
+
+
+def test_bim_on_a_binary_affine_model_walks_straight_along_the_weight_sign():
+    model, x = random_affine(2, seed=3)
+    y, w, _ = labels_and_weights(model, x)
+    direction = (w[1 - y] - w[y]).sign().view_as(x)
+    out = BIM(eps=0.1, steps=3, step_size=0.02)(model, x, y)
+    assert torch.allclose(out, x + 0.06 * direction, atol=1e-6)
+    out = BIM(eps=0.1, steps=8, step_size=0.02)(model, x, y)  # 0.16 > ε: stops at the ball's corner
+    assert torch.allclose(out, x + 0.1 * direction, atol=1e-6)
+
+
+def test_kurakin_iteration_count():
+    assert [kurakin_steps(e / 255) for e in (1, 2, 4, 8, 16, 32)] == [1, 2, 5, 10, 20, 36]
+    assert BIM(eps=8 / 255).steps == 10 and BIM(eps=8 / 255).step_size == pytest.approx(1 / 255)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5, 10])
+@pytest.mark.parametrize("norm,dual", [("L2", 2.0), ("Linf", 1.0)])
+def test_deepfool_gives_the_closed_form_minimal_perturbation(num_classes, norm, dual):
+    model, x = random_affine(num_classes, seed=10 + num_classes, scale=0.3)
+    y, w, _ = labels_and_weights(model, x)
+    res = DeepFool(norm=norm)(model, x, y, return_result=True)
+    expected = 1.02 * closed_form_distance(model, x, y, dual)
+    assert res.success.all()
+    assert torch.allclose(res.norms[norm], expected, rtol=1e-4)
+    if num_classes == 2 and norm == "L2":  # and it points along w_other − w_y
+        direction = (w[1 - y] - w[y])
+        cos = torch.nn.functional.cosine_similarity((res.x_adv - x).flatten(1), direction, dim=1)
+        assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5)
+
+
+@pytest.mark.parametrize("num_classes,seed", [(2, 0), (5, 0), (10, 0)])
+def test_cw_l2_finds_the_closed_form_minimal_distance(num_classes, seed):
+    model, x = random_affine(num_classes, seed=seed, scale=0.3)
+    y, _, _ = labels_and_weights(model, x)
+    res = CWL2(steps=300, search_steps=6, initial_const=1.0)(model, x, y, return_result=True)
+    d = closed_form_distance(model, x, y, 2.0)
+    assert res.success.all()
+    assert (res.norms["L2"] >= d * (1 - 1e-4)).all()  # nothing beats the minimum...
+    assert (res.norms["L2"] <= d * 1.03 + 2e-3).all()  # ...and CW comes within 3% (+ Adam's step)
+
+
+def test_lbfgs_finds_the_minimal_distance_of_a_binary_affine_model():
+    model, x = random_affine(2, seed=0, scale=0.3)
+    y, _, _ = labels_and_weights(model, x)
+    res = LBFGSAttack()(model, x, y, return_result=True)
+    d = closed_form_distance(model, x, y, 2.0)
+    assert res.success.all()
+    assert (res.norms["L2"] >= d * (1 - 1e-4)).all()
+    assert (res.norms["L2"] <= d * 1.06).all()
+
+
+def test_targeted_lbfgs_reaches_the_target_at_the_distance_of_its_hyperplane():
+    model, x = random_affine(5, seed=4, scale=0.3)
+    y, w, z = labels_and_weights(model, x)
+    target = (y + 1) % 5
+    res = LBFGSAttack()(model, x, y, target=target, return_result=True)
+    assert res.success.all() and torch.equal(res.predictions, target)
+    # reaching t means crossing every hyperplane z_t = z_k, so at least the farthest of them
+    rows = torch.arange(len(y))
+    dist = (z - z[rows, target][:, None]) / torch.linalg.vector_norm(w.unsqueeze(0) - w[target].unsqueeze(1), dim=2)
+    dist[rows, target] = 0
+    assert (res.norms["L2"] >= dist.max(1).values * (1 - 1e-4)).all()
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.1), ("L2", 0.5)])
+def test_apgd_reaches_the_closed_form_worst_case_of_a_binary_affine_model(norm, eps):
+    # inside the box, the CE of a binary affine model is maximised at x + ε·sign(w_j − w_y) (Linf)
+    # or x + ε·(w_j − w_y)/‖w_j − w_y‖₂ (L2)
+    model, x = random_affine(2, seed=5)
+    y, w, _ = labels_and_weights(model, x)
+    direction = (w[1 - y] - w[y])
+    step = direction.sign() if norm == "Linf" else direction / direction.norm(dim=1, keepdim=True)
+    best = x + eps * step.view_as(x)
+    assert (best >= 0).all() and (best <= 1).all()
+    with torch.no_grad():
+        optimum = cross_entropy(model(best), y)
+    for attack in (APGD(norm=norm, eps=eps, steps=30), PGD(norm=norm, eps=eps, steps=30)):
+        with torch.no_grad():
+            reached = cross_entropy(model(attack(model, x, y)), y)
+        assert torch.allclose(reached, optimum, rtol=1e-3), type(attack).__name__
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    # p0 = 0, p1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06), as iteration counts for N = 100
+    assert list(checkpoints(100)) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(100)[41] == 19
+    assert list(checkpoints(10)) == [2, 4, 5, 7, 8, 9]
+
+
+@pytest.mark.parametrize("norm,dual,make", [
+    ("L2", 2.0, lambda e: PGD(norm="L2", eps=e, steps=10, random_start=False)),
+    ("Linf", 1.0, lambda e: PGD(norm="Linf", eps=e, steps=10, random_start=False)),
+])
+def test_minimal_eps_by_bisection_recovers_the_closed_form(norm, dual, make):
+    model, x = random_affine(2, seed=6, scale=0.3)
+    y, _, _ = labels_and_weights(model, x)
+    d = closed_form_distance(model, x, y, dual)
+    assert (d < 0.3).all()
+    eps = minimal_eps_by_bisection(make, model, x, y, lo=0.0, hi=1.0, iters=12)
+    assert (eps >= d - 1e-5).all()
+    assert (eps <= d + 1.0 / 2**12 + 1e-5).all()
+
+
+def test_minimal_eps_is_zero_when_already_wrong_and_inf_when_out_of_reach():
+    model, x = random_affine(2, seed=7, scale=0.3)
+    y, _, _ = labels_and_weights(model, x)
+    wrong = y.clone()
+    wrong[:3] = 1 - wrong[:3]
+    eps = minimal_eps_by_bisection(lambda e: PGD(eps=e, steps=5), model, x, wrong, lo=0.0, hi=1e-4, iters=3)
+    assert torch.equal(eps[:3], torch.zeros(3))
+    assert torch.isinf(eps[3:]).all()

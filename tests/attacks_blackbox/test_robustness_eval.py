@@ -110,6 +110,30 @@ def test_sanity_checks_fire_on_gradient_masked_model(mlp, batch):
     assert {"zero_gradients", "black_box_beats_white_box", "unbounded_attack_fails"} <= found
 
 
+class _Constant(nn.Module):
+    """Ignores its input: no attack can change its answer."""
+
+    num_classes = 10
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return (x.flatten(1)[:, :10] * 0 + torch.arange(10.0)) * self.scale
+
+
+def test_sanity_checks_fire_when_accuracy_does_not_fall(batch):
+    x, _ = batch
+    y = torch.full((32,), 9)  # the constant model is always right on these labels
+    measured: dict = {}
+    found = {f["check"] for f in sanity_checks(_Constant(), x[:32], y, norm="L2", eps=1.0, steps=5, square_queries=20,
+                                               measurements=measured)}
+    assert {"accuracy_not_falling_with_eps", "unbounded_attack_fails", "zero_gradients"} <= found
+    assert measured["curve"]["robust_accuracy"] == [1.0] * len(measured["curve"]["eps"])
+    assert measured["curve"]["eps"][-1] == pytest.approx(8.0)  # √64: the ball holding the whole box
+
+
 def test_sanity_checks_fire_on_randomised_and_softmax_models(mlp, batch):
     x, y = batch
     noisy = nn.Sequential(GaussianNoise(0.1, seed=0), mlp)

@@ -29,6 +29,14 @@ def test_quarter_turn_is_rot90():
     assert torch.allclose(back, x, atol=1e-5)
 
 
+def test_rotation_uses_pixel_geometry_on_non_square_images():
+    x = torch.zeros(1, 1, 6, 8)
+    x[0, 0, 3, 5] = 1.0  # (1.5, 0.5) px from the centre (3.5, 2.5)
+    out = rotate_translate(x, 90.0)[0, 0]
+    peak = divmod(int(out.argmax()), 8)
+    assert peak in ((4, 3), (1, 4)) and out.max() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_zero_flow_is_identity_and_smooth():
     x = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(2))
     flow = torch.zeros(2, 2, 5, 7)
@@ -46,7 +54,7 @@ def test_zero_flow_is_identity_and_smooth():
 
 def test_grid_outputs_are_valid_transformed_images(mlp, batch):
     x, y = batch
-    attack = SpatialGrid(translation_scale=8 / 32, n_rotations=7, n_translations=3)
+    attack = SpatialGrid(n_rotations=7, n_translations=3)  # shifts scale with the width: ±0.75 px
     res = attack(mlp, x[:32], y[:32], return_result=True)
     out = res.x_adv
     assert out.shape == x[:32].shape and out.dtype == x.dtype and torch.isfinite(out).all()
@@ -63,7 +71,7 @@ def test_grid_worst_case_is_at_least_each_single_transform(mlp, batch):
     res = attack(mlp, x, y, return_result=True)
     with torch.no_grad():
         worst_loss = F.cross_entropy(mlp(res.x_adv), y, reduction="none")
-        for angle, tx, ty in attack.grid().tolist():
+        for angle, tx, ty in attack.grid(width=8).tolist():
             single = rotate_translate(x, angle, tx, ty)
             logits = mlp(single)
             fooled = logits.argmax(1) != y

@@ -214,5 +214,5 @@ class APGDT(APGD):
         with torch.no_grad():
             ranked = model(x).argsort(1, descending=True)
         count = min(self.num_targets, ranked.shape[1] - 1)
-        targets = [ranked[:, j] for j in range(1, count + 1) for _ in range(self.restarts)]
+        targets = [ranked[:, 0] for j in range(1, count + 1) for _ in range(self.restarts)]
         return self.sweep(model, x, y, targets, judge=None)

@@ -67,20 +67,21 @@ def optimize_inputs(
     best_x = x
     best_score = torch.full((x.shape[0],), -torch.inf, device=x.device, dtype=torch.float32)
     trace: list[torch.Tensor] = []
-    for t in range(steps):
-        x = x.detach().requires_grad_(True)
-        loss = objective(x)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-        with torch.no_grad():
-            score = sign * loss.detach().float()
-            if record_trace:
-                trace.append(loss.detach())
-            if keep_best:
-                improved = score > best_score
-                best_score = torch.where(improved, score, best_score)
-                best_x = torch.where(improved.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            size = step_size if step_schedule is None else step_size * step_schedule(t)
-            x = threat.project(threat.step(x.detach(), sign * grad, size), x0)
+    with torch.enable_grad():  # works inside a caller's no_grad block too
+        for t in range(steps):
+            x = x.detach().requires_grad_(True)
+            loss = objective(x)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+            with torch.no_grad():
+                score = sign * loss.detach().float()
+                if record_trace:
+                    trace.append(loss.detach())
+                if keep_best:
+                    improved = score > best_score
+                    best_score = torch.where(improved, score, best_score)
+                    best_x = torch.where(improved.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
+                size = step_size if step_schedule is None else step_size * step_schedule(t)
+                x = threat.project(threat.step(x.detach(), sign * grad, size), x0)
     with torch.no_grad():
         final = objective(x).detach()
     if record_trace:

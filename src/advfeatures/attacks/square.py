@@ -29,6 +29,7 @@ So a few hundred queries break this model. Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,14 +58,19 @@ def _eta_rectangles(x: int, y: int, device) -> torch.Tensor:
     return delta / delta.pow(2).sum().sqrt().clamp_min(1e-12)
 
 
+@functools.lru_cache(maxsize=128)
+def _pseudo_gaussian_cpu(s: int) -> torch.Tensor:
+    delta = torch.zeros(s, s)
+    if s // 2:
+        delta[: s // 2] = _eta_rectangles(s // 2, s, "cpu")
+    delta[s // 2 :] = -_eta_rectangles(s - s // 2, s, "cpu")
+    return delta / delta.pow(2).sum().sqrt().clamp_min(1e-12)
+
+
 def pseudo_gaussian(s: int, *, transpose: bool, device) -> torch.Tensor:
     """The paper's s×s L2 update: two stacked rectangles of concentric rings, +1 and −1, unit norm."""
-    delta = torch.zeros(s, s, device=device)
-    if s // 2:
-        delta[: s // 2] = _eta_rectangles(s // 2, s, device)
-    delta[s // 2 :] = -_eta_rectangles(s - s // 2, s, device)
-    delta = delta / delta.pow(2).sum().sqrt().clamp_min(1e-12)
-    return delta.T if transpose else delta
+    delta = _pseudo_gaussian_cpu(s).to(device)
+    return delta.T.contiguous() if transpose else delta.clone()
 
 
 def _l2(delta: torch.Tensor) -> torch.Tensor:

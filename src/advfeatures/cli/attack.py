@@ -114,8 +114,10 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
 
 def _common(f):
     options = [
-        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file written by save_model (.safetensors)."),
-        click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True, help="Dataset whose test split is attacked."),
+        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+                     help="Model file written by save_model (.safetensors)."),
+        click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
+                     help="Dataset whose test split is attacked."),
         click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Folder holding the dataset files."),
         click.option("--norm", type=click.Choice(NORMS, case_sensitive=False), default="Linf", show_default=True),
         click.option("--n", "n", type=int, default=1000, show_default=True, help="Attack the first N test images."),

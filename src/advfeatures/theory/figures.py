@@ -54,7 +54,7 @@ def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
     x, y = np.array(ex["x"]), np.array(ex["y"])
     ax.scatter(*x[y > 0].T, s=5, alpha=0.35, color="tab:blue", label="y = +1")
     ax.scatter(*x[y < 0].T, s=5, alpha=0.35, color="tab:red", label="y = −1")
-    lim = 1.05 * np.abs(x).max()
+    lim = 1.15 * np.quantile(np.abs(x), 0.995)
     t = np.linspace(-lim, lim, 2)
     mean = np.array(ex["mean"])
     for key, colour, style, label in (
@@ -64,9 +64,9 @@ def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
         w = np.array(ex[key])
         w = w / np.linalg.norm(w)
         ax.plot(-w[1] * t, w[0] * t, color=colour, ls=style, lw=1.6, label=f"{label} boundary")
-        ax.annotate("", xy=1.2 * w, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=colour, lw=2))
-    ax.annotate("", xy=mean, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="tab:purple", lw=2))
-    ax.text(*(mean * 1.08), "μ*", color="tab:purple", fontsize=11)
+        ax.annotate("", xy=0.6 * lim * w, xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=2.2))
+    ax.annotate("", xy=mean, xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color="tab:purple", lw=2.2))
+    ax.text(mean[0], mean[1] + 0.06 * lim, "μ*", color="tab:purple", fontsize=12, weight="bold")
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
@@ -186,7 +186,7 @@ def plot_tsipras(res: dict[str, Any], path: Path) -> Path:
     ax = axes[2]
     rows = res["adversarial_training"]["rows"]
     e = np.array([r["eps"] for r in rows]) / eta
-    ax.plot(e, [r["robust_feature_share"] for r in rows], "s-", color="tab:red", label="|w₁| / ‖w‖₁ (robust-feature share)")
+    ax.plot(e, [r["robust_feature_margin_share"] for r in rows], "s-", color="tab:red", label="w₁ / (w₁ + η·Σⱼwⱼ): robust feature's share of the margin")
     ax.plot(e, [r["standard_accuracy"] for r in rows], "o-", color="black", label="standard accuracy")
     ax.plot(e, [r["robust_accuracy"] for r in rows], "o--", color="tab:blue", label="robust accuracy at its ε (closed)")
     ax.errorbar(e, [r["robust_accuracy_simulated"] for r in rows], yerr=[2 * r["se"] for r in rows], color="tab:blue", **_SIM, label="robust accuracy (attack)")

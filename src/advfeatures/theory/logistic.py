@@ -181,7 +181,7 @@ def robust_accuracy(w: Tensor, b: float, data: TwoGaussians, *, eps: float = 0.0
     return float(torch.special.ndtr(z).mean())
 
 
-def expected_adversarial_loss(w: Tensor, b: float, data: TwoGaussians, *, eps: float = 0.0, nodes: int = 101) -> float:
+def expected_adversarial_loss(w: Tensor, b: float, data: TwoGaussians, *, eps: float = 0.0, nodes: int = 201) -> float:
     """E softplus(ε‖w‖₁ − y(wᵀx + b)) on x ~ N(y·μ, Σ), by Gauss–Hermite quadrature over the Gaussian margin."""
     centre, spread, b = _margin_parts(w, b, data, _check_eps(eps))
     z, weights = np.polynomial.hermite_e.hermegauss(_check_count("nodes", nodes, 2))

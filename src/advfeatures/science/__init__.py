@@ -1,0 +1,1 @@
+"""Science around the paper (temporary)."""

@@ -1,0 +1,3 @@
+"""stub"""
+def plot_planted(results, path):
+    return path

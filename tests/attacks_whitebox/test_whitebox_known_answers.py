@@ -174,3 +174,20 @@ def test_minimal_eps_is_zero_when_already_wrong_and_inf_when_out_of_reach():
     eps = minimal_eps_by_bisection(lambda e: PGD(eps=e, steps=5), model, x, wrong, lo=0.0, hi=1e-4, iters=3)
     assert torch.equal(eps[:3], torch.zeros(3))
     assert torch.isinf(eps[3:]).all()
+
+
+def test_apgd_halves_its_step_at_every_checkpoint_once_the_loss_stops_rising():
+    # binary affine, Linf, no random start: the first step (2ε) lands on the optimal corner, after
+    # which the loss never rises again, so condition 1 halves η at each of the 8 checkpoints of N = 100
+    model, x = random_affine(2, seed=5)
+    y, w, _ = labels_and_weights(model, x)
+    attack = APGD(eps=0.1, steps=100, random_start=False)
+    run = attack.run(model, x, y, None, None)
+    corner = x + 0.1 * (w[1 - y] - w[y]).sign().view_as(x)
+    assert torch.allclose(run.x, corner, atol=1e-6)
+    assert torch.allclose(run.step_size, torch.full_like(run.step_size, 0.2 / 2**8))
+    # N = 21: checkpoints 4, 8, 11, 14, 16, 18, 19, 20. N = 3: checkpoints 1, 2, but the one step of
+    # the first span rose (1 ≥ ρ·1), so only the second halves
+    for steps, halvings in ((21, 8), (3, 1)):
+        eta = APGD(eps=0.1, steps=steps, random_start=False).run(model, x, y, None, None).step_size
+        assert torch.allclose(eta, torch.full_like(eta, 0.2 / 2**halvings)), steps

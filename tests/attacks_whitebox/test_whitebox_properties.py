@@ -165,3 +165,11 @@ def test_mifgsm_accumulates_l1_normalised_gradients_with_decay(untrained_mlp):
         x_adv = torch.min(torch.max(x_adv + eps / steps * g.sign(), x - eps), x + eps).clamp(0, 1)
     out = MIFGSM(eps=eps, steps=steps, momentum=mu)(untrained_mlp, x, y)
     assert torch.allclose(out, x_adv, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_ATTACKS))
+def test_works_the_same_inside_a_no_grad_block(untrained_mlp, name):
+    x, y = images(6), torch.tensor([2, 7, 1, 8])
+    expected = ALL_ATTACKS[name]()(untrained_mlp, x, y)
+    with torch.no_grad():
+        assert torch.equal(ALL_ATTACKS[name]()(untrained_mlp, x, y), expected)

@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -61,6 +62,13 @@ def checkpoints(steps: int) -> dict[int, int]:
             last = w
         p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
     return marks
+
+
+class APGDRun(NamedTuple):
+    x: torch.Tensor  # per example: the last successful iterate, else the iterate of highest loss
+    success: torch.Tensor
+    loss: torch.Tensor  # the best loss f_max
+    step_size: torch.Tensor  # η at the end
 
 
 class APGD(Attack):
@@ -134,16 +142,17 @@ class APGD(Attack):
             idx = (~fooled).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            x_i, ok, loss = self.run(model, x[idx], y[idx], None if target is None else target[idx],
-                                     None if judge is None else judge[idx])
+            x_i, ok, loss, _ = self.run(model, x[idx], y[idx], None if target is None else target[idx],
+                                        None if judge is None else judge[idx])
             keep = ok | (loss > best_loss[idx])
             best[idx] = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x_i, best[idx])
             best_loss[idx] = torch.where(keep, loss, best_loss[idx])
             fooled[idx] = ok
         return best
 
-    def run(self, model, x0, y, target, judge):
-        """One APGD run (Algorithm 1) on a batch: returns (point, success, best loss) per example."""
+    @torch.enable_grad()  # also when called inside a no_grad block
+    def run(self, model, x0, y, target, judge) -> APGDRun:
+        """One APGD run (Algorithm 1) on a batch, ``judge`` as in :meth:`sweep`."""
         view = (-1,) + (1,) * (x0.ndim - 1)
         loss_fn = self.loss_fn(y, target)
 
@@ -189,7 +198,7 @@ class APGD(Attack):
                     loss_prev = torch.where(halve, f_max, loss_prev)
                     halved_last, f_max_last = halve, f_max
                     increases.zero_()
-        return torch.where(found.view(view), x_adv, x_max), found, f_max
+        return APGDRun(torch.where(found.view(view), x_adv, x_max), found, f_max, eta)
 
 
 class APGDT(APGD):
@@ -214,5 +223,5 @@ class APGDT(APGD):
         with torch.no_grad():
             ranked = model(x).argsort(1, descending=True)
         count = min(self.num_targets, ranked.shape[1] - 1)
-        targets = [ranked[:, 0] for j in range(1, count + 1) for _ in range(self.restarts)]
+        targets = [ranked[:, j] for j in range(1, count + 1) for _ in range(self.restarts)]
         return self.sweep(model, x, y, targets, judge=None)

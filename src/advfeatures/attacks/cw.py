@@ -82,6 +82,7 @@ class CWL2(Attack):
         return {"attack": self.name, "norm": self.norm, "steps": self.steps, "search_steps": self.search_steps,
                 "initial_const": self.initial_const, "lr": self.lr, "confidence": self.confidence}
 
+    @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
         n, view = x.shape[0], (-1,) + (1,) * (x.ndim - 1)
         w0 = torch.atanh((2 * x - 1) * (1 - 1e-6))

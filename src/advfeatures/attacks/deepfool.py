@@ -60,6 +60,7 @@ class DeepFool(Attack):
     def describe(self) -> dict:
         return {"attack": self.name, "norm": self.norm, "steps": self.steps, "overshoot": self.overshoot}
 
+    @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)

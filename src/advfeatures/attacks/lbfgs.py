@@ -90,6 +90,7 @@ class LBFGSAttack(Attack):
             done += chunk
         return xv.detach()
 
+    @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
         n, view = x.shape[0], (-1,) + (1,) * (x.ndim - 1)
 

@@ -97,6 +97,7 @@ class MIFGSM(Attack):
         return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
                 "momentum": self.momentum, "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate, "loss": self.loss}
 
+    @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
         loss_fn = LOSSES[self.loss]
         sign, ref = (1.0, y) if target is None else (-1.0, target)

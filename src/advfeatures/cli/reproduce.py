@@ -14,13 +14,14 @@ from . import main
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON or TOML file of settings over the preset.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting, e.g. --set standard.epochs=5 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<preset>-seed<seed>].")
+@click.option("--dataset", help="Dataset to use instead of the preset's (digits, fashion-mnist, mnist, cifar10).")
 @click.option("--data-root", type=click.Path(), help="Folder holding the dataset's files (mnist, cifar10; fashion-mnist has a default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Where to compute [default: auto].")
 @click.option("--seed", type=int, help="Run seed (data split, initialisation, attacks) [default: 0].")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the final summary.")
 @click.pass_context
 def reproduce(ctx: click.Context, preset: str, config_file: str | None, overrides: tuple[str, ...], out: str | None,
-              data_root: str | None, device: str | None, seed: int | None, quiet: bool) -> None:
+              dataset: str | None, data_root: str | None, device: str | None, seed: int | None, quiet: bool) -> None:
     """Train standard and robust models, build D_R, D_NR, D_rand and D_det, train on each, evaluate
     them all under attack and write results.json, report.md and figures."""
     import logging
@@ -32,7 +33,7 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
         set_progress_enabled(False)
-    cfg, given = resolve_config(preset, config_file=config_file, overrides=list(overrides), data_root=data_root,
+    cfg, given = resolve_config(preset, config_file=config_file, overrides=list(overrides), dataset=dataset, data_root=data_root,
                                 device=device, seed=seed)
     out_dir = Path(out) if out else Path("runs") / f"{cfg.preset}-seed{cfg.seed}"
     results = Reproduction(cfg, given, out_dir).execute()

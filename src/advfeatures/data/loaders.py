@@ -97,7 +97,10 @@ def load_idx_folder(folder: Path, *, name: str, classes: list[str]) -> tuple[Ima
         labels = parse_idx(_open_maybe_gz(folder, f"{prefix}-labels-idx1-ubyte"), what=f"{name} {split} labels")
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DataError(f"{name} {split}: images {images.shape} and labels {labels.shape} do not match")
-        x = torch.from_numpy(images.astype(np.uint8)).unsqueeze(1).float().div_(255.0)
+        if images.dtype == np.uint8:
+            x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)
+        else:  # float idx files are taken as already scaled; ImageDataset refuses values outside [0, 1]
+            x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
         y = torch.from_numpy(labels.astype(np.int64))
         out.append(ImageDataset(x, y, classes, f"{name}-{split}", {"source": str(folder)}))
     return out[0], out[1]

@@ -31,7 +31,7 @@ def examples_figure(rep: Reproduction, path: Path, *, n: int = 8) -> None:
     classes = rep.train.classes
     gen = torch.Generator().manual_seed(rep.cfg.seed)
     idx = torch.randperm(len(rep.train), generator=gen)[:n]
-    fig, axes = plt.subplots(n, 5, figsize=(5 * 1.5, n * 1.6))
+    fig, axes = plt.subplots(n, 5, figsize=(5 * 1.5, n * 1.6), constrained_layout=True)
     for row, i in enumerate(idx.tolist()):
         panels = [("D", rep.train.images[i], classes[int(rep.train.labels[i])])]
         for kind in SETS:

@@ -1,52 +1,56 @@
 """One figure per theory model, drawn from the plain results of :mod:`advfeatures.theory.run`.
 
 Lines are closed forms, markers are simulations (with ±2 standard-error bars where they are visible).
-Matplotlib runs on the Agg backend; every PNG is written to a temporary name in the target folder and
-then renamed, so a reader never sees half a file.
+Figures are drawn on matplotlib's Agg canvas through :class:`matplotlib.figure.Figure` (no pyplot, so
+importing this module does not switch the backend of an interactive session); every PNG is written to
+a temporary name in the target folder and then renamed, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 _CLOSED = dict(lw=1.8)
 _SIM = dict(ls="none", marker="o", ms=4.5, mfc="white", mew=1.3, capsize=2)
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
+def _figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols)
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
     """Save ``fig`` as PNG at ``path`` atomically (temporary file in the same folder, then os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.png")  # same folder: rename is atomic
     try:
         fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    finally:
-        plt.close(fig)
     return path
 
 
-def _legend_note(ax: plt.Axes) -> None:
+def _legend_note(ax: Axes) -> None:
     ax.plot([], [], color="0.3", **_CLOSED, label="closed form")
     ax.plot([], [], color="0.3", ls="none", marker="o", mfc="white", mew=1.3, label="simulation")
 
 
 def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
     """Four panels: a 2-D example; Theorem 1 vs misalignment; Theorem 2 eigenvalues vs ε; gradient alignment vs ε."""
-    fig, axes = plt.subplots(2, 2, figsize=(11.5, 9.5))
+    fig, axes = _figure(2, 2, (11.5, 9.5))
 
     # (a) 2-D example
     ax = axes[0, 0]
@@ -109,12 +113,13 @@ def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
     grid = np.array([c["eps"] for c in curve])
     eig = np.array([c["eigenvalues"] for c in curve])
     spectrum = np.array(res["spectrum"])
-    colours = plt.cm.viridis(np.linspace(0, 0.9, len(spectrum)))
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(spectrum)))
     for i, colour in enumerate(colours):
         ax.plot(grid, eig[:, i], color=colour, **_CLOSED)
     for row in res["robust"]:
-        ax.scatter([row["eps"]] * len(spectrum), row["mean_square"], s=28, facecolors="white", edgecolors=colours, linewidths=1.3, zorder=3)
-        ax.scatter([row["eps"]] * len(spectrum), row["per_example"], s=30, marker="x", c=colours, linewidths=1.3, zorder=3)
+        at = [row["eps"]] * len(spectrum)
+        ax.scatter(at, row["mean_square"], s=28, facecolors="white", edgecolors=colours, linewidths=1.3, zorder=3)
+        ax.scatter(at, row["per_example"], s=30, marker="x", c=colours, linewidths=1.3, zorder=3)
     ax.set_yscale("log")
     ax.set_xlabel("ε (L2)")
     ax.set_ylabel("eigenvalues of the robust covariance Σ_r")
@@ -122,16 +127,21 @@ def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
     ax.scatter([], [], s=28, facecolors="white", edgecolors="0.3", label="numerical, E‖δ‖² ≤ ε² budget")
     ax.scatter([], [], s=30, marker="x", c="0.3", label="numerical, per-example ‖δ‖ ≤ ε")
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("(c) robust ML pulls Σ towards the identity\n(per-example ball: close to, not on, the closed form)", fontsize=10)
+    ax.set_title(
+        "(c) robust ML pulls Σ towards the identity\n(per-example ball: close to, not on, the closed form)", fontsize=10
+    )
 
     # (d) gradient alignment
     ax = axes[1, 1]
     ax.plot(grid, [c["alignment"] for c in curve], color="tab:green", **_CLOSED, label="robust, closed form")
     eps_fit = [r["eps"] for r in res["robust"]]
-    ax.plot(eps_fit, [r["alignment_mean_square_fit"] for r in res["robust"]], ls="none", marker="o", mfc="white", mew=1.3, color="tab:green", label="robust fit, E‖δ‖² budget")
-    ax.plot(eps_fit, [r["alignment_per_example_fit"] for r in res["robust"]], ls="none", marker="x", mew=1.3, color="tab:green", label="robust fit, per-example ball")
+    hollow = dict(ls="none", marker="o", mfc="white", mew=1.3)
+    ms_fit = [r["alignment_mean_square_fit"] for r in res["robust"]]
+    pe_fit = [r["alignment_per_example_fit"] for r in res["robust"]]
+    ax.plot(eps_fit, ms_fit, color="tab:green", label="robust fit, E‖δ‖² budget", **hollow)
+    ax.plot(eps_fit, pe_fit, ls="none", marker="x", mew=1.3, color="tab:green", label="robust fit, per-example ball")
     ax.axhline(res["alignment_standard"]["closed"], color="black", lw=1.4, label="standard, closed form")
-    ax.plot([0], [res["alignment_standard"]["fit"]], ls="none", marker="o", mfc="white", mew=1.3, color="black", label="standard fit")
+    ax.plot([0], [res["alignment_standard"]["fit"]], color="black", label="standard fit", **hollow)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("ε (L2)")
     ax.set_ylabel("cos(∇ₓ log-odds, μ*)")
@@ -145,11 +155,11 @@ def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
 
 def plot_tsipras(res: dict[str, Any], path: Path) -> Path:
     """Three panels: accuracy vs ε of fixed classifiers; the most robust classifier's trade-off; adversarial training."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    fig, axes = _figure(1, 3, (16, 5))
     grid = np.array(res["eps_grid"])
     eta = res["eta"]
     ps = res["ps"]
-    colours = dict(zip([str(p) for p in ps], plt.cm.plasma(np.linspace(0.05, 0.8, len(ps)))))
+    colours = dict(zip([str(p) for p in ps], matplotlib.colormaps["plasma"](np.linspace(0.05, 0.8, len(ps)))))
 
     # (a) fixed classifiers for one p
     ax = axes[0]
@@ -179,20 +189,29 @@ def plot_tsipras(res: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("L∞ ε / η  (the classifier is the most robust one at this ε)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0.45, 1.01)
-    ax.set_title("(b) the trade-off: robustness costs standard accuracy\n(closed form; Theorem 2.1 bound is tight at ε = 2η)", fontsize=10)
+    ax.set_title(
+        "(b) the trade-off: robustness costs standard accuracy\n(closed form; Theorem 2.1 bound is tight at ε = 2η)",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="lower left")
 
     # (c) adversarial logistic regression on this distribution
     ax = axes[2]
     rows = res["adversarial_training"]["rows"]
     e = np.array([r["eps"] for r in rows]) / eta
-    ax.plot(e, [r["robust_feature_margin_share"] for r in rows], "s-", color="tab:red", label="w₁ / (w₁ + η·Σⱼwⱼ): robust feature's share of the margin")
+    share = [r["robust_feature_margin_share"] for r in rows]
+    ax.plot(e, share, "s-", color="tab:red", label="w₁ / (w₁ + η·Σⱼwⱼ): robust feature's share of the margin")
     ax.plot(e, [r["standard_accuracy"] for r in rows], "o-", color="black", label="standard accuracy")
     ax.plot(e, [r["robust_accuracy"] for r in rows], "o--", color="tab:blue", label="robust accuracy at its ε (closed)")
-    ax.errorbar(e, [r["robust_accuracy_simulated"] for r in rows], yerr=[2 * r["se"] for r in rows], color="tab:blue", **_SIM, label="robust accuracy (attack)")
+    simulated, bars = [r["robust_accuracy_simulated"] for r in rows], [2 * r["se"] for r in rows]
+    ax.errorbar(e, simulated, yerr=bars, color="tab:blue", **_SIM, label="robust accuracy (attack)")
     ax.set_xlabel("training ε / η")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"(c) adversarially trained logistic regression, p = {res['adversarial_training']['p']}\n(Goodfellow closed-form objective, α = 0)", fontsize=10)
+    p_train = res["adversarial_training"]["p"]
+    ax.set_title(
+        f"(c) adversarially trained logistic regression, p = {p_train}\n(Goodfellow closed-form objective, α = 0)",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="center left")
 
     fig.suptitle("Tsipras et al. 2019: one robust feature (right w.p. p) and many weak non-robust ones", fontsize=12)
@@ -202,7 +221,7 @@ def plot_tsipras(res: dict[str, Any], path: Path) -> Path:
 
 def plot_logistic(res: dict[str, Any], path: Path) -> Path:
     """Four panels: closed-form vs PGD loss; closed-form vs FGSM training; robust accuracy vs ε; weights."""
-    fig, axes = plt.subplots(2, 2, figsize=(11.5, 9))
+    fig, axes = _figure(2, 2, (11.5, 9))
 
     ax = axes[0, 0]
     pe = res["per_example"]
@@ -211,7 +230,11 @@ def plot_logistic(res: dict[str, Any], path: Path) -> Path:
     ax.plot([0, top], [0, top], color="black", lw=1)
     ax.set_xlabel("softplus(ε‖w‖₁ − y(wᵀx + b))")
     ax.set_ylabel("logistic loss after L∞ PGD")
-    ax.set_title(f"(a) worst-case loss, closed form vs attack (ε = {res['eps_train']:g})\nmax gap: PGD {pe['max_gap_pgd']:.1e}, FGSM {pe['max_gap_fgsm']:.1e}", fontsize=10)
+    ax.set_title(
+        f"(a) worst-case loss, closed form vs attack (ε = {res['eps_train']:g})\n"
+        f"max gap: PGD {pe['max_gap_pgd']:.1e}, FGSM {pe['max_gap_fgsm']:.1e}",
+        fontsize=10,
+    )
 
     ax = axes[0, 1]
     ax.plot(res["objective_closed_form"], color="tab:blue", lw=3, alpha=0.5, label="closed-form objective")

@@ -1,0 +1,117 @@
+"""Units versus directions (Szegedy et al. 2014, "Intriguing properties of neural networks", Sec. 3).
+
+For a layer φ, the held-out images that most activate one unit, argmax_x ⟨φ(x), e_i⟩, look as
+semantically coherent as those that most activate a random direction, argmax_x ⟨φ(x), v⟩: the
+space, not the individual units, holds the semantics. Besides the two image grids this module
+measures the coherence: the *label purity* of each top-k set (the share of its most frequent
+class), against the purity of random k-subsets.
+
+The layer is named as in ``model.named_modules()`` (its output is flattened, one unit per
+coordinate), or is the representation g (the default).
+
+    out = units_vs_directions(model, test, layer="features.2", top_k=8, seed=0)
+    out["mean_purity_units"], out["mean_purity_directions"], out["chance_purity"]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks.loop import eval_mode
+from ..data.dataset import ImageDataset
+from ..errors import ConfigError
+from ..models.base import as_classifier
+from ..storage import iter_chunks
+from ..threats import check_steps
+from .visualize import random_directions
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def layer_activations(model: nn.Module, x: torch.Tensor, *, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
+    """The flattened output of ``layer`` (the representation g when None) for ``x``, (N, D)."""
+    if layer is None:
+        clf = as_classifier(model)
+        fn = lambda b: clf.features(b)  # noqa: E731
+    else:
+        modules = dict(model.named_modules())
+        if layer not in modules or not layer:
+            raise ConfigError(f"model has no layer {layer!r}; choose one of {', '.join(layer_names(model))}")
+        module = modules[layer]
+
+        def fn(b: torch.Tensor) -> torch.Tensor:
+            caught: list[torch.Tensor] = []
+            handle = module.register_forward_hook(lambda _m, _i, out: caught.append(out))
+            try:
+                model(b)
+            finally:
+                handle.remove()
+            return caught[-1]
+
+    device = next(model.parameters()).device
+    parts = []
+    with torch.no_grad(), eval_mode(model):
+        for a, b in iter_chunks(x.shape[0], check_steps(batch_size, "batch_size")):
+            parts.append(fn(x[a:b].to(device)).flatten(1).float())
+    return torch.cat(parts)
+
+
+def label_purity(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """For index sets ``labels`` (S, k): the share of the most frequent class in each row, (S,)."""
+    counts = torch.nn.functional.one_hot(labels, num_classes).sum(1)
+    return counts.amax(1).float() / labels.shape[1]
+
+
+def units_vs_directions(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    layer: str | None = None,
+    units: list[int] | None = None,
+    num: int = 4,
+    top_k: int = 8,
+    seed: int = 0,
+    chance_draws: int = 500,
+) -> dict[str, Any]:
+    """The ``top_k`` images of ``data`` that most activate each of ``num`` units (random live units
+    unless ``units`` is given) and each of ``num`` random directions of ``layer``.
+
+    Returns ``{"layer", "dim", "top_k", "units": [{"unit", "indices", "activations", "labels",
+    "purity"}], "directions": [{"indices", "activations", "labels", "purity"}], "mean_purity_units",
+    "mean_purity_directions", "chance_purity"}``.
+    """
+    top_k = check_steps(top_k, "top_k")
+    num = check_steps(num, "num")
+    if top_k > len(data):
+        raise ConfigError(f"top_k ({top_k}) exceeds the number of images ({len(data)})")
+    acts = layer_activations(model, data.images, layer=layer).cpu()
+    dim = acts.shape[1]
+    gen = torch.Generator().manual_seed(int(seed))
+    if units is None:
+        live = (acts.std(0) > 0).nonzero().flatten()
+        if live.numel() == 0:
+            raise ConfigError(f"every unit of layer {layer or 'representation'} is constant on these images; pick another layer")
+        units = live[torch.randperm(live.numel(), generator=gen)[:num]].tolist()
+    elif any(not 0 <= u < dim for u in units):
+        raise ConfigError(f"units must lie in [0, {dim - 1}] for layer {layer or 'representation'}")
+    dirs = torch.cat([torch.eye(dim)[units], random_directions(num, dim, generator=gen)])
+    scores = acts @ dirs.T  # (N, U + num)
+    values, indices = scores.topk(top_k, dim=0)  # (k, U + num)
+    labels = data.labels[indices.T]  # (U + num, k)
+    purity = label_purity(labels, data.num_classes)
+    rows = [{"indices": indices[:, j].tolist(), "activations": values[:, j].tolist(), "labels": labels[j].tolist(),
+             "purity": float(purity[j])} for j in range(dirs.shape[0])]
+    unit_rows = [{"unit": int(u), **r} for u, r in zip(units, rows[: len(units)])]
+    dir_rows = rows[len(units):]
+    draws = torch.rand((check_steps(chance_draws, "chance_draws"), len(data)), generator=gen).topk(top_k, dim=1).indices
+    return {
+        "layer": layer or "representation", "dim": dim, "top_k": top_k, "units": unit_rows, "directions": dir_rows,
+        "mean_purity_units": float(purity[: len(units)].mean()),
+        "mean_purity_directions": float(purity[len(units):].mean()),
+        "chance_purity": float(label_purity(data.labels[draws], data.num_classes).mean()),
+    }

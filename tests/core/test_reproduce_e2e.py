@@ -1,0 +1,67 @@
+"""The main job end to end on a reduced digits preset: the paper's findings must be measured."""
+
+import json
+
+import pytest
+
+from advfeatures.experiments.config import resolve_config
+from advfeatures.experiments.pipeline import MODEL_NAMES, Reproduction
+
+REDUCED = [
+    "standard.epochs=15", "adversarial.epochs=15", "train_d_r.epochs=15", "train_d_nr.epochs=15",
+    "train_d_rand.epochs=15", "train_d_det.epochs=15", "construction.matching.steps=100",
+    "extras.transfer=false", "extras.distillation=false",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    cfg, given = resolve_config("digits", overrides=REDUCED, device="cpu")
+    results = Reproduction(cfg, given, out).execute()
+    return out, results, cfg, given
+
+
+@pytest.mark.slow
+def test_results_shape(run):
+    out, results, _, _ = run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert set(MODEL_NAMES) <= set(on_disk["models"])
+    for name in MODEL_NAMES:
+        m = on_disk["models"][name]
+        assert 0 <= m["clean_accuracy"] <= 1
+        kinds = {(r["attack"], r["norm"]) for r in m["robust_accuracy"]}
+        assert {("pgd", "L2"), ("pgd", "Linf"), ("fgsm", "Linf")} <= kinds
+        assert len([r for r in m["robust_accuracy"] if r["attack"] == "pgd" and r["norm"] == "L2"]) == 2
+        for r in m["robust_accuracy"]:
+            assert set(r) >= {"attack", "norm", "eps", "steps", "accuracy"} and 0 <= r["accuracy"] <= 1
+    assert on_disk["config"]["resolved"]["preset"] == "digits" and "torch" in on_disk["versions"]
+    for kind in ("d_rand", "d_det"):
+        assert on_disk["constructions"][kind]["summary"]["share"] > 0.9  # the targets were reached
+    for fig in on_disk["figures"].values():
+        assert (out / fig).is_file()
+    report = (out / "report.md").read_text()
+    assert "D_rand" in report and "95.3%" in report  # our numbers beside the paper's
+
+
+@pytest.mark.slow
+def test_paper_findings_hold(run):
+    _, results, _, _ = run
+    m = results["models"]
+    std_big = min(r["accuracy"] for r in m["standard"]["robust_accuracy"] if r["norm"] == "L2")
+    assert std_big < 0.5 * m["standard"]["clean_accuracy"]
+    l2 = {name: sorted((r["eps"], r["accuracy"]) for r in m[name]["robust_accuracy"] if r["norm"] == "L2") for name in m}
+    assert l2["adversarial"][-1][1] > l2["standard"][-1][1] + 0.1
+    assert l2["d_r"][0][1] > l2["standard"][0][1]
+    chance = results["dataset"]["chance_accuracy"]
+    assert m["d_rand"]["clean_accuracy"] > chance + 0.15
+    assert m["d_det"]["clean_accuracy"] > chance + 0.1
+    assert all(f["holds"] for f in results["findings"] if "D_NR" not in f["claim"]), results["findings"]
+
+
+@pytest.mark.slow
+def test_asking_again_reuses_every_step(run):
+    out, first, cfg, given = run
+    again = Reproduction(cfg, given, out).execute()
+    assert all(t["reused"] for t in again["timing"]["steps"].values())
+    assert again["models"] == first["models"]

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "reproduce",
     "attack",
     "theory",
+    "represent",
 ]
 
 

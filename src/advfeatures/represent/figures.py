@@ -33,10 +33,20 @@ def save_png(fig: plt.Figure, path: str | Path, *, dpi: int = 120) -> Path:
     return path
 
 
-def _to_hwc(img: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] → an array imshow understands (H, W) or (H, W, 3)."""
-    a = img.detach().float().cpu().clamp(0, 1).numpy()
-    return a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+def _mosaic(rows: Sequence[torch.Tensor], pad: int) -> tuple[np.ndarray, int, int]:
+    """All images in one array (one imshow draws the whole grid fast), white gaps between cells."""
+    shapes = {tuple(r.shape[1:]) for r in rows if r.shape[0]}
+    if len(shapes) > 1:
+        raise DataError(f"every image of a grid must have the same shape, got {sorted(shapes)}")
+    c, h, w = shapes.pop()
+    ncols = max(int(r.shape[0]) for r in rows)
+    canvas = np.ones((len(rows) * (h + pad) - pad, ncols * (w + pad) - pad, 3), dtype=np.float32)
+    for i, row in enumerate(rows):
+        a = row.detach().float().cpu().clamp(0, 1).numpy()
+        a = np.repeat(a, 3, axis=1) if c == 1 else a[:, :3]
+        for j in range(a.shape[0]):
+            canvas[i * (h + pad) : i * (h + pad) + h, j * (w + pad) : j * (w + pad) + w] = np.transpose(a[j], (1, 2, 0))
+    return canvas, h, w
 
 
 def image_grid(
@@ -46,31 +56,33 @@ def image_grid(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     title: str | None = None,
-    cell: float = 0.9,
+    cell: float = 0.75,
 ) -> Path:
-    """A grid with one row per tensor of ``rows`` (each (K, C, H, W) in [0, 1]); shorter rows leave
-    blank cells. Grey images use the grey colour map with a fixed [0, 1] range, so rows compare."""
+    """A grid with one row per tensor of ``rows`` (each (K, C, H, W) in [0, 1], same C, H, W);
+    shorter rows leave blank cells. Pixel values map to grey (or RGB) on a fixed [0, 1] scale, so
+    rows compare."""
     if not rows:
         raise DataError("an image grid needs at least one row of images")
+    pad = 1
+    canvas, h, w = _mosaic(rows, pad)
     ncols = max(int(r.shape[0]) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(cell * ncols + (1.6 if row_labels else 0.2), cell * len(rows) + 0.6),
-                             squeeze=False)
-    for i, row in enumerate(rows):
-        for j in range(ncols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if j < row.shape[0]:
-                ax.imshow(_to_hwc(row[j]), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            if j == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
-            if i == 0 and col_labels is not None and j < len(col_labels):
-                ax.set_title(col_labels[j], fontsize=7)
+    scale = cell / max(h, w)
+    fig, ax = plt.subplots(figsize=(max(3.0, scale * canvas.shape[1] + (1.4 if row_labels else 0.2)),
+                                    scale * canvas.shape[0] + (0.8 if title else 0.3) + (0.3 if col_labels else 0)))
+    ax.imshow(canvas, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks([i * (h + pad) + (h - 1) / 2 for i in range(len(rows))])
+    ax.set_yticklabels(list(row_labels) if row_labels is not None else [""] * len(rows), fontsize=8)
+    if col_labels is not None:
+        ax.xaxis.tick_top()
+        ax.set_xticks([j * (w + pad) + (w - 1) / 2 for j in range(min(ncols, len(col_labels)))])
+        ax.set_xticklabels(list(col_labels)[:ncols], fontsize=7, rotation=90 if max(map(len, col_labels)) > 3 else 0)
+    else:
+        ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+        ax.set_title(title, fontsize=9, pad=18 if col_labels is not None else 6)
     return save_png(fig, path)
 
 

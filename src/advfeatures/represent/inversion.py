@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -163,6 +164,62 @@ def _held_out_accuracy(model: nn.Module | None, x: torch.Tensor, y: torch.Tensor
         return float((model(x).argmax(1) == y).float().mean())
 
 
+_RESERVED = {"n", "steps", "step_size", "start", "seed", "dataset", "indices", "start_pixel_l2", "models", "robust_closer",
+             "held_out_accuracy_on_targets", "figure", "json"}
+
+
+def compare_inversions(
+    models: Mapping[str, nn.Module],
+    data: ImageDataset,
+    out_dir: Path,
+    *,
+    n: int = 16,
+    steps: int = 1000,
+    step_size: float = 0.1,
+    start: Literal["noise", "image"] = "noise",
+    seed: int = 0,
+    held_out_model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Invert the same ``n`` images of ``data`` through each of ``models`` from the same seeds;
+    write ``inversion.png`` (targets, seeds, one row per model) and ``inversion.json`` to
+    ``out_dir``; return the metrics, one entry per model name (see :func:`inversion_comparison`)."""
+    if start not in ("noise", "image"):
+        raise ConfigError(f"start must be 'noise' or 'image', got {start!r}")
+    if not models or _RESERVED & set(models):
+        raise ConfigError(f"give at least one model, named other than {', '.join(sorted(_RESERVED))}")
+    n = check_steps(n, "n")
+    if n > len(data) or (start == "image" and n < 2):
+        raise ConfigError(f"n must be between {2 if start == 'image' else 1} and the dataset size {len(data)}, got {n}")
+    out_dir = Path(out_dir)
+    device = next(next(iter(models.values())).parameters()).device
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(len(data), generator=gen)[:n]
+    x, y = data.images[idx].to(device), data.labels[idx].to(device)
+    if start == "noise":
+        seeds = noise_seeds(x.cpu(), generator=gen).to(device)
+    else:
+        seeds = x[random_pairing(n, seed).to(device)]
+    summary: dict[str, Any] = {"n": n, "steps": steps, "step_size": step_size, "start": start, "seed": seed,
+                               "dataset": data.name, "indices": idx.tolist(), "models": list(models),
+                               "start_pixel_l2": float((seeds - x).flatten(1).norm(dim=1).mean())}
+    rows, labels = [x, seeds], ["target", f"seed ({start})"]
+    for name, model in models.items():
+        res = invert(model, x, start=seeds, steps=steps, step_size=step_size)
+        summary[name] = {**res.summary(), "held_out_accuracy": _held_out_accuracy(held_out_model, res.images, y)}
+        log.info("inversion through the %s model: %s", name, summary[name])
+        rows.append(res.images)
+        labels.append(f"{name}\nL2 {summary[name]['pixel_l2']:.2f}")
+    summary["held_out_accuracy_on_targets"] = _held_out_accuracy(held_out_model, x, y)
+    fig = image_grid(rows, out_dir / "inversion.png", row_labels=labels, col_labels=[data.classes[int(c)] for c in y.cpu()],
+                     title=f"Inverting representations ({data.name}, {steps} steps of {step_size:g}); "
+                           "L2 = mean pixel distance to target")
+    if "standard" in models and "robust" in models:
+        summary["robust_closer"] = summary["robust"]["pixel_l2"] < summary["standard"]["pixel_l2"]
+    summary.update(figure=str(fig), json=str(out_dir / "inversion.json"))
+    write_json_atomic(out_dir / "inversion.json", summary)
+    return summary
+
+
 def inversion_comparison(
     standard_model: nn.Module,
     robust_model: nn.Module,
@@ -185,47 +242,10 @@ def inversion_comparison(
     ``robust`` entries, each with ``pixel_l2`` (mean L2 to the targets), ``pixel_l2_median``,
     ``representation_distance`` (mean final relative distance), ``representation_distance_median``
     and ``held_out_accuracy`` (the held-out classifier's accuracy on the inverted images w.r.t. the
-    targets' labels, None without ``held_out_model``); plus ``start_pixel_l2`` (seeds to targets),
-    ``robust_closer`` (robust mean pixel L2 < standard's), ``held_out_accuracy_on_targets``,
-    ``n``, ``steps``, ``step_size``, ``start``, ``seed``, ``indices``, ``figure`` and ``json``.
+    targets' labels, None without ``held_out_model``); plus ``robust_closer`` (robust mean pixel L2
+    < standard's), ``start_pixel_l2`` (seeds to targets), ``held_out_accuracy_on_targets``, ``n``,
+    ``steps``, ``step_size``, ``start``, ``seed``, ``dataset``, ``indices``, ``models``, ``figure``
+    and ``json`` (paths).
     """
-    if start not in ("noise", "image"):
-        raise ConfigError(f"start must be 'noise' or 'image', got {start!r}")
-    n = check_steps(n, "n")
-    if n > len(data) or (start == "image" and n < 2):
-        raise ConfigError(f"n must be between {2 if start == 'image' else 1} and the dataset size {len(data)}, got {n}")
-    out_dir = Path(out_dir)
-    device = next(robust_model.parameters()).device
-    gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randperm(len(data), generator=gen)[:n]
-    x, y = data.images[idx].to(device), data.labels[idx].to(device)
-    if start == "noise":
-        seeds = noise_seeds(x.cpu(), generator=gen).to(device)
-    else:
-        seeds = x[random_pairing(n, seed)]
-    results: dict[str, Any] = {}
-    inverted = {}
-    for name, model in (("standard", standard_model), ("robust", robust_model)):
-        res = invert(model, x, start=seeds, steps=steps, step_size=step_size)
-        inverted[name] = res.images
-        results[name] = {**res.summary(), "held_out_accuracy": _held_out_accuracy(held_out_model, res.images, y)}
-        log.info("inversion through the %s model: %s", name, results[name])
-    start_l2 = float((seeds - x).flatten(1).norm(dim=1).mean())
-    fig = image_grid(
-        [x, seeds, inverted["standard"], inverted["robust"]],
-        out_dir / "inversion.png",
-        row_labels=["target", f"seed ({start})",
-                    f"standard\nL2 {results['standard']['pixel_l2']:.2f}", f"robust\nL2 {results['robust']['pixel_l2']:.2f}"],
-        col_labels=[data.classes[int(c)] for c in y.cpu()],
-        title=f"Inverting representations ({data.name}, {steps} steps of {step_size:g}); L2 = mean pixel distance to target",
-    )
-    summary = {
-        "n": n, "steps": steps, "step_size": step_size, "start": start, "seed": seed, "dataset": data.name,
-        "indices": idx.tolist(), "start_pixel_l2": start_l2,
-        "standard": results["standard"], "robust": results["robust"],
-        "robust_closer": results["robust"]["pixel_l2"] < results["standard"]["pixel_l2"],
-        "held_out_accuracy_on_targets": _held_out_accuracy(held_out_model, x, y),
-        "figure": str(fig), "json": str(out_dir / "inversion.json"),
-    }
-    write_json_atomic(out_dir / "inversion.json", summary)
-    return summary
+    return compare_inversions({"standard": standard_model, "robust": robust_model}, data, out_dir, n=n, steps=steps,
+                              step_size=step_size, start=start, seed=seed, held_out_model=held_out_model)

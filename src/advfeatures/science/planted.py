@@ -232,8 +232,8 @@ class PlantedRun:
     data: PlantedConfig = field(default_factory=PlantedConfig)
     n_train: int = 2000
     n_test: int = 1000
-    arch: str = "mlp"
-    arch_kwargs: dict[str, Any] = field(default_factory=lambda: {"hidden": [128]})
+    arch: str = "cnn"
+    arch_kwargs: dict[str, Any] = field(default_factory=lambda: {"width": 8, "hidden": 32})
     # no LR decay: the non-robust code is learnt late, from the examples whose robust class disagrees
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=64, lr=0.1, milestones=(), crop_padding=0,
                                                                    flip=False))
@@ -246,9 +246,8 @@ class PlantedRun:
     @classmethod
     def preset(cls, quick: bool) -> PlantedRun:
         if not quick:
-            return cls(data=PlantedConfig(size=12, num_classes=10), n_train=5000, n_test=2000,
-                       arch_kwargs={"hidden": [256]})
-        return cls(n_train=1000, n_test=500, train=TrainConfig(epochs=15, batch_size=64, lr=0.1, milestones=(), crop_padding=0, flip=False),
+            return cls(data=PlantedConfig(size=16, num_classes=10), n_train=5000, n_test=2000)
+        return cls(data=PlantedConfig(size=16), n_train=1000, n_test=500, train=TrainConfig(epochs=15, batch_size=64, lr=0.1, milestones=(), crop_padding=0, flip=False),
                    matching=MatchingConfig(steps=100, step_size=0.1), relabel=RelabelConfig(eps=0.5, steps=30, step_size=0.05))
 
 

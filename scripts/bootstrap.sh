@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (once) the project's virtual environment in .venv and install advfeatures with its test
+# dependencies. The CPU build of torch is pinned and installed first: any other torch request pulls
+# gigabytes of CUDA packages. Safe to run again: it only installs what is missing.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${ADVFEATURES_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "advfeatures needs Python >= 3.11")'
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.advfeatures-installed"
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
+  "$venv/bin/python" -m pip install --quiet -e "$root[test]"
+  touch "$stamp"
+fi

@@ -12,7 +12,6 @@ from .attacks.base import Attack
 from .attacks.loop import eval_mode
 from .attacks.pgd import FGSM, PGD
 from .data.dataset import ImageDataset
-from .errors import ConfigError
 from .progress import progress
 from .storage import iter_chunks
 
@@ -21,7 +20,7 @@ from .storage import iter_chunks
 class AttackSpec:
     """A named attack configuration, as it appears in configs and ``results.json``."""
 
-    attack: str = "pgd"  # "pgd" or "fgsm"
+    attack: str = "pgd"  # "pgd", "fgsm", or any name of advfeatures.attacks.registry (e.g. "apgd")
     norm: str = "L2"
     eps: float = 0.25
     steps: int = 20
@@ -35,7 +34,9 @@ class AttackSpec:
                        restarts=self.restarts, random_start=self.random_start, seed=seed)
         if self.attack == "fgsm":
             return FGSM(norm=self.norm, eps=self.eps, seed=seed)
-        raise ConfigError(f"unknown attack {self.attack!r} in the evaluation suite; use 'pgd' or 'fgsm'")
+        from .attacks.registry import build_attack  # every other attack by name, e.g. "apgd", "apgd-t", "square"
+
+        return build_attack(self.attack, norm=self.norm, eps=self.eps, steps=self.steps, seed=seed)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +72,7 @@ def evaluate_suite(model: nn.Module, data: ImageDataset, suite: list[AttackSpec]
         acc = robust_accuracy(model, data, attack, batch_size=batch_size, device=device,
                               desc=f"{desc} {spec.attack}-{spec.norm} ε={spec.eps:g}")
         info = attack.describe()
-        out["robust_accuracy"].append({"attack": spec.attack, "norm": info["norm"], "eps": info["eps"], "steps": info["steps"],
-                                       "step_size": info["step_size"], "restarts": info["restarts"], "accuracy": acc})
+        out["robust_accuracy"].append({"attack": spec.attack, "norm": info.get("norm", spec.norm), "eps": info.get("eps", spec.eps),
+                                       "steps": info.get("steps", spec.steps), "step_size": info.get("step_size"),
+                                       "restarts": info.get("restarts", 1), "accuracy": acc})
     return out

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,70 +18,8 @@ import torch
 from . import main
 from ..data import DATASETS, load_dataset
 from ..errors import ConfigError
+from ..attacks.registry import ATTACK_NAMES, NORMS, build_attack
 from ..storage import iter_chunks, write_json_atomic
-
-NORMS = ("Linf", "L2", "L1")
-
-
-@dataclass(frozen=True)
-class AttackEntry:
-    build: Callable[..., Any]  # (norm, eps, steps, queries, seed) -> Attack
-    norms: tuple[str, ...]  # the norms it works in
-    needs_eps: bool = True  # False: minimal-norm or spatial attacks
-
-
-def _kw(**pairs: Any) -> dict[str, Any]:
-    return {k: v for k, v in pairs.items() if v is not None}
-
-
-def _registry() -> dict[str, AttackEntry]:
-    # imported here so that `advfeatures --help` stays fast
-    from ..attacks import apgd, bim, cw, deepfool, lbfgs, momentum, pgd
-    from ..attacks.nes import NES
-    from ..attacks.spatial import SpatialGrid, StAdv
-    from ..attacks.square import Square
-    from ..attacks.universal import Universal
-
-    lp = ("Linf", "L2")
-    return {
-        "pgd": AttackEntry(lambda n, e, s, q, seed: pgd.PGD(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
-        "fgsm": AttackEntry(lambda n, e, s, q, seed: pgd.FGSM(norm=n, eps=e, seed=seed), NORMS),
-        "bim": AttackEntry(lambda n, e, s, q, seed: bim.BIM(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
-        "iterative-ll": AttackEntry(lambda n, e, s, q, seed: bim.IterativeLeastLikely(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
-        "mifgsm": AttackEntry(lambda n, e, s, q, seed: momentum.MIFGSM(norm=n, eps=e, seed=seed, **_kw(steps=s)), lp),
-        "difgsm": AttackEntry(lambda n, e, s, q, seed: momentum.DIFGSM(norm=n, eps=e, seed=seed, **_kw(steps=s)), lp),
-        "apgd": AttackEntry(lambda n, e, s, q, seed: apgd.APGD(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
-        "apgd-dlr": AttackEntry(lambda n, e, s, q, seed: apgd.APGD(norm=n, eps=e, loss="dlr", seed=seed, **_kw(steps=s)), NORMS),
-        "apgd-t": AttackEntry(lambda n, e, s, q, seed: apgd.APGDT(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
-        "cw-linf": AttackEntry(lambda n, e, s, q, seed: cw.CWLinf(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
-        "cw-l2": AttackEntry(lambda n, e, s, q, seed: cw.CWL2(seed=seed, **_kw(steps=s)), ("L2",), needs_eps=False),
-        "deepfool": AttackEntry(lambda n, e, s, q, seed: deepfool.DeepFool(norm=n, seed=seed, **_kw(steps=s)), lp, needs_eps=False),
-        "lbfgs": AttackEntry(lambda n, e, s, q, seed: lbfgs.LBFGSAttack(seed=seed, **_kw(steps=s)), ("L2",), needs_eps=False),
-        "nes": AttackEntry(lambda n, e, s, q, seed: NES(norm=n, eps=e, seed=seed, **_kw(max_queries=q)), lp),
-        "square": AttackEntry(lambda n, e, s, q, seed: Square(norm=n, eps=e, seed=seed, **_kw(max_queries=q)), lp),
-        "universal": AttackEntry(lambda n, e, s, q, seed: Universal(norm=n, eps=e, seed=seed, **_kw(epochs=s)), lp),
-        "spatial": AttackEntry(lambda n, e, s, q, seed: SpatialGrid(seed=seed), (), needs_eps=False),
-        "stadv": AttackEntry(lambda n, e, s, q, seed: StAdv(seed=seed, **_kw(steps=s)), (), needs_eps=False),
-    }
-
-
-ATTACK_NAMES = ("pgd", "fgsm", "bim", "iterative-ll", "mifgsm", "difgsm", "apgd", "apgd-dlr", "apgd-t", "cw-linf", "cw-l2",
-                "deepfool", "lbfgs", "nes", "square", "universal", "spatial", "stadv")
-
-
-def build_attack(name: str, *, norm: str, eps: float | None, steps: int | None = None, queries: int | None = None, seed: int = 0):
-    """An attack by its CLI name, configured from the common options (``steps``: iterations, or
-    epochs for ``universal``; ``queries``: the black-box budget)."""
-    registry = _registry()
-    if name not in registry:
-        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(registry)}")
-    entry = registry[name]
-    if entry.norms and norm not in entry.norms:
-        raise ConfigError(f"{name} works in {' or '.join(entry.norms)}, not {norm}; pass --norm {entry.norms[0]}")
-    if entry.needs_eps and eps is None:
-        raise ConfigError(f"{name} needs a budget: pass --eps")
-    return entry.build(norm, eps, steps, queries, seed)
-
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":

@@ -83,7 +83,9 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 @_DEVICE
 def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, dataset: str, data_root: Path | None,
            out: Path, n: int, steps: int, step_size: float, start: str, interp: int, seed: int, device: str) -> None:
-    """Invert representations (Engstrom et al. 2019): recover images from g(x)."""
+    """Recover images from their representations g(x), standard vs robust.
+
+    Representation inversion as in Engstrom et al. 2019."""
     from ..represent.figures import image_grid
     from ..represent.inversion import compare_inversions, interpolate
 
@@ -130,7 +132,9 @@ def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, 
 @_DEVICE
 def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coordinates: str | None, num: int, steps: int,
               step_size: float, eps: float | None, units: bool, layer: str | None, top_k: int, seed: int, device: str) -> None:
-    """Feature visualisation and feature addition (Engstrom et al. 2019); units vs directions (Szegedy et al. 2014)."""
+    """Maximise representation coordinates; feature addition; units vs directions.
+
+    Engstrom et al. 2019 (visualisation, addition); Szegedy et al. 2014 (units vs directions)."""
     from ..represent.figures import image_grid
     from ..represent.inversion import noise_seeds
     from ..represent.units import layer_activations, units_vs_directions
@@ -200,7 +204,9 @@ def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coor
 @_DEVICE
 def generate(model: Path, dataset: str, data_root: Path | None, out: Path, per_class: int, eps: float | None, steps: int,
              step_size: float | None, max_dim: int, seed: int, device: str) -> None:
-    """Class-conditional generation from one robust classifier (Santurkar et al. 2019)."""
+    """Class-conditional generation from one robust classifier.
+
+    Gaussian seeds per class, then targeted large-ε L2 PGD (Santurkar et al. 2019)."""
     from ..represent.figures import image_grid
     from ..represent.generate import fit_class_gaussians, generate as generate_fn
 
@@ -239,7 +245,9 @@ def generate(model: Path, dataset: str, data_root: Path | None, out: Path, per_c
 @_DEVICE
 def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: int, methods: str, with_ssim: bool,
              seed: int, device: str) -> None:
-    """Saliency maps and the cascading-randomisation sanity check (Adebayo et al. 2018)."""
+    """Saliency maps and the cascading-randomisation sanity check.
+
+    Adebayo et al. 2018: a map that explains the model must change when its weights are randomised."""
     from ..represent.figures import cascade_plot, saliency_grid
     from ..represent.saliency import cascading_randomization
 
@@ -280,7 +288,9 @@ def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: in
 def transfer(model: tuple[Path, ...], names: tuple[str, ...], dataset: str, data_root: Path | None, out: Path,
              n_train: int | None, n_test: int | None, modes: str, epochs: int, lr: float, batch_size: int, seed: int,
              device: str) -> None:
-    """Transfer from source representations to --dataset: linear probe and full fine-tuning (Salman et al. 2020)."""
+    """Transfer source representations to --dataset: linear probe and fine-tuning.
+
+    Fixed-feature and full fine-tuning transfer as in Salman et al. 2020."""
     from ..represent.figures import transfer_plot
     from ..represent.transfer import transfer_table
     from ..train import TrainConfig

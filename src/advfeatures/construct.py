@@ -12,7 +12,9 @@
 Constructions are written shard by shard (``shard-00000.safetensors`` …, then ``manifest.json``).
 Each shard's randomness comes from (seed, shard index) and the start-image pairing from the seed
 alone, so a resumed construction, or one split across ``torchrun`` ranks, produces the same tensors
-as one uninterrupted single-process run.
+as one uninterrupted single-process run. Memory stays bounded by one shard: a shard's results are
+written and dropped before the next one starts, and the manifest's statistics are read back one
+shard and a few small columns at a time.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .attacks.base import random_targets
 from .attacks.loop import eval_mode, optimize_inputs
 from .attacks.pgd import PGD
 from .data.dataset import ImageDataset
-from .errors import ConfigError
+from .distributed import barrier
+from .errors import ConfigError, DataError
 from .models.base import as_classifier, fake_relu
 from .progress import progress
-from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_shards, read_sharded, save_safetensors_atomic,
+from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_sharded, save_safetensors_atomic,
                       shard_path, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
@@ -143,7 +147,8 @@ def build_dataset(
 
     Shards already on disk are kept (resume). This process builds the shards whose index ≡ ``rank``
     (mod ``world_size``); rank 0 writes the manifest once all shards exist and returns it (other
-    ranks, or rank 0 while shards are missing, return None).
+    ranks, or rank 0 while shards are missing, return None). Under ``torchrun`` (``torch.distributed``
+    initialised) every rank waits for the others before rank 0 looks for missing shards.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown construction {kind!r}; choose one of {', '.join(KINDS)}")
@@ -189,6 +194,8 @@ def build_dataset(
         tensors = {k: torch.cat(v) for k, v in parts.items()}
         tensors["images"] = tensors["images"].float()
         save_safetensors_atomic(tensors, shard_path(folder, shard), metadata={"kind": kind, "shard": str(shard)})
+        del parts, tensors
+    barrier()  # every rank's shards are on disk before rank 0 writes the manifest
     if rank != 0 or missing_shards(folder, num_shards):
         return None
     return finish_manifest(folder, kind=kind, num_shards=num_shards, config={
@@ -197,8 +204,10 @@ def build_dataset(
 
 
 def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[str, Any], key: str) -> dict[str, Any]:
-    """Write the manifest with the construction's success statistics."""
-    tensors = read_shards(shard_path(folder, i) for i in range(num_shards))
+    """Write the manifest with the construction's success statistics (reading only the small
+    per-example columns, never the images)."""
+    columns = ("stat", "labels", "source_labels") + (("pixel_l2_to_source",) if kind in ("d_r", "d_nr") else ())
+    tensors = _read_columns([shard_path(folder, i) for i in range(num_shards)], columns)
     stat = tensors["stat"].float()
     if kind in ("d_r", "d_nr"):
         pixel = tensors["pixel_l2_to_source"].float()
@@ -209,6 +218,19 @@ def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[st
         summary["per_class_share"] = [float(stat[tensors["labels"] == c].mean()) if bool((tensors["labels"] == c).any()) else None
                                       for c in range(int(tensors["source_labels"].max()) + 1)]
     return write_manifest(folder, num_shards=num_shards, config=config, extra={"kind": kind, "key": key, "summary": summary})
+
+
+def _read_columns(paths: list[Path], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Some keys of each shard, concatenated in order, without loading the others."""
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    for p in paths:
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                for k in keys:
+                    parts[k].append(f.get_tensor(k))
+        except (SafetensorError, OSError) as exc:
+            raise DataError(f"{p} is not a readable shard ({exc}); delete it and resume the construction") from None
+    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 def load_constructed(folder: str | Path, *, classes: list[str], name: str | None = None) -> tuple[ImageDataset, dict[str, Any]]:

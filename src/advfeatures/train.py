@@ -5,6 +5,12 @@ and 2/3 of training), Adam as an option; batched crop/flip augmentation; a check
 epoch, so an interrupted run resumes where it stopped and finishes with the same weights.
 Adversarial training replaces each batch by PGD examples made against the current model (in eval
 mode, as in the reference implementation), then takes an ordinary training step on them.
+
+Under ``torchrun`` training is data-parallel (DistributedDataParallel, gloo on CPU, NCCL on GPU):
+every process draws the same epoch permutation and augmentation, keeps its share of each batch
+(positions ≡ rank mod world size), so the union of the shares is the single-process epoch, and the
+averaged gradient is the single-process batch mean. Only rank 0 writes checkpoints. ``compile``,
+``bf16`` and ``channels_last`` (see :func:`advfeatures.distributed.accelerate`) change speed only.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
+from .attacks.loop import eval_mode
 from .attacks.pgd import PGD
 from .data.augment import augment_batch
 from .data.dataset import ImageDataset
@@ -104,18 +112,32 @@ def train_model(
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
     desc: str = "train",
+    compile: bool = False,
+    bf16: bool = False,
+    channels_last: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on ``data``; returns per-epoch loss and accuracy on the training batches.
 
     With ``checkpoint`` (a file path), the state after each epoch is saved there and a later call
     resumes from it (the file is loaded with ``weights_only=True``).
+
+    When ``torch.distributed`` is initialised with more than one process (``torchrun``), each
+    process trains on its share of every batch inside ``DistributedDataParallel``; every rank
+    returns the same history and ends with the same parameters. BatchNorm batch statistics are per
+    process (no SyncBatchNorm); running statistics are rank 0's.
     """
     cfg.validate()
     device = torch.device(device)
     model.to(device)
+    world, rank = distributed.world_size(), distributed.rank()
     gen = torch.Generator().manual_seed(cfg.seed)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # before DDP, which must see the final parameter layout
     opt = make_optimizer(model, cfg)
-    adversary = cfg.adversary.build(cfg.seed + 1) if cfg.adversary else None
+    # rank 0 keeps the single-process seed; other ranks draw their own random starts
+    adversary = cfg.adversary.build(cfg.seed + 1 + 1_000_003 * rank) if cfg.adversary else None
+    speed = {"compile": compile, "bf16": bf16, "channels_last": channels_last, "device": device}
+    attack_net = distributed.accelerate(model, **speed)
     history: list[dict[str, float]] = []
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
@@ -126,6 +148,10 @@ def train_model(
         gen.set_state(state["generator"])
         history, start_epoch = list(state["history"]), int(state["epoch"])
         log.info("%s: resuming at epoch %d/%d from %s", desc, start_epoch, cfg.epochs, ckpt)
+    train_net = attack_net
+    if world > 1:
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_net = distributed.accelerate(ddp, **speed)
     x_all, y_all = data.images.to(device), data.labels.to(device)
     n = len(data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -140,21 +166,40 @@ def train_model(
         for b in bar:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x, y = x_all[idx], y_all[idx]
-            if cfg.crop_padding or cfg.flip:
+            if cfg.crop_padding or cfg.flip:  # the whole batch on every rank: the generators stay in step
                 x = augment_batch(x, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=gen)
-            if adversary is not None:
-                x = adversary(model, x, y)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            batch = y.shape[0]
+            if world > 1:
+                x, y = x[rank::world], y[rank::world]
+            if adversary is not None and y.shape[0]:
+                # the attack's own hook: the batch comes from a checked dataset, so skip the argument
+                # checks of Attack.__call__ and their host synchronisations on every batch
+                with eval_mode(attack_net):
+                    x = adversary.perturb(attack_net, x, y, None).detach()
+            logits = train_net(x)
+            if world > 1:
+                # DDP averages over ranks: scale each rank's sum so that the result is the batch mean
+                ce_sum = F.cross_entropy(logits, y, reduction="sum")
+                loss = ce_sum * (world / batch)
+            else:
+                loss = F.cross_entropy(logits, y)
+                ce_sum = loss.detach() * batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach() * y.shape[0]
+            loss_sum += ce_sum.detach()
             correct += (logits.detach().argmax(1) == y).sum()
+        if world > 1:
+            distributed.all_reduce_sum(loss_sum)
+            distributed.all_reduce_sum(correct)
+            for buf in model.buffers():  # BatchNorm running statistics: rank 0's, on every rank
+                torch.distributed.broadcast(buf, 0)
         record = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
         history.append(record)
         log.debug("%s epoch %d: %s", desc, epoch + 1, record)
         if ckpt is not None:
-            _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history)
+            if rank == 0:
+                _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history)
+            distributed.barrier()
     model.eval()
     return history

@@ -67,7 +67,7 @@ class PGD(Attack):
         for _ in range(self.restarts):
             start = self.threat.random_start(x, self.generator(x.device)) if self.random_start else x
             res = optimize_inputs(objective, x, threat=self.threat, steps=self.steps, step_size=self.step_size,
-                                  x_init=start, keep_best=self.keep_best)
+                                  x_init=start, keep_best=self.keep_best, final_loss=self.restarts > 1)
             if self.restarts == 1:
                 return res.x
             with torch.no_grad():

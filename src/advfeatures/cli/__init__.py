@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "attack",
     "theory",
     "represent",
+    "science",
+    "construct",
 ]
 
 

@@ -219,7 +219,7 @@ def generate(model: Path, dataset: str, data_root: Path | None, out: Path, per_c
     res = generate_fn(m, labels, gaussians=gauss, eps=eps, steps=steps, step_size=step_size,
                       generator=torch.Generator().manual_seed(seed))
     per = res.success.float().view(train.num_classes, per_class).mean(1).tolist()
-    summary = {**res.summary(), "per_class_target_reached": dict(zip(train.classes, per)), "per_class": per_class,
+    summary = {**res.summary(), "per_class_target_reached": dict(zip(train.classes, per, strict=True)), "per_class": per_class,
                "steps": steps, "eps": eps, "resolution": list(gauss.resolution)}
     shape = res.images.shape[1:]
     gen_rows = list(res.images.cpu().view(train.num_classes, per_class, *shape))
@@ -303,7 +303,7 @@ def transfer(model: tuple[Path, ...], names: tuple[str, ...], dataset: str, data
     dev = _device(device)
     train, test = load_dataset(dataset, root=data_root)
     train, test = train.head(n_train), test.head(n_test)
-    sources = {name: _load(p, dev) for name, p in zip(labels, model)}
+    sources = {name: _load(p, dev) for name, p in zip(labels, model, strict=True)}
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, crop_padding=0, flip=False, seed=seed)
     table = transfer_table(sources, train, test, modes=tuple(v.strip() for v in modes.split(",") if v.strip()),
                            fine_tune_config=cfg, device=dev)

@@ -243,11 +243,11 @@ def findings(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("The adversarially trained model is much more robust than the standard one",
             adv_l2[-1]["accuracy"] >= big["accuracy"] + 0.1,
             f"L2 PGD ε={big['eps']:g}: adversarial {adv_l2[-1]['accuracy']:.3f} vs standard {big['accuracy']:.3f}")
-        small = 0
-        add("The model trained on D_R is more robust than the standard model",
-            dr_l2[small]["accuracy"] > std_l2[small]["accuracy"] and dr_l2[-1]["accuracy"] >= std_l2[-1]["accuracy"],
+        small = 0  # the paper compares at ε = 0.25, half its training radius: our smaller radius
+        add("The model trained on D_R is more robust than the standard model (at the smaller L2 radius, as in the paper)",
+            dr_l2[small]["accuracy"] > std_l2[small]["accuracy"],
             f"L2 PGD ε={std_l2[small]['eps']:g}: D_R {dr_l2[small]['accuracy']:.3f} vs standard {std_l2[small]['accuracy']:.3f}; "
-            f"ε={big['eps']:g}: {dr_l2[-1]['accuracy']:.3f} vs {big['accuracy']:.3f}")
+            f"at ε={big['eps']:g}: {dr_l2[-1]['accuracy']:.3f} vs {big['accuracy']:.3f}")
         nr_l2 = _l2_entries(m["d_nr"])
         add("The model trained on D_NR is less robust than the one trained on D_R",
             nr_l2[small]["accuracy"] < dr_l2[small]["accuracy"],

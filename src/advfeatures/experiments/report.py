@@ -83,7 +83,7 @@ def _pct(x: float | None) -> str:
 def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     ds, models, paper = results["dataset"], results["models"], results["paper_reference"]["models"]
     attacks = models["standard"]["robust_accuracy"]
-    head = [f"{a['attack'].upper()} {a['norm']} ε={a['eps']:.3g} ({a['steps']} steps)" for a in attacks]
+    head = [f"{a['attack'].upper()} {a['norm']} ε={a['eps']:.3g} ({a['steps']} step{'s' if a['steps'] != 1 else ''})" for a in attacks]
     lines = [
         f"# Reproduction of Ilyas et al. 2019 on {ds['name']}",
         "",
@@ -119,7 +119,7 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         if kind in ("d_r", "d_nr"):
             proc = f"representation matching from another training image, {cfg['steps']} L2 steps of {cfg['step_size']:g}"
             succ = (f"relative representation distance: mean {s['mean']:.3f}, median {s['median']:.3f}, 90th pct {s['p90']:.3f}; "
-                    f"mean pixel L2 to the source image {s['mean_pixel_l2_to_source']:.2f}")
+                    f"mean pixel L2 to the original image {s['mean_pixel_l2_to_source']:.2f}")
         else:
             target = "t ~ uniform over the other classes" if kind == "d_rand" else "t = (y+1) mod C"
             proc = f"targeted L2 PGD, ε={cfg['eps']:g}, {cfg['steps']} steps of {cfg['step_size']:g}, {target}"

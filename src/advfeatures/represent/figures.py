@@ -127,7 +127,7 @@ def transfer_plot(table: Mapping[str, Any], path: str | Path) -> Path:
         acc = [next((r["test_accuracy"] for r in rows if r["source"] == s and r["mode"] == mode), np.nan) for s in sources]
         pos = np.arange(len(sources)) + (k - (len(modes) - 1) / 2) * width
         bars = ax.bar(pos, acc, width, label=mode)
-        for b, a in zip(bars, acc):
+        for b, a in zip(bars, acc, strict=True):
             if np.isfinite(a):
                 ax.text(b.get_x() + b.get_width() / 2, a + 0.01, f"{a:.3f}", ha="center", fontsize=7)
     ax.set_xticks(np.arange(len(sources)))

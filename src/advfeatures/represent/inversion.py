@@ -66,7 +66,8 @@ class InversionResult:
 def noise_seeds(like: torch.Tensor, *, generator: torch.Generator | None = None, mean: float = NOISE_MEAN,
                 std: float = NOISE_STD) -> torch.Tensor:
     """Seeds x₀ ~ N(mean, std²) per pixel, clipped to [0, 1], shaped like ``like`` (the paper's noise)."""
-    z = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    z = torch.randn(like.shape, generator=generator, device=generator.device if generator is not None else like.device,
+                    dtype=like.dtype).to(like.device)  # drawn where the generator lives
     return (mean + std * z).clamp_(0.0, 1.0)
 
 

@@ -64,7 +64,8 @@ def smooth_grad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, samp
     total = torch.zeros_like(x)
     with eval_mode(model):
         for _ in range(samples):  # a loop over noise draws; each draw is one batched gradient
-            eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            eps = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else x.device,
+                              dtype=x.dtype).to(x.device)
             total += _target_logit_gradient(model, x + noise * eps, target)
     return total / samples
 

@@ -84,7 +84,8 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
 
 
 def _fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, l2: float, max_iter: int) -> nn.Linear:
-    head = nn.Linear(z.shape[1], num_classes)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own init would draw from the global RNG
+        head = nn.Linear(z.shape[1], num_classes)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
@@ -141,7 +142,8 @@ def fine_tune(
     dim = int(source.head.in_features) if isinstance(source.head, nn.Linear) else None
     if dim is None:
         raise ModelError("fine-tuning needs a model whose head is an nn.Linear")
-    head = nn.Linear(dim, train.num_classes)
+    with torch.random.fork_rng(devices=[]):  # its default init is overwritten below from our own generator
+        head = nn.Linear(dim, train.num_classes)
     gen = torch.Generator().manual_seed(cfg.seed)
     bound = 1.0 / math.sqrt(dim)
     with torch.no_grad():  # PyTorch's default scale, drawn from our own generator
@@ -188,5 +190,5 @@ def transfer_table(
                          "test_accuracy": res["test_accuracy"]})
             log.info("transfer %s (%s) → %s: %.4f", name, mode, train.name, res["test_accuracy"])
     table = {name: {r["mode"]: r["test_accuracy"] for r in rows if r["source"] == name} for name in sources}
-    return {"target": train.name, "target_shape": list(train.image_shape), "source_shapes": shapes, "modes": list(modes),
+    return {"target": train.name.removesuffix("-train"), "target_shape": list(train.image_shape), "source_shapes": shapes, "modes": list(modes),
             "n_train": len(train), "n_test": len(test), "rows": rows, "table": table}

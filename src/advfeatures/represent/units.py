@@ -106,7 +106,7 @@ def units_vs_directions(
     purity = label_purity(labels, data.num_classes)
     rows = [{"indices": indices[:, j].tolist(), "activations": values[:, j].tolist(), "labels": labels[j].tolist(),
              "purity": float(purity[j])} for j in range(dirs.shape[0])]
-    unit_rows = [{"unit": int(u), **r} for u, r in zip(units, rows[: len(units)])]
+    unit_rows = [{"unit": int(u), **r} for u, r in zip(units, rows[: len(units)], strict=True)]
     dir_rows = rows[len(units):]
     draws = torch.rand((check_steps(chance_draws, "chance_draws"), len(data)), generator=gen).topk(top_k, dim=1).indices
     return {

@@ -57,7 +57,8 @@ def representation_dim(model: nn.Module, like: torch.Tensor) -> int:
 def random_directions(count: int, dim: int, *, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """``count`` directions uniformly distributed on the unit sphere of R^dim, shape (count, dim)."""
-    v = torch.randn((check_steps(count, "count"), check_steps(dim, "dim")), generator=generator, device=device)
+    shape = (check_steps(count, "count"), check_steps(dim, "dim"))
+    v = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
     return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 

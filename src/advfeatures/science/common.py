@@ -45,8 +45,10 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
 
 
 def seeded_model(name: str, in_shape: Sequence[int], num_classes: int, *, seed: int, **kwargs: Any) -> nn.Module:
-    """``build_model(name, ...)`` with initial weights drawn from ``seed`` alone."""
-    model = build_model(name, in_shape, num_classes, **kwargs)
+    """``build_model(name, ...)`` with initial weights drawn from ``seed`` alone; the global random
+    state is left as it was (the constructor's own draws are made on a forked copy of it)."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(name, in_shape, num_classes, **kwargs)
     return init_parameters(model, torch.Generator().manual_seed(int(seed)))
 
 

@@ -1,0 +1,114 @@
+"""``advfeatures construct``: build D_R, D_NR, D_rand or D_det from a saved model, alone or under torchrun.
+
+    advfeatures construct --kind d_rand --model std.safetensors --dataset fashion-mnist --out d_rand \\
+        --steps 50 --step-size 0.5 --eps 2.5
+    torchrun --nproc-per-node 2 -m advfeatures.cli construct --kind d_nr --model std.safetensors ...
+
+Under ``torchrun`` every process builds the shards whose index ≡ its rank (mod the number of
+processes) and rank 0 writes the manifest once all of them exist: the result is the same dataset,
+tensor for tensor, as one process with the same seed. An interrupted construction resumes at the
+first missing shard when run again with the same options; a folder holding a different
+construction is refused. (``torchrun`` reads any option that abbreviates one of its own, such as
+``--n``, so under it spell the image count ``--num-images``.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import click
+
+from . import main
+from ..data import DATASETS
+
+
+def _fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@main.command("construct")
+@click.option("--kind", type=click.Choice(["d_r", "d_nr", "d_rand", "d_det"]), required=True,
+              help="d_r / d_nr: representation matching through --model (robust / standard); d_rand / d_det: targeted PGD on it.")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file written by save_model (.safetensors).")
+@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True, help="Dataset whose training split is transformed.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Folder holding the dataset files.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the shards and manifest.json.")
+@click.option("--steps", type=int, default=None, help="Optimisation steps [d_r/d_nr: 1000, d_rand/d_det: 100].")
+@click.option("--step-size", type=float, default=None, help="Step length in L2 pixel units [0.1].")
+@click.option("--eps", type=float, default=None, help="L2 budget of d_rand / d_det [0.5].")
+@click.option("--matching-start", "start", type=click.Choice(["random_image", "noise"]), default=None, help="d_r / d_nr start [random_image].")
+@click.option("--shard-size", type=int, default=5000, show_default=True, help="Images per shard (the unit of resuming and of sharding).")
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pairing, the targets and every shard's randomness.")
+@click.option("--n", "--num-images", "n", type=int, default=None,
+              help="Use the first N training images (all by default); spell it --num-images under torchrun, whose own parser takes --n.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (speed only).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast (faster on recent CPUs and GPUs; bf16 rounding).")
+@click.option("--channels-last", is_flag=True, help="Channels-last memory format (speed only).")
+def construct_command(kind, model_path, dataset, data_root, out, steps, step_size, eps, start, shard_size, batch_size, seed, n,
+                      device, compile_, bf16, channels_last):
+    """Build one of the paper's four training sets, shard by shard (resumable; torchrun shards it by example index)."""
+    from dataclasses import asdict, replace
+
+    from ..construct import MatchingConfig, RelabelConfig, build_dataset
+    from ..data import load_dataset
+    from ..distributed import accelerate, barrier, init_distributed, shutdown, tune_allocator
+    from ..errors import ConfigError
+    from ..models import load_model
+    from ..storage import MANIFEST, file_sha256, read_json, write_json_atomic
+
+    tune_allocator()
+    if n is not None and n < 2:
+        raise ConfigError(f"--n must be ≥ 2, got {n}")
+    matching = relabel = None
+    if kind in ("d_r", "d_nr"):
+        if eps is not None:
+            raise ConfigError("--eps bounds d_rand / d_det only; representation matching has no ε (drop --eps)")
+        matching = MatchingConfig()
+        matching = replace(matching, **{k: v for k, v in {"steps": steps, "step_size": step_size, "start": start}.items() if v is not None})
+        matching.validate()
+    else:
+        if start is not None:
+            raise ConfigError("--matching-start applies to d_r / d_nr only (drop it)")
+        relabel = RelabelConfig()
+        relabel = replace(relabel, **{k: v for k, v in {"steps": steps, "step_size": step_size, "eps": eps}.items() if v is not None})
+        relabel.validate()
+
+    ctx, dev = init_distributed(device)
+    try:
+        model = load_model(model_path, device=dev)
+        train, _ = load_dataset(dataset, root=data_root)
+        source = train.head(n)
+        settings = {"kind": kind, "model_sha256": file_sha256(model_path), "dataset": dataset, "n": len(source), "seed": seed,
+                    "shard_size": shard_size, "matching": asdict(matching) if matching else None,
+                    "relabel": asdict(relabel) if relabel else None}
+        key = _fingerprint(settings)
+        manifest_path = out / MANIFEST
+        if manifest_path.is_file():
+            found = read_json(manifest_path).get("key")
+            if found == key:
+                if ctx.is_main:
+                    click.echo(f"{out} already holds this construction (key {key}); nothing to do")
+                return
+            raise ConfigError(f"{out} holds a different construction (key {found}, these options give {key}); choose another --out")
+        settings_path = out / "construct.json"
+        if settings_path.is_file() and read_json(settings_path).get("key") != key:
+            raise ConfigError(f"{out} holds part of a different construction; resume it with its own options or choose another --out")
+        barrier()  # every rank has checked the folder before rank 0 writes to it
+        if ctx.is_main:
+            write_json_atomic(settings_path, {"key": key, "settings": settings})
+        net = accelerate(model, compile=compile_, bf16=bf16, channels_last=channels_last, device=dev)
+        began = time.perf_counter()
+        manifest = build_dataset(kind, net, source, out, matching=matching, relabel=relabel, seed=seed, batch_size=batch_size,
+                                 shard_size=shard_size, device=dev, rank=ctx.rank, world_size=ctx.world_size, key=key)
+        if manifest is not None:
+            summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in manifest["summary"].items()
+                                if not isinstance(v, list))
+            click.echo(f"wrote {manifest['count']} images in {len(manifest['shards'])} shards to {out} "
+                       f"({ctx.world_size} process{'es' if ctx.world_size > 1 else ''}, {time.perf_counter() - began:.1f} s): {summary}")
+    finally:
+        shutdown()

@@ -1,7 +1,7 @@
 """Speed benchmarks: each workload's throughput as a ratio to the hardware limit measured in the same run.
 
     python benchmarks/bench.py                 # both models at batch 256, then the digits reproduce
-    python benchmarks/bench.py --quick         # the small CNN only, 2 rounds, no reproduce
+    python benchmarks/bench.py --quick         # the small CNN only, 2 rounds, short D_R loop, no reproduce
     python benchmarks/bench.py --fashion-drand # also: peak memory of D_rand on all of Fashion-MNIST
 
 The limit is the raw forward+backward throughput (w.r.t. the input) of the same model and batch.
@@ -34,10 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import allocator
+import options
 from machine import LoadMeter, machine_info, peak_rss_mib
 from workloads import Workload, attack_workloads, forward_passes, limit_passes, make_batch, train_workloads
 
-from advfeatures.distributed import accelerate, resolve_device, tune_allocator
+from advfeatures.distributed import RECOMMENDED_GLIBC_TUNABLES, accelerate, resolve_device, tune_allocator
 from advfeatures.models import build_model
 from advfeatures.progress import set_progress_enabled
 
@@ -59,6 +61,14 @@ def timed(fn, device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
+def _parse_per_model(value: str, model: str) -> int:
+    """``"10"`` or ``"cnn=200,resnet18=10"`` → the number for ``model``."""
+    if "=" not in value:
+        return int(value)
+    table = dict(item.split("=", 1) for item in value.split(","))
+    return int(table.get(model, table.get("default", "10")))
+
+
 def bench_model(name: str, args, device: torch.device) -> dict:
     shape = MODELS[name]
     torch.manual_seed(0)  # benchmark script only: fixed initialisation of the timed models
@@ -70,90 +80,97 @@ def bench_model(name: str, args, device: torch.device) -> dict:
     model = factory().eval()
     x, y = make_batch(shape, args.batch_size, 10, device)
     k = args.steps
-    limit = Workload("limit", limit_passes(model, x, y, k), (k, 0), "limit", f"{k} forward+backward passes w.r.t. the input")
-    fwd = Workload("forward", forward_passes(model, x, k), (0, k), "limit", f"{k} forward passes (no grad)")
-    workloads = [limit, fwd, *attack_workloads(model, x, y, steps=k, dr_steps=args.dr_steps, keep_best_rows=not args.no_keep_best)]
-    std = adv = None
+    dr_steps = _parse_per_model(args.dr_steps, name)
+    rounds = _parse_per_model(args.rounds, name)
+    measured = attack_workloads(model, x, y, steps=k, dr_steps=dr_steps, keep_best_rows=not args.no_keep_best)
+    # each workload's reference: the limit doing as many forward+backward passes as the workload
+    # needs, plus (timed apart) the forward-only passes it needs; for training, a standard epoch
+    refs: dict[str, tuple[Workload, float, Workload | None]] = {}
+    for w in measured:
+        fb, f = w.passes
+        limit = Workload(f"limit×{fb}", limit_passes(model, x, y, fb), (fb, 0), "limit", f"{fb} forward+backward passes w.r.t. the input")
+        extra = Workload(f"forward×{f}", forward_passes(model, x, f), (0, f), "limit", f"{f} forward passes") if f else None
+        refs[w.name] = (limit, 1.0, extra)
     if not args.no_train:
         std, adv = train_workloads(factory, shape, 10, batch=args.batch_size, batches=args.train_batches, steps=args.train_steps,
                                    device=device, train_kwargs={})
-        workloads += [std, adv]
+        measured.append(adv)
+        refs[adv.name] = (std, float(args.train_steps + 1), None)
 
-    print(f"\n== {name} {shape} batch {args.batch_size}, {args.rounds} rounds ==", flush=True)
+    print(f"\n== {name} {shape} batch {args.batch_size}, {rounds} rounds, attacks {k} steps, D_R loop {dr_steps} steps ==",
+          flush=True)
     warm = LoadMeter().start()
-    for w in workloads:  # warm-up: allocator pools, oneDNN primitives, compiled graphs
+    for w in measured:  # warm-up: allocator pools, oneDNN primitives, compiled graphs
         w.run()
+    for ref, _, extra in refs.values():
+        ref.run()
+        if extra is not None:
+            extra.run()
     print(f"warm-up {warm.stop()['seconds']:.1f}s", flush=True)
 
-    # Each workload is timed next to its own limit (the limit first in even rounds, second in odd
-    # ones), so that a slow spell of the shared machine hits both sides of a ratio alike.
-    times: dict[str, list[tuple[float, float]]] = {w.name: [] for w in workloads}
-    paired: dict[str, list[tuple[float, float]]] = {w.name: [] for w in workloads}  # the limit next to w
-    paired_fwd: dict[str, list[tuple[float, float]]] = {w.name: [] for w in workloads}
+    # Each workload is timed right next to its reference (the reference first in even rounds and
+    # second in odd ones), and the workloads' order rotates from round to round, so that a slow
+    # spell of the shared machine falls on both sides of a ratio alike.
+    t_w: dict[str, list[tuple[float, float]]] = {w.name: [] for w in measured}
+    t_ref: dict[str, list[tuple[float, float]]] = {w.name: [] for w in measured}
+    t_extra: dict[str, list[tuple[float, float]]] = {w.name: [] for w in measured}
     loads = []
-    measured = [w for w in workloads if w is not limit and w is not fwd and w is not std]
-    for r in range(args.rounds):
+    for r in range(rounds):
         meter = LoadMeter().start()
-        order = measured[r % len(measured):] + measured[: r % len(measured)]
-        for w in order:
-            ref = std if w is adv else limit
-            pair = [ref, w] if r % 2 == 0 else [w, ref]
-            if w.passes[1] and not args.no_forward_pairing:
-                pair.insert(1, fwd)
-            got = {id(v): timed(v.run, device) for v in pair}
-            times[w.name].append(got[id(w)])
-            paired[w.name].append(got[id(ref)])
-            times[ref.name].append(got[id(ref)])
-            if id(fwd) in got:
-                paired_fwd[w.name].append(got[id(fwd)])
-                times[fwd.name].append(got[id(fwd)])
+        for w in measured[r % len(measured):] + measured[: r % len(measured)]:
+            ref, _, extra = refs[w.name]
+            if r % 2 == 0:
+                t_ref[w.name].append(timed(ref.run, device))
+                t_w[w.name].append(timed(w.run, device))
+            else:
+                t_w[w.name].append(timed(w.run, device))
+                t_ref[w.name].append(timed(ref.run, device))
+            t_extra[w.name].append(timed(extra.run, device) if extra is not None else (0.0, 0.0))
         load = meter.stop()
         loads.append(load)
         print(f"round {r + 1}: {load['seconds']:.0f}s, other processes used {load.get('other_processes_cores', '?')} cores, "
               f"load average {load['loadavg_1min']}", flush=True)
 
-    t_fb = times["limit"]
     rows = []
     for w in measured:
-        if w.kind == "attack":
-            steps_fb, extra_f = w.passes
-            t_f = paired_fwd[w.name] or [(0.0, 0.0)] * len(times[w.name])
-            plain = {c: [steps_fb / k * a[c] / b[c] for a, b in zip(paired[w.name], times[w.name])] for c in (0, 1)}
-            needed = {c: [(steps_fb / k * a[c] + extra_f / k * f[c]) / b[c] for a, f, b in zip(paired[w.name], t_f, times[w.name])]
-                      for c in (0, 1)}
-            goal = ATTACK_GOAL
-        else:
-            scale = args.train_steps + 1
-            plain = {c: [scale * a[c] / b[c] for a, b in zip(paired[w.name], times[w.name])] for c in (0, 1)}
-            needed = plain
-            goal = TRAIN_GOAL
+        ref, scale, extra = refs[w.name]
+        tw, tr, te = t_w[w.name], t_ref[w.name], t_extra[w.name]
+        plain = {c: [scale * a[c] / b[c] for a, b in zip(tr, tw)] for c in (0, 1)}
+        needed = {c: [(scale * a[c] + e[c]) / b[c] for a, e, b in zip(tr, te, tw)] for c in (0, 1)}
+        # best of rounds: contention only ever adds time, so each side's fastest round is its cleanest
+        best = {c: (scale * min(a[c] for a in tr) + min(e[c] for e in te)) / min(b[c] for b in tw) for c in (0, 1)}
+        goal = TRAIN_GOAL if w.kind == "train" else ATTACK_GOAL
         row = {
-            "workload": w.name, "note": w.note, "passes": {"forward_backward": w.passes[0], "forward": w.passes[1]},
-            "seconds_wall": [round(t[0], 4) for t in times[w.name]], "seconds_cpu": [round(t[1], 4) for t in times[w.name]],
-            "ratio_wall": statistics.median(plain[0]), "ratio_cpu": statistics.median(plain[1]),
-            "ratio_wall_needed_passes": statistics.median(needed[0]), "ratio_cpu_needed_passes": statistics.median(needed[1]),
-            "ratio_wall_per_round": [round(v, 4) for v in plain[0]], "ratio_cpu_per_round": [round(v, 4) for v in plain[1]],
+            "workload": w.name, "note": w.note, "reference": f"{ref.name}" + (f" × {scale:g}" if scale != 1 else "")
+            + (f" + {extra.name}" if extra else ""), "passes": {"forward_backward": w.passes[0], "forward": w.passes[1]},
+            "seconds_wall": [round(t[0], 4) for t in tw], "seconds_cpu": [round(t[1], 4) for t in tw],
+            "reference_seconds_wall": [round(t[0], 4) for t in tr], "reference_seconds_cpu": [round(t[1], 4) for t in tr],
+            "extra_forward_seconds_cpu": [round(t[1], 4) for t in te],
+            "ratio_cpu": statistics.median(plain[1]), "ratio_wall": statistics.median(plain[0]),
+            "ratio_cpu_needed_passes": statistics.median(needed[1]), "ratio_wall_needed_passes": statistics.median(needed[0]),
+            "ratio_cpu_needed_passes_best_of_rounds": best[1], "ratio_wall_needed_passes_best_of_rounds": best[0],
+            "ratio_cpu_per_round": [round(v, 4) for v in plain[1]], "ratio_cpu_needed_passes_per_round": [round(v, 4) for v in needed[1]],
             "goal": round(goal, 4),
         }
         row["meets_goal"] = row["ratio_cpu_needed_passes"] >= goal
         rows.append(row)
-    limits = {w.name: {"seconds_wall": [round(t[0], 4) for t in times[w.name]], "seconds_cpu": [round(t[1], 4) for t in times[w.name]],
-                       "note": w.note} for w in workloads if w.kind == "limit"}
-    images_per_s = args.batch_size * k / statistics.median(t[0] for t in t_fb)
     _print_table(rows)
-    print(f"limit: {images_per_s:.0f} images/s forward+backward (wall, median), "
-          f"{statistics.median(t[1] for t in t_fb) / k * 1e3:.0f} ms CPU per pass", flush=True)
-    return {"model": name, "input_shape": list(shape), "batch_size": args.batch_size, "steps": k, "dr_steps": args.dr_steps,
+    fb_cpu = statistics.median(t[1] / refs["pgd-linf"][0].passes[0] for t in t_ref["pgd-linf"])
+    fb_wall = statistics.median(t[0] / refs["pgd-linf"][0].passes[0] for t in t_ref["pgd-linf"])
+    print(f"limit: {args.batch_size / fb_wall:.0f} images/s forward+backward (wall), {fb_cpu * 1e3:.0f} ms CPU per pass", flush=True)
+    return {"model": name, "input_shape": list(shape), "batch_size": args.batch_size, "steps": k, "dr_steps": dr_steps,
             "train": {"batches": args.train_batches, "adversary_steps": args.train_steps} if not args.no_train else None,
-            "rounds": args.rounds, "limits": limits, "limit_images_per_s_wall": round(images_per_s, 1), "workloads": rows,
-            "load": loads, "peak_rss_mib": round(peak_rss_mib(), 1)}
+            "rounds": rounds, "limit_images_per_s_wall": round(args.batch_size / fb_wall, 1),
+            "limit_ms_cpu_per_pass": round(fb_cpu * 1e3, 2), "workloads": rows, "load": loads, "peak_rss_mib": round(peak_rss_mib(), 1)}
 
 
 def _print_table(rows: list[dict]) -> None:
-    head = ["workload", "ratio cpu", "ratio wall", "(needed passes) cpu", "wall", "goal", "ok", "per-round cpu"]
-    cells = [[r["workload"], f"{r['ratio_cpu']:.3f}", f"{r['ratio_wall']:.3f}", f"{r['ratio_cpu_needed_passes']:.3f}",
-              f"{r['ratio_wall_needed_passes']:.3f}", f"≥{r['goal']:.3f}", "yes" if r["meets_goal"] else "NO",
-              " ".join(f"{v:.3f}" for v in r["ratio_cpu_per_round"])] for r in rows]
+    print("ratio = reference time / workload time for the same work; median over rounds (and the best rounds)")
+    head = ["workload", "reference", "vs fwd+bwd: cpu", "wall", "| vs needed passes: cpu", "wall", "best", "| goal", "ok",
+            "per-round cpu (needed passes)"]
+    cells = [[r["workload"], r["reference"], f"{r['ratio_cpu']:.3f}", f"{r['ratio_wall']:.3f}", f"| {r['ratio_cpu_needed_passes']:.3f}",
+              f"{r['ratio_wall_needed_passes']:.3f}", f"{r['ratio_cpu_needed_passes_best_of_rounds']:.3f}", f"| ≥{r['goal']:.3f}",
+              "yes" if r["meets_goal"] else "NO", " ".join(f"{v:.3f}" for v in r["ratio_cpu_needed_passes_per_round"])] for r in rows]
     widths = [max(len(str(c[i])) for c in [head, *cells]) for i in range(len(head))]
     for c in [head, *cells]:
         print("  ".join(str(v).ljust(wd) for v, wd in zip(c, widths)).rstrip())
@@ -162,6 +179,15 @@ def _print_table(rows: list[dict]) -> None:
 def _cli_has(command: str) -> bool:
     probe = subprocess.run([sys.executable, "-m", "advfeatures.cli", command, "--help"], capture_output=True, text=True, check=False)
     return probe.returncode == 0
+
+
+def child_env(args) -> dict:
+    """The environment of timed child processes: ours, with the allocator settings that
+    ``reproduce.sh`` gives the tool (unless --default-malloc or the user set their own)."""
+    env = dict(os.environ)
+    if not args.default_malloc:
+        env.setdefault("GLIBC_TUNABLES", RECOMMENDED_GLIBC_TUNABLES)
+    return env
 
 
 def run_child(cmd: list[str], env: dict | None = None) -> dict:
@@ -176,7 +202,8 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     load = meter.stop()
-    return {"command": " ".join(cmd), "exit_code": proc.returncode, "wall_seconds": load["seconds"],
+    env_note = {k: (env or os.environ).get(k) for k in ("GLIBC_TUNABLES", "OMP_NUM_THREADS")}
+    return {"command": " ".join(cmd), "environment": env_note, "exit_code": proc.returncode, "wall_seconds": load["seconds"],
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
             "other_processes_cores": load.get("other_processes_cores"), "loadavg_1min": load["loadavg_1min"], "output_tail": tail}
 
@@ -191,7 +218,7 @@ def bench_reproduce(preset: str, args) -> dict:
         cmd = [sys.executable, "-m", "advfeatures.cli", "--quiet", "reproduce", "--preset", preset, "--out", str(out / "run"),
                "--device", args.device]
         print(f"\n== reproduce --preset {preset} ==\n{' '.join(cmd)}", flush=True)
-        res = run_child(cmd)
+        res = run_child(cmd, child_env(args))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     print(f"exit {res['exit_code']}: {res['wall_seconds']:.0f} s wall, {res['cpu_seconds']:.0f} s CPU, peak RSS "
@@ -224,7 +251,7 @@ def bench_fashion_drand(args) -> dict:
                    "--step-size", "0.1", "--eps", "0.5", "--shard-size", "5000", "--batch-size", "500", "--n", str(n),
                    "--device", args.device]
             print(f"\n== Fashion-MNIST D_rand, {n} images ==\n{' '.join(cmd)}", flush=True)
-            res = run_child(cmd)
+            res = run_child(cmd, child_env(args))
             print(f"exit {res['exit_code']}: {res['wall_seconds']:.0f} s wall, peak RSS {res['peak_rss_mib']:.0f} MiB, "
                   f"other processes used {res['other_processes_cores']} cores", flush=True)
             if res["exit_code"] != 0:
@@ -234,7 +261,7 @@ def bench_fashion_drand(args) -> dict:
         baseline = ("import advfeatures.cli, torch; from advfeatures.data import load_dataset; "
                     f"from advfeatures.models import load_model; load_model({str(model_path)!r}); "
                     "t, _ = load_dataset('fashion-mnist')")
-        base = run_child([sys.executable, "-c", baseline])
+        base = run_child([sys.executable, "-c", baseline], child_env(args))
         print(f"baseline (imports, model, Fashion-MNIST loaded as float32): peak RSS {base['peak_rss_mib']:.0f} MiB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -248,10 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="cnn,resnet18", help="comma-separated: cnn (1×28×28), resnet18 (3×32×32)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=10, help="attack steps (and passes of the limit)")
-    p.add_argument("--dr-steps", type=int, default=10, help="representation-matching steps")
+    p.add_argument("--dr-steps", default="cnn=200,resnet18=10",
+                   help="representation-matching steps: N, or per model (default: the presets' 200 on the CNN; 10 on ResNet-18 for time)")
     p.add_argument("--train-steps", type=int, default=7, help="PGD steps of adversarial training (the paper's 7)")
     p.add_argument("--train-batches", type=int, default=2, help="batches in the benchmarked training epoch")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", default="cnn=5,resnet18=3", help="rounds: N, or per model")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadiest on a shared machine)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (limit included)")
@@ -259,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs (limit included)")
     p.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator thresholds")
     p.add_argument("--no-keep-best", action="store_true", help="skip the keep-best PGD row")
-    p.add_argument("--no-forward-pairing", action="store_true",
-                   help="do not time forward passes next to the workloads that need extra ones (saves time)")
     p.add_argument("--no-train", action="store_true", help="skip the training workloads")
+    p.add_argument("--no-allocator", action="store_true", help="skip the default-vs-tuned allocator comparison")
+    p.add_argument("--speed-options", default="cnn",
+                   help="models on which to compare eager / channels-last / compile / bf16 ('none' to skip)")
     p.add_argument("--reproduce", default="digits", help="preset of the full reproduce to time ('none' to skip)")
     p.add_argument("--fashion-drand", action="store_true", help="measure D_rand on all of Fashion-MNIST (memory)")
     p.add_argument("--fashion-counts", type=lambda s: [int(v) for v in s.split(",")], default=[10000, 60000])
@@ -270,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write all results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.rounds, args.reproduce = "cnn", 2, "none"
+        args.models, args.rounds, args.reproduce, args.dr_steps, args.no_allocator = "cnn", "2", "none", "10", True
+        args.speed_options = "none"
     logging.basicConfig(level=logging.WARNING)
     set_progress_enabled(False)
     torch.set_num_threads(args.threads)
@@ -286,6 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         if name not in MODELS:
             p.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
         results["models"].append(bench_model(name, args, device))
+    if args.speed_options != "none":
+        results["speed_options"] = []
+        for name in [m.strip() for m in args.speed_options.split(",") if m.strip()]:
+            print("", flush=True)
+            res = options.compare(name, MODELS[name], args.batch_size, device)
+            options.print_summary(res)
+            results["speed_options"].append(res)
+    if not args.no_allocator:
+        print("", flush=True)
+        results["allocator"] = allocator.compare("cnn", args.batch_size, passes=5, reps=3, alternations=2)
+        allocator.print_summary(results["allocator"])
     if args.reproduce != "none":
         results["reproduce"] = bench_reproduce(args.reproduce, args)
     if args.fashion_drand:

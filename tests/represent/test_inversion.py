@@ -60,24 +60,27 @@ def test_noise_seeds_follow_the_paper_and_leave_the_global_rng_alone():
     assert abs(float(s1.mean()) - 0.5) < 0.002 and abs(float(s1.std()) - 0.05) < 0.002
 
 
-@pytest.mark.parametrize("start,margin", [("image", 0.9), ("noise", 1.0)])
-def test_robust_inversions_are_closer_to_their_targets(standard_mlp, robust_mlp, digits, tmp_path, start, margin):
-    """Engstrom et al.: robust representations are more invertible. Same targets, same seeds."""
-    before = {k: v.clone() for k, v in robust_mlp.state_dict().items()}
-    out = inversion_comparison(standard_mlp, robust_mlp, digits[1], tmp_path, n=32, steps=500, start=start, seed=0,
+@pytest.mark.parametrize("start", ["noise", "image"])
+def test_robust_inversions_are_closer_to_their_targets(standard_cnn, robust_cnn, standard_mlp, digits, tmp_path, start):
+    """Engstrom et al.: robust representations are more invertible. Same targets, same seeds, same
+    architecture; the held-out classifier is an MLP (another architecture)."""
+    before = {k: v.clone() for k, v in robust_cnn.state_dict().items()}
+    out = inversion_comparison(standard_cnn, robust_cnn, digits[1], tmp_path, n=32, steps=300, start=start, seed=0,
                                held_out_model=standard_mlp)
     std, rob = out["standard"], out["robust"]
-    assert rob["pixel_l2"] < margin * std["pixel_l2"], (std, rob)
+    assert rob["pixel_l2"] < 0.95 * std["pixel_l2"], (std, rob)  # measured: 0.83 (noise), 0.88 (image)
     assert out["robust_closer"] is True
-    # both inversions moved from their seeds towards their targets in pixels and in representation
-    assert max(std["pixel_l2"], rob["pixel_l2"]) < out["start_pixel_l2"]
-    assert rob["representation_distance"] < 0.05 and std["representation_distance"] < 0.05
-    assert 0.0 <= std["held_out_accuracy"] <= 1.0
+    assert rob["pixel_l2"] < out["start_pixel_l2"]  # the robust inversion moved from its seed towards its target
+    assert rob["representation_distance"] < std["representation_distance"] < 0.1
+    # a classifier of another architecture recognises the robust inversions more often (measured:
+    # 0.75 vs 0.19 from noise, 0.69 vs 0.41 from images; 0.94 on the targets themselves)
+    assert rob["held_out_accuracy"] > std["held_out_accuracy"] + 0.1
+    assert out["held_out_accuracy_on_targets"] > 0.8
     saved = json.loads((tmp_path / "inversion.json").read_text())
     assert saved["robust"]["pixel_l2"] == pytest.approx(rob["pixel_l2"]) and saved["n"] == 32
     assert (tmp_path / "inversion.png").stat().st_size > 1000
-    assert all(torch.equal(before[k], v) for k, v in robust_mlp.state_dict().items())
-    assert all(p.grad is None for p in robust_mlp.parameters())
+    assert all(torch.equal(before[k], v) for k, v in robust_cnn.state_dict().items())
+    assert all(p.grad is None for p in robust_cnn.parameters())
 
 
 def test_inversion_rejects_mismatched_seeds_and_unknown_starts(robust_mlp, digits, tmp_path):

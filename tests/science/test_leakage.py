@@ -59,6 +59,9 @@ def test_audit_of_a_real_d_rand(digits, digits_d_rand):
         assert res["leakage_certified_accuracy"] <= res["leakage_accuracy"] + 1e-12
         assert res["real_certified_accuracy"] <= res["real_accuracy"] + 1e-12
         assert res["k"] == 10 and len(res["bound_per_feature"]) == 10
+        if features == "robust_linear":
+            spec = res["robust_linear_model"]
+            assert spec["certified_test_accuracy"] <= spec["test_accuracy"] and spec["test_accuracy"] > 0.8
     pca = leakage_audit(digits_d_rand, train, test, eps=0.5, k=10)
     assert pca["bound_per_feature"] == pytest.approx([0.5] * 10)  # unit principal directions: |Δz_i| ≤ ε
 

@@ -128,6 +128,15 @@ class Reproduction:
 
     # -- the whole pipeline -----------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
+        threads = torch.get_num_threads()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        try:
+            return self._execute()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _execute(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.perf_counter()
         self.run.root.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ see each module's docstring for the paper's settings and our defaults.
 """
 
 from .generate import ClassGaussians, GenerationResult, fit_class_gaussians, generate
-from .inversion import InversionResult, interpolate, inversion_comparison, invert, match_goal, noise_seeds
+from .inversion import (InversionResult, compare_inversions, interpolate, inversion_comparison, invert, match_goal,
+                        noise_seeds)
 from .saliency import (METHODS as SALIENCY_METHODS, cascading_randomization, edge_detector, gradient_times_input,
                        input_gradient, saliency, smooth_grad, spearman, ssim)
 from .transfer import adapt_images, fine_tune, linear_probe, transfer_table
@@ -24,6 +25,7 @@ __all__ = [
     "adapt_images",
     "add_feature",
     "cascading_randomization",
+    "compare_inversions",
     "edge_detector",
     "fine_tune",
     "fit_class_gaussians",

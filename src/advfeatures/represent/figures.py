@@ -57,32 +57,49 @@ def image_grid(
     col_labels: Sequence[str] | None = None,
     title: str | None = None,
     cell: float = 0.75,
+    max_cols: int = 16,
 ) -> Path:
     """A grid with one row per tensor of ``rows`` (each (K, C, H, W) in [0, 1], same C, H, W);
-    shorter rows leave blank cells. Pixel values map to grey (or RGB) on a fixed [0, 1] scale, so
-    rows compare."""
+    shorter rows leave blank cells; more than ``max_cols`` columns wrap into blocks of rows. Pixel
+    values map to grey (or RGB) on a fixed [0, 1] scale, so rows compare."""
     if not rows:
         raise DataError("an image grid needs at least one row of images")
-    pad = 1
-    canvas, h, w = _mosaic(rows, pad)
     ncols = max(int(r.shape[0]) for r in rows)
+    labels = list(row_labels) if row_labels is not None else [""] * len(rows)
+    blocks = max(1, -(-ncols // max_cols))
+    width = min(ncols, max_cols)
+    grid: list[torch.Tensor] = []
+    names: list[str] = []
+    heads: list[tuple[int, int]] = []  # (grid row, first column) of each block, for the column labels
+    for b in range(blocks):
+        if col_labels is not None and b > 0:
+            grid.append(rows[0][:0])  # an empty row: room for the next block's column labels
+            names.append("")
+        heads.append((len(grid), b * max_cols))
+        for r, name in zip(rows, labels, strict=True):
+            grid.append(r[b * max_cols : (b + 1) * max_cols])
+            names.append(name)
+    pad = 1
+    canvas, h, w = _mosaic(grid, pad)
     scale = cell / max(h, w)
     fig, ax = plt.subplots(figsize=(max(3.0, scale * canvas.shape[1] + (1.4 if row_labels else 0.2)),
                                     scale * canvas.shape[0] + (0.8 if title else 0.3) + (0.3 if col_labels else 0)))
     ax.imshow(canvas, vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_yticks([i * (h + pad) + (h - 1) / 2 for i in range(len(rows))])
-    ax.set_yticklabels(list(row_labels) if row_labels is not None else [""] * len(rows), fontsize=8)
-    if col_labels is not None:
-        ax.xaxis.tick_top()
-        ax.set_xticks([j * (w + pad) + (w - 1) / 2 for j in range(min(ncols, len(col_labels)))])
-        ax.set_xticklabels(list(col_labels)[:ncols], fontsize=7, rotation=90 if max(map(len, col_labels)) > 3 else 0)
-    else:
-        ax.set_xticks([])
+    ax.set_yticks([i * (h + pad) + (h - 1) / 2 for i in range(len(grid))])
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xticks([])
     ax.tick_params(length=0)
+    if col_labels is not None:
+        vertical = max(map(len, col_labels), default=0) > 3
+        for row, first in heads:
+            for j in range(width):
+                if first + j < len(col_labels):
+                    ax.text(j * (w + pad) + (w - 1) / 2, row * (h + pad) - 1.5, str(col_labels[first + j]), fontsize=6,
+                            ha="center", va="bottom", rotation=90 if vertical else 0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
-        ax.set_title(title, fontsize=9, pad=18 if col_labels is not None else 6)
+        ax.set_title(title, fontsize=9, pad=30 if col_labels is not None else 6)
     return save_png(fig, path)
 
 

@@ -106,10 +106,17 @@ def random_pairing(n: int, seed: int) -> torch.Tensor:
 
 def match_representation(model: nn.Module, x_target: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ‖g(x) − g(x_target)‖₂ (/ ‖g(x_target)‖₂) from ``x_start``; returns (x, final distance)."""
+    with torch.no_grad(), eval_mode(model):
+        goal = as_classifier(model).features(x_target).flatten(1)
+    return match_goal(model, goal, x_start, cfg)
+
+
+def match_goal(model: nn.Module, goal: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ‖g(x) − goal‖₂ (/ ‖goal‖₂ with ``cfg.normalize``) from ``x_start`` for given
+    representation vectors ``goal`` (N, D), by L2-normalised steps inside [0, 1] with no ε limit."""
     clf = as_classifier(model)
-    with torch.no_grad():
-        goal = clf.features(x_target).flatten(1)
-        scale = goal.norm(dim=1).clamp_min(1e-12) if cfg.normalize else torch.ones(goal.shape[0], device=goal.device)
+    goal = goal.detach().flatten(1)
+    scale = goal.norm(dim=1).clamp_min(1e-12) if cfg.normalize else torch.ones(goal.shape[0], device=goal.device)
 
     def distance(x: torch.Tensor) -> torch.Tensor:
         return (clf.features(x).flatten(1) - goal).norm(dim=1) / scale

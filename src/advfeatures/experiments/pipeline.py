@@ -70,6 +70,7 @@ class Reproduction:
         self.histories: dict[str, list] = {}
         self.datasets: dict[str, ImageDataset] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
+        self.evaluations: dict[str, dict[str, Any]] = {}
 
     # -- steps ------------------------------------------------------------------------------
     def seed_for(self, offset: int) -> int:
@@ -152,9 +153,9 @@ class Reproduction:
         train_cfgs = {"d_r": cfg.train_d_r, "d_nr": cfg.train_d_nr, "d_rand": cfg.train_d_rand, "d_det": cfg.train_d_det}
         for i, kind in enumerate(("d_r", "d_nr", "d_rand", "d_det")):
             self.train_step(kind, self.datasets[kind], train_cfgs[kind], self.model_keys[f"data_{kind}"], 20 + i)
-        evaluations = {name: self.evaluate_step(name) for name in MODEL_NAMES}
+        self.evaluations = {name: self.evaluate_step(name) for name in MODEL_NAMES}
         extras = self.extras()
-        results = self.results(evaluations, extras, time.perf_counter() - started)
+        results = self.results(self.evaluations, extras, time.perf_counter() - started)
         from .report import write_report
 
         write_report(self, results)

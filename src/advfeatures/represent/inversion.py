@@ -31,13 +31,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..attacks.loop import eval_mode, optimize_inputs
+from ..attacks.loop import eval_mode
 from ..construct import MatchingConfig, match_representation, random_pairing
+from ..construct import match_goal as construct_match_goal
 from ..data.dataset import ImageDataset, check_images
 from ..errors import ConfigError
-from ..models.base import as_classifier, fake_relu
+from ..models.base import as_classifier
 from ..storage import iter_chunks, write_json_atomic
-from ..threats import L2Ball, check_positive, check_steps
+from ..threats import check_steps
 from .figures import image_grid
 
 log = logging.getLogger(__name__)
@@ -108,18 +109,9 @@ def invert(
 def match_goal(model: nn.Module, goal: torch.Tensor, start: torch.Tensor, *, steps: int, step_size: float,
                use_fake_relu: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ‖g(x) − goal‖₂ / ‖goal‖₂ from ``start`` for given representation vectors ``goal``
-    (N, D); :func:`match_representation` is the special case goal = g(x_target)."""
-    clf = as_classifier(model)
-    goal = goal.detach().flatten(1)
-    scale = goal.norm(dim=1).clamp_min(1e-12)
-
-    def distance(x: torch.Tensor) -> torch.Tensor:
-        return (clf.features(x).flatten(1) - goal).norm(dim=1) / scale
-
-    with eval_mode(model), fake_relu(model, use_fake_relu):
-        res = optimize_inputs(distance, start, threat=L2Ball(float("inf")), steps=check_steps(steps),
-                              step_size=check_positive("step_size", step_size), maximize=False, keep_best=True)
-    return res.x, res.loss
+    (N, D): :func:`advfeatures.construct.match_goal` with the paper's normalisation."""
+    cfg = MatchingConfig(steps=steps, step_size=step_size, fake_relu=use_fake_relu).validate()
+    return construct_match_goal(model, goal, start, cfg)
 
 
 def interpolate(

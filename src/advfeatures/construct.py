@@ -218,8 +218,11 @@ def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[st
     stat = tensors["stat"].float()
     if kind in ("d_r", "d_nr"):
         pixel = tensors["pixel_l2_to_source"].float()
-        summary = {"metric": "relative_representation_distance", "mean": float(stat.mean()), "median": float(stat.median()),
-                   "p90": float(stat.quantile(0.9)), "mean_pixel_l2_to_source": float(pixel.mean())}
+        # a distance of 1 is what the zero vector achieves; larger values (from images whose own
+        # representation is nearly zero) would swamp a plain mean, so the mean is taken of min(d, 1)
+        summary = {"metric": "relative_representation_distance", "mean": float(stat.clamp(max=1.0).mean()),
+                   "median": float(stat.median()), "p90": float(stat.quantile(0.9)),
+                   "share_below_0.1": float((stat < 0.1).float().mean()), "mean_pixel_l2_to_source": float(pixel.mean())}
     else:
         summary = {"metric": "target_reached", "share": float(stat.mean()), "count": int(stat.sum())}
         summary["per_class_share"] = [float(stat[tensors["labels"] == c].mean()) if bool((tensors["labels"] == c).any()) else None

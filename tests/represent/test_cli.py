@@ -1,5 +1,5 @@
 """The five ``advfeatures`` representation subcommands (invert, visualize, generate, saliency,
-transfer-learning) on saved tiny digits models."""
+transfer) on saved tiny digits models."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_visualize_generate_and_saliency_write_figures_and_json(files, tmp_path)
 
 def test_transfer_table_from_the_command_line(files, tmp_path):
     std, rob = files
-    out = _run("transfer-learning", "--model", std, "--model", rob, "--name", "standard", "--name", "robust", "--out", tmp_path,
+    out = _run("transfer", "--model", std, "--model", rob, "--name", "standard", "--name", "robust", "--out", tmp_path,
                "--n-train", 200, "--n-test", 100, "--epochs", 1)
     table = json.loads((tmp_path / "transfer.json").read_text())
     assert set(table["table"]) == {"standard", "robust"} and len(table["rows"]) == 4
@@ -78,7 +78,7 @@ def test_transfer_table_from_the_command_line(files, tmp_path):
 
 def test_cli_errors_are_one_line(files, tmp_path):
     std, _ = files
-    result = CliRunner().invoke(_cli().main, ["transfer-learning", "--model", str(std), "--name", "a", "--name", "b", "--out",
+    result = CliRunner().invoke(_cli().main, ["transfer", "--model", str(std), "--name", "a", "--name", "b", "--out",
                                               str(tmp_path)])
     assert result.exit_code == 2 and "one --name per --model" in result.output
     assert len(result.output.strip().splitlines()) == 1

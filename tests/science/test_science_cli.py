@@ -45,7 +45,7 @@ def test_distill_and_transfer_commands(digits_mlp, digits_d_rand_folder, tmp_pat
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "distill" / "distill.json").read_text())["trained"] is True
     save_model(digits_mlp, tmp_path / "source.safetensors")
-    res = run("transfer", "--source", str(tmp_path / "source.safetensors"), "--d-rand", str(digits_d_rand_folder),
+    res = run("transferability", "--source", str(tmp_path / "source.safetensors"), "--d-rand", str(digits_d_rand_folder),
               "--arch", "mlp:hidden=16", "--arch", "cnn:width=4,hidden=8", "--epochs", "1", "--eps", "1.5", "--steps", "5",
               "--n-attack", "50", "--device", "cpu", "--out", str(tmp_path / "transfer"))
     assert res.exit_code == 0, res.output

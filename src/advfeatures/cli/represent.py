@@ -1,11 +1,11 @@
-"""``advfeatures invert | visualize | generate | saliency | transfer-learning``: looking inside a saved model's
+"""``advfeatures invert | visualize | generate | saliency | transfer``: looking inside a saved model's
 representation. Each writes PNG figures and one JSON file into ``--out``.
 
     advfeatures invert --model std.safetensors --robust-model rob.safetensors --dataset digits --out runs/inv
     advfeatures visualize --model rob.safetensors --dataset digits --out runs/vis --units-vs-directions
     advfeatures generate --model rob.safetensors --dataset digits --out runs/gen --per-class 4
     advfeatures saliency --model std.safetensors --dataset digits --out runs/sal
-    advfeatures transfer-learning --model std.safetensors --model rob.safetensors --dataset digits --out runs/tr
+    advfeatures transfer --model std.safetensors --model rob.safetensors --dataset digits --out runs/tr
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: in
     click.echo(f"wrote {res['figure']}, {res['maps_figure']} and {out / 'saliency.json'}")
 
 
-@main.command("transfer-learning")  # `advfeatures transfer` is the adversarial-transferability experiment (cli/science.py)
+@main.command("transfer")  # the adversarial-transferability experiment is `advfeatures transferability`
 @_model_option("--model", multiple=True, help="A source model; repeat to compare (e.g. standard and robust).")
 @click.option("--name", "names", multiple=True, help="A name per --model (default: the file names).")
 @_DATASET

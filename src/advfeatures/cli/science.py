@@ -1,9 +1,9 @@
-"""The experiments around the paper: ``planted``, ``leakage``, ``distill`` and ``transfer``.
+"""The experiments around the paper: ``planted``, ``leakage``, ``distill`` and ``transferability``.
 
     advfeatures planted --out runs/planted --quick
     advfeatures leakage --constructed runs/digits/d_rand --dataset digits --eps 1.5 --out leakage.json
     advfeatures distill --dataset digits --arch cnn:width=16,hidden=64 --epochs 30 --out runs/distill
-    advfeatures transfer --source runs/digits/standard.safetensors --d-rand runs/digits/d_rand --dataset digits \\
+    advfeatures transferability --source runs/digits/standard.safetensors --d-rand runs/digits/d_rand --dataset digits \\
         --arch mlp:hidden=256x256 --arch cnn:width=16,hidden=64 --eps 1.5 --steps 50 --out runs/transfer
 
 Each writes JSON (and figures) atomically into its output and prints a short summary.
@@ -164,7 +164,7 @@ def distill(dataset, data_root, arch, teacher, teacher_epochs, epochs, batch_siz
                f"chance {res['chance']:.3f})")
 
 
-@main.command()
+@main.command("transferability")
 @click.option("--source", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The model D_rand was built with.")
 @click.option("--d-rand", "d_rand", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="A finished D_rand folder.")
 @_dataset_opt

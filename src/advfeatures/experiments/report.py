@@ -118,7 +118,8 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         s, cfg = c["summary"], c["settings"]
         if kind in ("d_r", "d_nr"):
             proc = f"representation matching from another training image, {cfg['steps']} L2 steps of {cfg['step_size']:g}"
-            succ = (f"relative representation distance: mean {s['mean']:.3f}, median {s['median']:.3f}, 90th pct {s['p90']:.3f}; "
+            succ = (f"relative representation distance: median {s['median']:.3f}, 90th pct {s['p90']:.3f}, "
+                    f"{_pct(s.get('share_below_0.1'))} below 0.1; "
                     f"mean pixel L2 to the original image {s['mean_pixel_l2_to_source']:.2f}")
         else:
             target = "t ~ uniform over the other classes" if kind == "d_rand" else "t = (y+1) mod C"

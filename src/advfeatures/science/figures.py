@@ -48,7 +48,7 @@ def plot_planted(results: dict[str, Any], path: str | Path) -> Path:
                label="non-robust (exact code)", zorder=3)
     ax.axhline(0, color="0.4", lw=0.8)
     ax.set_xticks(pos, [NAMES[s] for s in sets])
-    ax.set_ylabel("share of the feature's signal agreeing with the label")
+    ax.set_ylabel("signal share agreeing with the set's labels")
     ax.set_title("What each training set carries")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
 
@@ -62,10 +62,10 @@ def plot_planted(results: dict[str, Any], path: str | Path) -> Path:
     ax.bar(pos, rob, 0.6, color=ROBUST_COLOR, label="follows robust")
     ax.bar(pos, non, 0.6, bottom=rob, color=NON_ROBUST_COLOR, label="follows non-robust")
     ax.bar(pos, 1 - rob - non, 0.6, bottom=rob + non, color="0.8", label="neither")
-    ax.set_xticks(pos, [("trained on " if m in SETS else "") + NAMES[m] for m in models], rotation=30, ha="right")
+    ax.set_xticks(pos, [("on " if m in SETS else "") + NAMES[m] for m in models], rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_title("Swap test: robust says a, non-robust says b")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
 
     ax = axes[2]
     width = 0.27

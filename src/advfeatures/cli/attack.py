@@ -18,16 +18,9 @@ import torch
 from . import main
 from ..data import DATASETS, load_dataset
 from ..errors import ConfigError
+from ..distributed import resolve_device
 from ..attacks.registry import ATTACK_NAMES, NORMS, build_attack
 from ..storage import iter_chunks, write_json_atomic
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(device)
-
 
 def _load(model_path: str, dataset: str, data_root: str | None, n: int | None, device: torch.device):
     from ..models import load_model
@@ -86,7 +79,7 @@ def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, de
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
     attack = build_attack(attack_name, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model, x, y = _load(model_path, dataset, data_root, n, dev)
     start = time.perf_counter()
     correct = torch.zeros(0, dtype=torch.bool, device=dev)
@@ -142,7 +135,7 @@ def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, 
     norm = _canonical_norm(norm)
     if not (math.isfinite(eps) and eps > 0):
         raise ConfigError(f"--eps must be a positive finite number, got {eps}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model, x, y = _load(model_path, dataset, data_root, n, dev)
     report = worst_case_evaluation(model, x, y, norm=norm, eps=eps, batch_size=batch_size, seed=seed, steps=steps,
                                    n_target_classes=n_target_classes, square_queries=queries)

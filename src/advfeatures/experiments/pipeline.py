@@ -25,7 +25,7 @@ from .. import __version__
 from ..construct import build_dataset, is_finished, load_constructed
 from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
-from ..errors import ConfigError
+from ..distributed import resolve_device
 from ..evaluate import accuracy, evaluate_suite
 from ..models import build_model, load_model, save_model
 from ..storage import tensor_digest
@@ -39,14 +39,6 @@ MODEL_NAMES = ("standard", "adversarial", "d_r", "d_nr", "d_rand", "d_det")
 TRAINING_SETS = {"standard": "D", "adversarial": "D (adversarial training)", "d_r": "D_R", "d_nr": "D_NR",
                  "d_rand": "D_rand", "d_det": "D_det"}
 CONSTRUCTION_MODEL = {"d_r": "adversarial", "d_nr": "standard", "d_rand": "standard", "d_det": "standard"}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")
-    return torch.device(name)
 
 
 def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .checks import check_count, check_eps
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,6 @@ _DTYPE = torch.float64
 # validation helpers
 
 
-def _check_eps(eps: float, *, positive: bool = False) -> float:
-    eps = float(eps)
-    if math.isnan(eps) or math.isinf(eps) or eps < 0 or (positive and eps == 0):
-        bound = "> 0" if positive else "≥ 0"
-        raise ConfigError(f"eps must be a finite number {bound}, got {eps}")
-    return eps
-
-
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ConfigError(f"{name} must be a whole number ≥ {minimum}, got {value}")
-    return int(value)
 
 
 def _check_cov(cov: Tensor, dim: int | None = None) -> Tensor:
@@ -138,7 +127,7 @@ class TwoGaussians:
 
     def sample(self, n: int, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` pairs (x, y): x of shape (n, d), y in {−1, +1} of shape (n,), both float64."""
-        n = _check_count("n", n)
+        n = check_count("n", n)
         y = torch.randint(0, 2, (n,), generator=generator).to(_DTYPE) * 2 - 1
         noise = torch.randn(n, self.dim, generator=generator, dtype=_DTYPE) @ torch.linalg.cholesky(self.cov).T
         return y[:, None] * self.mean + noise, y
@@ -179,7 +168,7 @@ def accuracy(w: Tensor, data: TwoGaussians, *, eps: float = 0.0) -> float:
     The worst perturbation moves x by eps along −y·w/‖w‖₂, so the example is robust iff
     y·wᵀx > eps·‖w‖₂, and y·wᵀx ~ N(wᵀμ*, wᵀΣ*w): accuracy = Φ((wᵀμ* − eps‖w‖₂)/√(wᵀΣ*w)).
     """
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     w = torch.as_tensor(w, dtype=_DTYPE)
     return _normal_cdf((w @ data.mean - eps * w.norm()) / torch.sqrt(w @ data.cov @ w))
 
@@ -198,7 +187,7 @@ def simulate_accuracy(
     w: Tensor, data: TwoGaussians, *, eps: float = 0.0, n: int, generator: torch.Generator
 ) -> tuple[float, float]:
     """Monte-Carlo accuracy of sign(wᵀx) on fresh samples attacked by :func:`l2_attack`; (accuracy, standard error)."""
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     w = torch.as_tensor(w, dtype=_DTYPE)
     x, y = data.sample(n, generator=generator)
     if eps > 0:
@@ -301,7 +290,7 @@ def multiplier_for_budget(cov: Tensor, *, eps: float) -> float:
     which falls from ∞ to 0 as λ grows; solved by bisection on ln λ.
     """
     cov = _check_cov(cov)
-    eps = _check_eps(eps, positive=True)
+    eps = check_eps(eps, positive=True)
     s = torch.linalg.eigvalsh(cov)
 
     def budget(log_lam: float) -> float:
@@ -377,7 +366,7 @@ def worst_case_perturbation(
     if penalty is not None:
         gap = torch.as_tensor(_check_penalty(penalty, cov), dtype=_DTYPE) - p.max()
     else:
-        eps = _check_eps(eps, positive=True)
+        eps = check_eps(eps, positive=True)
         if budget not in ("per_example", "mean_square"):
             raise ConfigError(f"budget must be 'per_example' or 'mean_square', got {budget!r}")
         gap = _secular_gap((p * w) ** 2, p, eps, per_example=budget == "per_example")
@@ -402,7 +391,7 @@ def fit_robust(
     """
     z = fold(x, y)
     d = z.shape[1]
-    _check_count("max_iter", max_iter)
+    check_count("max_iter", max_iter)
     mean0, cov0 = fit_standard(x, y)
     if penalty is not None:
         penalty = float(penalty)
@@ -410,7 +399,7 @@ def fit_robust(
         start = cov0 + floor
     else:
         floor = torch.zeros(d, d, dtype=_DTYPE)
-        start = cov0 + _check_eps(eps, positive=True) ** 2 * torch.eye(d, dtype=_DTYPE)
+        start = cov0 + check_eps(eps, positive=True) ** 2 * torch.eye(d, dtype=_DTYPE)
     tril = torch.tril_indices(d, d)
     chol = torch.linalg.cholesky(start - floor)
     raw = chol[tril[0], tril[1]].clone()

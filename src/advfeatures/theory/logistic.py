@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
+from .checks import check_count, check_eps
 from .gaussian import TwoGaussians
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,6 @@ _DTYPE = torch.float64
 Adversary = Literal["closed_form", "fgsm"]
 
 
-def _check_eps(eps: float) -> float:
-    eps = float(eps)
-    if math.isnan(eps) or math.isinf(eps) or eps < 0:
-        raise ConfigError(f"eps must be a finite number ≥ 0, got {eps}")
-    return eps
-
-
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ConfigError(f"{name} must be a whole number ≥ {minimum}, got {value}")
-    return int(value)
 
 
 def margin(w: Tensor, b: Tensor | float, x: Tensor, y: Tensor) -> Tensor:
@@ -63,13 +53,13 @@ def logistic_loss(w: Tensor, b: Tensor | float, x: Tensor, y: Tensor) -> Tensor:
 
 def adversarial_loss(w: Tensor, b: Tensor | float, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
     """Goodfellow et al.'s closed form: softplus(ε‖w‖₁ − y(wᵀx + b)) per example, = max_{‖δ‖∞≤ε} J(x + δ)."""
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     return F.softplus(eps * w.abs().sum() - margin(w, b, x, y))
 
 
 def fgsm(w: Tensor, b: Tensor | float, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
     """x + ε·sign(∇ₓJ), the gradient taken by autograd through the logistic loss; detached."""
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     x = x.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(logistic_loss(w.detach(), _detach(b), x, y).sum(), x)
     return (x + eps * grad.sign()).detach()
@@ -88,8 +78,8 @@ def pgd(
 ) -> Tensor:
     """L∞ PGD on the logistic loss (Madry et al.): uniform random start in the ball, ``steps`` signed
     gradient steps of ``step_size`` (default 2.5·ε/steps), projection by clipping; no [0, 1] box."""
-    eps = _check_eps(eps)
-    steps = _check_count("steps", steps)
+    eps = check_eps(eps)
+    steps = check_count("steps", steps)
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
     w, b = w.detach(), _detach(b)
     x0 = x.detach()
@@ -132,8 +122,8 @@ def train_logistic(
     from the current weights at every step (``"fgsm"``). α = 0.5 is the paper's value; α = 1 (or
     ε = 0) is standard training. Deterministic: no randomness is drawn.
     """
-    eps = _check_eps(eps)
-    steps = _check_count("steps", steps)
+    eps = check_eps(eps)
+    steps = check_count("steps", steps)
     if not 0 <= alpha <= 1:
         raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
     if adversary not in ("closed_form", "fgsm"):
@@ -176,15 +166,15 @@ def _margin_parts(w: Tensor, b: float, data: TwoGaussians, eps: float) -> tuple[
 def robust_accuracy(w: Tensor, b: float, data: TwoGaussians, *, eps: float = 0.0) -> float:
     """Accuracy of sign(wᵀx + b) under L∞ perturbations ≤ eps on x ~ N(y·μ, Σ):
     ½[Φ((wᵀμ + b − ε‖w‖₁)/s) + Φ((wᵀμ − b − ε‖w‖₁)/s)], s = √(wᵀΣw)."""
-    centre, spread, b = _margin_parts(w, b, data, _check_eps(eps))
+    centre, spread, b = _margin_parts(w, b, data, check_eps(eps))
     z = torch.tensor([(centre + b) / spread, (centre - b) / spread], dtype=_DTYPE)
     return float(torch.special.ndtr(z).mean())
 
 
 def expected_adversarial_loss(w: Tensor, b: float, data: TwoGaussians, *, eps: float = 0.0, nodes: int = 201) -> float:
     """E softplus(ε‖w‖₁ − y(wᵀx + b)) on x ~ N(y·μ, Σ), by Gauss–Hermite quadrature over the Gaussian margin."""
-    centre, spread, b = _margin_parts(w, b, data, _check_eps(eps))
-    z, weights = np.polynomial.hermite_e.hermegauss(_check_count("nodes", nodes, 2))
+    centre, spread, b = _margin_parts(w, b, data, check_eps(eps))
+    z, weights = np.polynomial.hermite_e.hermegauss(check_count("nodes", nodes, 2))
     z = torch.as_tensor(z, dtype=_DTYPE)
     weights = torch.as_tensor(weights, dtype=_DTYPE) / math.sqrt(2 * math.pi)
     total = 0.0
@@ -204,7 +194,7 @@ def simulate(
     steps: int = 10,
 ) -> dict[str, float]:
     """Fresh samples attacked by :func:`pgd`: accuracy and mean logistic loss, each with its standard error."""
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     w = torch.as_tensor(w, dtype=_DTYPE)
     x, y = data.sample(n, generator=generator)
     if eps > 0:

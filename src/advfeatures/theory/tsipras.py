@@ -33,23 +33,13 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .checks import check_count, check_eps
 
 log = logging.getLogger(__name__)
 
 _DTYPE = torch.float64
 
 
-def _check_eps(eps: float) -> float:
-    eps = float(eps)
-    if math.isnan(eps) or math.isinf(eps) or eps < 0:
-        raise ConfigError(f"eps must be a finite number ≥ 0, got {eps}")
-    return eps
-
-
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ConfigError(f"{name} must be a whole number ≥ {minimum}, got {value}")
-    return int(value)
 
 
 def _check_p(p: float) -> float:
@@ -70,7 +60,7 @@ class TsiprasDistribution:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "p", _check_p(self.p))
-        object.__setattr__(self, "dim", _check_count("dim (the number of non-robust features)", self.dim))
+        object.__setattr__(self, "dim", check_count("dim (the number of non-robust features)", self.dim))
         eta = 2 / math.sqrt(self.dim) if self.eta is None else float(self.eta)
         if not (math.isfinite(eta) and eta > 0):
             raise ConfigError(f"eta must be a positive finite number, got {eta}")
@@ -82,7 +72,7 @@ class TsiprasDistribution:
 
     def sample(self, n: int, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` pairs (x, y): x of shape (n, dim + 1), y in {−1, +1}; float64."""
-        n = _check_count("n", n)
+        n = check_count("n", n)
         y = torch.randint(0, 2, (n,), generator=generator).to(_DTYPE) * 2 - 1
         agree = torch.rand(n, generator=generator, dtype=_DTYPE) < self.p
         robust = torch.where(agree, y, -y)
@@ -132,7 +122,7 @@ def accuracy(w: Tensor, dist: TsiprasDistribution, *, eps: float = 0.0, bias: fl
 
     Ties (margin exactly 0) count as errors.
     """
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     w = _check_weights(w, dist)
     w1, rest = float(w[0]), w[1:]
     spread = float(rest.norm())
@@ -165,7 +155,7 @@ def simulate_accuracy(
     generator: torch.Generator,
 ) -> tuple[float, float]:
     """Monte-Carlo accuracy on fresh samples attacked by :func:`linf_attack`; (accuracy, standard error)."""
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     w = _check_weights(w, dist)
     x, y = dist.sample(n, generator=generator)
     if eps > 0:
@@ -183,8 +173,8 @@ def most_robust_classifier(dist: TsiprasDistribution, *, eps: float, grid: int =
     :func:`mixed_classifier` suffices (evaluated in one vectorised pass of :func:`accuracy`'s
     formula). Ties are broken towards larger θ (more standard accuracy). Returns (w, robust accuracy).
     """
-    eps = _check_eps(eps)
-    grid = _check_count("grid", grid, 2)
+    eps = check_eps(eps)
+    grid = check_count("grid", grid, 2)
     theta = torch.linspace(0, 0.5 * math.pi, grid, dtype=_DTYPE)
     w1, total = torch.cos(theta), torch.sin(theta)
     spread = total / math.sqrt(dist.dim)

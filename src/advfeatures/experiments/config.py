@@ -167,9 +167,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": _small_image_preset(dataset="digits", arch_kwargs={"width": 16, "hidden": 64}, epochs=30, batch=64, pad=1,
                                   base_lr=0.05, adv_eps=1.0, eval_l2=(0.5, 1.0), eval_linf=0.1, relabel_eps=1.5,
                                   matching_steps=200, relabel_steps=50, shard_size=2000, eval_batch=500),
-    "fashion-mnist": _small_image_preset(dataset="fashion-mnist", arch_kwargs={"width": 32, "hidden": 128}, epochs=10,
+    # Fashion-MNIST: measured with a CNN trained 4 epochs on 10 000 images (77.5% clean), targeted L2
+    # PGD (50 steps of ε/5) reached 21/17% of random/(y+1) targets at ε=1.0, 64/61% at 2.0, 83/80%
+    # at 2.5, 93/88% at 3.0 and 99/99% at 4.0; so D_rand/D_det use ε=4.0. Robust training at ε=1.5.
+    "fashion-mnist": _small_image_preset(dataset="fashion-mnist", arch_kwargs={"width": 16, "hidden": 64}, epochs=10,
                                          batch=128, pad=2, base_lr=0.05, adv_eps=1.5, eval_l2=(0.75, 1.5), eval_linf=0.1,
-                                         relabel_eps=2.5, matching_steps=200, relabel_steps=50, shard_size=5000,
+                                         relabel_eps=4.0, matching_steps=200, relabel_steps=50, shard_size=5000,
                                          eval_batch=1000),
     "mnist": _small_image_preset(dataset="mnist", arch_kwargs={"width": 32, "hidden": 128}, epochs=10, batch=128, pad=2,
                                  base_lr=0.05, adv_eps=2.0, eval_l2=(1.0, 2.0), eval_linf=0.3, relabel_eps=3.0,

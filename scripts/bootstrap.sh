@@ -12,7 +12,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.advfeatures-installed"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
   "$venv/bin/python" -m pip install --quiet -e "$root[test]"
   touch "$stamp"

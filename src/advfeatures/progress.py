@@ -17,7 +17,9 @@ def set_progress_enabled(enabled: bool) -> None:
 
 
 def progress(iterable: Iterable[T] | None = None, **kwargs) -> tqdm:
-    """A tqdm bar that respects ``--quiet``; leaves no trace once finished."""
+    """A tqdm bar that respects ``--quiet``, stays out of logs that are not a terminal, and leaves
+    no trace once finished."""
     kwargs.setdefault("leave", False)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=not _ENABLED or kwargs.pop("disable", False), **kwargs)
+    off = not _ENABLED or kwargs.pop("disable", False)
+    return tqdm(iterable, disable=True if off else None, **kwargs)  # None: tqdm's own "only on a terminal"

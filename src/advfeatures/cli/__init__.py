@@ -46,9 +46,13 @@ def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+    from ..distributed import tune_allocator
     from ..progress import set_progress_enabled
 
     set_progress_enabled(not quiet)
+    # glibc's default malloc thresholds caused page-fault storms in CPU PyTorch on our machines
+    # (benchmarks/RESULTS.md); ADVFEATURES_MALLOC=default or an explicit GLIBC_TUNABLES opts out.
+    tune_allocator()
 
 
 for _name in COMMAND_MODULES:

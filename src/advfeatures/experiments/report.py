@@ -72,7 +72,7 @@ def accuracy_figure(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("accuracy on the original test set")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Standard and robust accuracy ({results['dataset']['name']})", fontsize=10)
-    ax.legend(fontsize=7, ncol=len(series) + 1, loc="upper right")
+    ax.legend(fontsize=7, ncol=len(series) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     save_figure(fig, path)
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import allocator
 import options
 from machine import LoadMeter, machine_info, peak_rss_mib
-from workloads import Workload, attack_workloads, forward_passes, limit_passes, make_batch, train_workloads
+from workloads import Workload, attack_workloads, forward_passes, limit_passes, loop_overhead, make_batch, train_workloads
 
 from advfeatures.distributed import RECOMMENDED_GLIBC_TUNABLES, accelerate, resolve_device, tune_allocator
 from advfeatures.models import build_model
@@ -158,10 +158,23 @@ def bench_model(name: str, args, device: torch.device) -> dict:
     fb_cpu = statistics.median(t[1] / refs["pgd-linf"][0].passes[0] for t in t_ref["pgd-linf"])
     fb_wall = statistics.median(t[0] / refs["pgd-linf"][0].passes[0] for t in t_ref["pgd-linf"])
     print(f"limit: {args.batch_size / fb_wall:.0f} images/s forward+backward (wall), {fb_cpu * 1e3:.0f} ms CPU per pass", flush=True)
+    overhead = print_overhead(shape, args.batch_size, device, k, fb_cpu * 1e3)
     return {"model": name, "input_shape": list(shape), "batch_size": args.batch_size, "steps": k, "dr_steps": dr_steps,
             "train": {"batches": args.train_batches, "adversary_steps": args.train_steps} if not args.no_train else None,
             "rounds": rounds, "limit_images_per_s_wall": round(args.batch_size / fb_wall, 1),
-            "limit_ms_cpu_per_pass": round(fb_cpu * 1e3, 2), "workloads": rows, "load": loads, "peak_rss_mib": round(peak_rss_mib(), 1)}
+            "limit_ms_cpu_per_pass": round(fb_cpu * 1e3, 2), "loop_overhead_ms_per_step": overhead, "workloads": rows, "load": loads, "peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+def print_overhead(shape, batch: int, device: torch.device, steps: int, fb_ms: float | None) -> dict[str, float]:
+    """The loops' own cost per step (on a near-free model), and the ratio it allows at most."""
+    overhead = loop_overhead(shape, batch, device, steps=steps)
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in overhead.items())
+    line = f"loop overhead outside the model (near-free model, CPU ms per step): {parts}"
+    if fb_ms:
+        worst = max(overhead.values())
+        line += f"; against {fb_ms:.0f} ms per pass that bounds the ratio at ≥ {fb_ms / (fb_ms + max(worst, 0.0)):.4f}"
+    print(line, flush=True)
+    return overhead
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -191,20 +204,24 @@ def child_env(args) -> dict:
 
 
 def run_child(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd`` to completion; its wall time and peak resident memory (the child's own rusage, as
-    ``getrusage(RUSAGE_CHILDREN)`` reports it, taken with ``wait4`` so that other children do not mix in)."""
+    """Run ``cmd`` to completion through ``launch.py``: its wall time, CPU time and peak resident
+    memory (``getrusage(RUSAGE_CHILDREN)`` in the small launcher, so that this process's own memory
+    does not count; see launch.py), and the other load on the machine meanwhile."""
     meter = LoadMeter().start()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    launcher = [sys.executable, str(Path(__file__).with_name("launch.py")), "--"]
+    proc = subprocess.Popen(launcher + cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     assert proc.stdout is not None
     tail: list[str] = []
     for line in proc.stdout:
         tail = (tail + [line.decode(errors="replace").rstrip()])[-25:]
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     load = meter.stop()
+    try:
+        measured = json.loads(tail.pop())
+    except (IndexError, json.JSONDecodeError):
+        measured = {"exit_code": proc.returncode, "wall_seconds": load["seconds"], "cpu_seconds": None, "peak_rss_mib": None}
     env_note = {k: (env or os.environ).get(k) for k in ("GLIBC_TUNABLES", "OMP_NUM_THREADS")}
-    return {"command": " ".join(cmd), "environment": env_note, "exit_code": proc.returncode, "wall_seconds": load["seconds"],
-            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    return {"command": " ".join(cmd), "environment": env_note, **measured,
             "other_processes_cores": load.get("other_processes_cores"), "loadavg_1min": load["loadavg_1min"], "output_tail": tail}
 
 
@@ -296,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fashion-counts", type=lambda s: [int(v) for v in s.split(",")], default=[10000, 60000])
     p.add_argument("--fashion-steps", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="cnn only, 2 rounds, no reproduce")
+    p.add_argument("--overhead-only", action="store_true", help="only the loops' own cost per step (seconds, low noise)")
     p.add_argument("--out", type=Path, default=None, help="write all results as JSON here")
     args = p.parse_args(argv)
     if args.quick:
@@ -315,16 +333,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         if name not in MODELS:
             p.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        if args.overhead_only:
+            print(f"\n== {name} {MODELS[name]} batch {args.batch_size} ==", flush=True)
+            results.setdefault("loop_overhead", {})[name] = print_overhead(MODELS[name], args.batch_size, device, args.steps, None)
+            continue
         results["models"].append(bench_model(name, args, device))
     if args.speed_options != "none":
         results["speed_options"] = []
         for name in [m.strip() for m in args.speed_options.split(",") if m.strip()]:
-            print("", flush=True)
+            print(flush=True)
             res = options.compare(name, MODELS[name], args.batch_size, device)
             options.print_summary(res)
             results["speed_options"].append(res)
     if not args.no_allocator:
-        print("", flush=True)
+        print(flush=True)
         results["allocator"] = allocator.compare("cnn", args.batch_size, passes=5, reps=3, alternations=2)
         allocator.print_summary(results["allocator"])
     if args.reproduce != "none":

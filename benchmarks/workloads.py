@@ -108,3 +108,31 @@ def train_workloads(model_factory: Callable[[], nn.Module], shape: tuple[int, in
     adv = Workload("train-adversarial-epoch", lambda: train_model(adv_model, data, adv_cfg, device=device, **train_kwargs),
                    (0, 0), "train", f"{batches} batches, L2 PGD {steps} steps of ε/5")
     return std, adv
+
+
+def loop_overhead(shape: tuple[int, int, int], batch: int, device: torch.device, *, steps: int, reps: int = 5) -> dict[str, float]:
+    """CPU milliseconds per step that each workload spends outside the model: the same attacks and
+    matching loop on a near-free model (flatten, 4 units, 10 classes), minus that model's own
+    forward+backward pass. A low-noise complement to the ratios (it does not depend on the model)."""
+    import time
+
+    from advfeatures.models import Classifier, PenultimateReLU
+
+    d = shape[0] * shape[1] * shape[2]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        tiny = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(d, 4), PenultimateReLU()), nn.Linear(4, 10)).to(device).eval()
+    x, y = make_batch(shape, batch, 10, device)
+    runs = {"limit": limit_passes(tiny, x, y, steps)}
+    for w in attack_workloads(tiny, x, y, steps=steps, dr_steps=steps):
+        runs[w.name] = w.run
+    cost = {}
+    for name, fn in runs.items():
+        fn()
+        best = float("inf")
+        for _ in range(reps):
+            start = time.process_time()
+            fn()
+            best = min(best, time.process_time() - start)
+        cost[name] = best / steps * 1e3
+    return {name: round(c - cost["limit"], 3) for name, c in cost.items() if name != "limit"}

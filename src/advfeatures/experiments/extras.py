@@ -148,11 +148,13 @@ def transfer(rep: Reproduction) -> dict[str, Any]:
     relabel = cfg.construction.relabel
     key = digest({"src": rep.model_keys["standard"], "d_rand": rep.model_keys["data_d_rand"], "archs": TRANSFER_ARCHS,
                   "train": dataclasses.asdict(cfg.standard), "d_rand_train": dataclasses.asdict(cfg.train_d_rand),
-                  "eps": relabel.eps, "seed": cfg.seed})
+                  "eps": relabel.eps, "seed": cfg.seed, "train_limit": cfg.extras.transfer_train_limit})
     figure = rep.run.path("extras", "transfer.png")
 
     def compute() -> dict[str, Any]:
-        res = transfer_experiment(rep.models["standard"], rep.train, rep.test, rep.datasets["d_rand"], archs=TRANSFER_ARCHS,
+        limit = cfg.extras.transfer_train_limit
+        res = transfer_experiment(rep.models["standard"], rep.train.head(limit), rep.test, rep.datasets["d_rand"].head(limit),
+                                  archs=TRANSFER_ARCHS,
                                   train_cfg=cfg.standard, d_rand_cfg=cfg.train_d_rand, eps=relabel.eps, norm=relabel.norm,
                                   steps=relabel.steps, step_size=relabel.step_size, seed=rep.seed_for(850),
                                   batch_size=cfg.evaluation.batch_size, device=rep.device)
@@ -162,7 +164,8 @@ def transfer(rep: Reproduction) -> dict[str, Any]:
     res = rep.run.step("extra_transfer", key, compute, artifacts=[figure])
     lines = ["## Transferability and learning from D_rand (the paper's Figure 3)", "",
              f"Adversarial examples of the standard model (targeted L2 PGD, ε = {relabel.eps:g}, as in D_rand) tested on several "
-             "architectures trained on D; beside each, its real test accuracy when trained on D_rand.", "",
+             "architectures trained on D; beside each, its real test accuracy when trained on D_rand"
+             + (f" (each trained on the first {cfg.extras.transfer_train_limit} images of D and of D_rand)." if cfg.extras.transfer_train_limit else "."), "",
              "| architecture | accuracy (trained on D) | targeted transfer rate | untargeted transfer rate | accuracy when trained on D_rand |",
              "|---|---|---|---|---|"]
     for a in res["archs"]:

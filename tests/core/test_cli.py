@@ -22,6 +22,7 @@ def _run(args, tmp_path):
     (["--set", "adversarial.adversary.eps=-1"], "adversarial.adversary: eps must be"),
     (["--set", "standard.epochs=0"], "standard: epochs must be"),
     (["--set", "evaluation.attacks=[{\"eps\": -0.5}]"], "evaluation.attacks[0]: eps must be"),
+    (["--set", "extras.transfer_train_limit=0"], "extras.transfer_train_limit"),
     (["--set", "no_such_thing=1"], "unknown setting 'no_such_thing'"),
     (["--set", "standard.epochs"], "key.path=value"),
 ])

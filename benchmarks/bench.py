@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.models, args.rounds, args.reproduce, args.dr_steps, args.no_allocator = "cnn", "2", "none", "10", True
         args.speed_options = "none"
+    if args.overhead_only:
+        args.reproduce, args.no_allocator, args.speed_options, args.fashion_drand = "none", True, "none", False
     logging.basicConfig(level=logging.WARNING)
     set_progress_enabled(False)
     torch.set_num_threads(args.threads)

@@ -134,7 +134,8 @@ def distillation(rep: Reproduction) -> dict[str, Any]:
                 f"got {res['mistakes']} training images wrong ({_pct(res['mistake_share'])}). A fresh model trained only on those "
                 f"images, with the teacher's wrong labels, scores **{_pct(res['student_test_accuracy'])}** on the real test set "
                 f"(chance {_pct(res['chance'])}; the same images with random wrong labels: "
-                f"{_pct(res.get('control_random_wrong_labels_test_accuracy'))}).")
+                f"{_pct(res.get('control_random_wrong_labels_test_accuracy'))}; labels drawn uniformly from the other classes "
+                "teach a model to avoid the true class, so this control may fall below chance).")
     else:
         body = f"Not run: {res.get('note')}."
     md = "\n".join(["## Learning from incorrectly labelled data (distillation control)", "", body])

@@ -126,8 +126,15 @@ def plot_transfer(result: dict[str, Any], path: str | Path) -> Path:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.scatter(xs, ys, marker=marker, s=55, facecolors=face or "C0", edgecolors="C0", label=label, zorder=3)
         if key == "transfer_targeted":
-            for xv, yv, name in pts:
-                ax.annotate(name, (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            placed: list[tuple[float, float]] = []  # label positions, nudged up so that none overlap
+            for xv, yv, name in sorted(pts, key=lambda p: p[1]):
+                ly = yv + 0.01
+                while any(abs(px - xv) < 0.15 and abs(py - ly) < 0.035 for px, py in placed):
+                    ly += 0.035
+                placed.append((xv, ly))
+                moved = ly - yv > 0.02
+                ax.annotate(name, (xv, yv), xytext=(xv + 0.015, ly), textcoords="data", fontsize=8,
+                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"} if moved else None)
     if rows:
         src = result.get("source", {})
         corr = result.get("correlation", {}).get("targeted_vs_d_rand", {})

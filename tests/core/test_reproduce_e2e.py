@@ -42,6 +42,8 @@ def test_results_shape(run):
         assert (out / fig).is_file()
     report = (out / "report.md").read_text()
     assert "D_rand" in report and "95.3%" in report  # our numbers beside the paper's
+    peaks = [t["peak_rss_mib_after"] for t in on_disk["timing"]["steps"].values()]
+    assert all(p is not None and p > 50 for p in peaks) and peaks == sorted(peaks)  # a high-water mark only rises
 
 
 @pytest.mark.slow

@@ -132,9 +132,12 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     for section in extras.values():
         if isinstance(section, dict) and section.get("markdown"):
             lines += [section["markdown"], ""]
-    lines += ["## Timing", "", "| step | seconds | reused |", "|---|---|---|"]
+    lines += ["## Timing", "", "Peak memory: the process's resident high-water mark when the step ended (it only rises, so the "
+              "step that raises it is the one that needed the memory).", "",
+              "| step | seconds | reused | peak memory so far (MiB) |", "|---|---|---|---|"]
     for step, t in results["timing"]["steps"].items():
-        lines.append(f"| {step} | {t['seconds']:.1f} | {'yes' if t['reused'] else 'no'} |")
+        peak = t.get("peak_rss_mib_after")
+        lines.append(f"| {step} | {t['seconds']:.1f} | {'yes' if t['reused'] else 'no'} | {'' if peak is None else f'{peak:.0f}'} |")
     lines += ["", "## Departures from the paper", "",
               "- Dataset, model and every ε, step count and epoch count follow the preset, scaled from the paper's CIFAR-10",
               "  values (see `config.json`); the `cifar10` preset uses the paper's own values.",

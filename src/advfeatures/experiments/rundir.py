@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,16 @@ from typing import Any
 from ..storage import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+def peak_rss_mib() -> float | None:
+    """This process's resident-memory high-water mark so far, in MiB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def digest(obj: Any) -> str:
@@ -66,8 +77,9 @@ class RunDir:
         log.info("%s: running", step)
         result = compute()
         seconds = time.perf_counter() - start
-        write_json_atomic(self.stamp(step), {"key": key, "result": result, "seconds": seconds})
-        self.timings[step] = {"seconds": seconds, "reused": False, "computed_seconds": seconds}
+        peak = peak_rss_mib()  # monotone: the step that raises it is the one that needed the memory
+        write_json_atomic(self.stamp(step), {"key": key, "result": result, "seconds": seconds, "peak_rss_mib_after": peak})
+        self.timings[step] = {"seconds": seconds, "reused": False, "computed_seconds": seconds, "peak_rss_mib_after": peak}
         return result
 
     def _computed_seconds(self, step: str) -> float | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advfeatures.distributed import allocator_settings
+from advfeatures.distributed import allocator_settings, peak_rss_mib  # noqa: F401  (re-exported for bench.py)
 
 
 def cpu_model() -> str:
@@ -91,8 +91,3 @@ class LoadMeter:
         return out
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -299,3 +300,13 @@ def allocator_settings() -> dict[str, str | int | None]:
         "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
         "mallopt": f"mmap_threshold={_TUNED['mmap_threshold']} trim_threshold={_TUNED['trim_threshold']}" if _TUNED else None,
     }
+
+
+def peak_rss_mib() -> float | None:
+    """This process's resident-memory high-water mark so far, in MiB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

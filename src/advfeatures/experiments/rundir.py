@@ -19,25 +19,15 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..distributed import peak_rss_mib
 from ..storage import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_mib() -> float | None:
-    """This process's resident-memory high-water mark so far, in MiB (None where unknown)."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def digest(obj: Any) -> str:

@@ -162,7 +162,7 @@ def bench_model(name: str, args, device: torch.device) -> dict:
     return {"model": name, "input_shape": list(shape), "batch_size": args.batch_size, "steps": k, "dr_steps": dr_steps,
             "train": {"batches": args.train_batches, "adversary_steps": args.train_steps} if not args.no_train else None,
             "rounds": rounds, "limit_images_per_s_wall": round(args.batch_size / fb_wall, 1),
-            "limit_ms_cpu_per_pass": round(fb_cpu * 1e3, 2), "loop_overhead_ms_per_step": overhead, "workloads": rows, "load": loads, "peak_rss_mib": round(peak_rss_mib(), 1)}
+            "limit_ms_cpu_per_pass": round(fb_cpu * 1e3, 2), "loop_overhead_ms_per_step": overhead, "workloads": rows, "load": loads, "peak_rss_mib": peak_rss_mib()}
 
 
 def print_overhead(shape, batch: int, device: torch.device, steps: int, fb_ms: float | None) -> dict[str, float]:

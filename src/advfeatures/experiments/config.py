@@ -100,14 +100,11 @@ class ReproduceConfig:
         _within("construction.batch_size", lambda: check_steps(self.construction.batch_size, "value"))
         _within("construction.shard_size", lambda: check_steps(self.construction.shard_size, "value"))
         _within("evaluation.batch_size", lambda: check_steps(self.evaluation.batch_size, "value"))
-        if self.threads is not None:
-            _within("threads", lambda: check_steps(self.threads, "value"))
-        if self.train_limit is not None:
-            _within("train_limit", lambda: check_steps(self.train_limit, "value"))
-        if self.extras.transfer_train_limit is not None:
-            _within("extras.transfer_train_limit", lambda: check_steps(self.extras.transfer_train_limit, "value"))
-        if self.evaluation.test_limit is not None:
-            _within("evaluation.test_limit", lambda: check_steps(self.evaluation.test_limit, "value"))
+        for name, value in (("threads", self.threads), ("train_limit", self.train_limit),  # None: not limited
+                            ("extras.transfer_train_limit", self.extras.transfer_train_limit),
+                            ("evaluation.test_limit", self.evaluation.test_limit)):
+            if value is not None:
+                _within(name, lambda v=value: check_steps(v, "value"))
         if not self.evaluation.attacks:
             raise ConfigError("evaluation.attacks is empty; give at least one attack")
         for i, spec in enumerate(self.evaluation.attacks):

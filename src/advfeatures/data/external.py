@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,12 @@ def detect_format(path: Path) -> str:
     """One of :data:`FORMATS` for ``path``, or a DataError naming the accepted ones."""
     if not path.exists():
         raise DataError(f"data path {path} does not exist; pass {_ACCEPTED}")
-    if path.is_file():
-        if path.suffix == ".npz":
+    if path.is_file():  # by content, not by name
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic.startswith(b"PK"):
             return "npz"
-        if path.suffix == ".npy":
+        if magic == b"\x93NUMPY":
             return "npy"
         raise DataError(f"{path} is not a data file this reads; pass {_ACCEPTED}")
     if _madrylab_prefix(path) is not None:
@@ -490,7 +493,9 @@ def _madrylab_prefix(folder: Path) -> str | None:
 
 def _load_tensor(path: Path) -> torch.Tensor:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing what it cannot read
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle's, zipfile's and torch's own errors all mean "not a plain tensor file"
         raise DataError(f"{path} is not a file of plain tensors ({type(exc).__name__}); only torch.save of tensors "
                         "or lists of tensors is read") from None

@@ -94,7 +94,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
-    passed = sum(epoch >= math.floor(m * cfg.epochs + 1e-9) for m in cfg.milestones)
+    """The learning rate of ``epoch`` (counted from 0) under the step schedule.
+
+    A milestone ``m`` (a fraction of training) falls at epoch ``max(1, floor(m · epochs))``: the
+    paper's 1/3 and 2/3 of 150 epochs are epochs 50 and 100, and from epoch 3 on nothing changes;
+    but a milestone never falls at epoch 0, so the first epoch always runs at the rate asked for
+    (``floor`` alone put both milestones at epoch 0 of a one-epoch run, which then trained at 1% of
+    its rate, and a two-epoch fine-tuning at 10% then 1%). A milestone at or past the last epoch
+    has no effect: a one-epoch run never decays, a two-epoch run decays at epoch 1.
+    """
+    passed = sum(epoch >= max(1, math.floor(m * cfg.epochs + 1e-9)) for m in cfg.milestones)
     return cfg.lr * cfg.gamma**passed
 
 

@@ -85,3 +85,42 @@ def test_an_overwritten_file_gets_the_umask_mode_too(tmp_path, umask):
     p.chmod(0o600)
     write_text_atomic(p, "new")
     assert p.read_text() == "new" and stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+# -- (c) BIM with a chosen step count reaches ε ------------------------------------------------
+
+def _affine_binary():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    x = torch.full((4, 1, 4, 4), 0.5)
+    y = model(x).argmax(1)
+    return model, x, y
+
+
+@pytest.mark.parametrize("eps, steps", [(16 / 255, 10), (8 / 255, 3), (0.3, 7), (4 / 255, 1)])
+def test_bim_with_chosen_steps_reaches_the_ball_surface(eps, steps):
+    """On an affine model the loss gradient's sign is constant, so BIM walks straight along it; after
+    ``steps`` steps every pixel sits at ±ε exactly when steps · α ≥ ε (was α = 1/255: 10/255 < 16/255)."""
+    from advfeatures.attacks import BIM
+
+    model, x, y = _affine_binary()
+    attack = BIM(eps=eps, steps=steps)
+    assert attack.steps * attack.step_size >= eps
+    delta = attack(model, x, y) - x
+    assert torch_allclose(delta.abs(), eps)
+
+
+def test_bim_paper_defaults_unchanged():
+    from advfeatures.attacks import BIM
+    from advfeatures.attacks.bim import bim_step_size
+
+    assert BIM(eps=8 / 255).step_size == pytest.approx(1 / 255) and BIM(eps=8 / 255).steps == 10
+    assert BIM(eps=8 / 255, steps=100).step_size == pytest.approx(1 / 255)  # many steps: Kurakin's α
+    assert BIM(eps=0.1, steps=4, step_size=0.01).step_size == 0.01  # an explicit α wins
+    assert bim_step_size(16 / 255, 10) == pytest.approx(2 / 255) and bim_step_size(0.1, 1) == pytest.approx(0.1)
+
+
+def torch_allclose(t, value, tol=1e-6):
+    return bool(((t - value).abs() <= tol).all())

@@ -141,3 +141,10 @@ def test_inversion_and_visualisation_run_on_a_user_module_by_layer(net, source):
     assert vis.directions.shape == (2, 4 * 8 * 8) and bool((vis.final_activation >= vis.start_activation - 1e-6).all())
     vis = visualize(net, source.images[:2], coordinates=1, steps=5, step_size=0.5)  # default: fc2's input
     assert vis.directions.shape == (2, 16)
+
+
+def test_linear_probe_reads_a_user_module_through_the_hook(net, source):
+    from advfeatures.represent import linear_probe
+
+    res = linear_probe(net, source, source, input_shape=(1, 8, 8), max_iter=20)
+    assert res["feature_dim"] == 16  # fc2's input

@@ -128,8 +128,9 @@ def test_factory_loads_saves_and_reloads_only_when_named_again(tmp_path, user_ne
     net = user_nets.make_net(classes=3, seed=1).eval()
     torch.save({"state_dict": net.state_dict()}, tmp_path / "user.pth")
     x = torch.rand(3, 1, 8, 8)
-    model = load_any_model(tmp_path / "user.pth", arch="_user_nets:make_net", arch_kwargs={"classes": 3})
+    model = load_any_model(tmp_path / "user.pth", arch="_user_nets:make_net", arch_kwargs={"classes": 3}, in_shape=(1, 8, 8))
     assert torch.equal(model(x), net(x)) and not model.training
+    assert model.arch == {"factory": "_user_nets:make_net", "kwargs": {"classes": 3}, "normalize": None, "in_shape": [1, 8, 8]}
     save_model(model, tmp_path / "user.safetensors")
     with pytest.raises(ModelError, match=r"pass arch='_user_nets:make_net'") as exc:
         load_any_model(tmp_path / "user.safetensors")
@@ -137,7 +138,7 @@ def test_factory_loads_saves_and_reloads_only_when_named_again(tmp_path, user_ne
     with pytest.raises(ModelError, match="load_any_model"):
         load_model(tmp_path / "user.safetensors")
     again = load_any_model(tmp_path / "user.safetensors", arch="_user_nets:make_net")  # recorded kwargs reused
-    assert torch.equal(again(x), net(x))
+    assert torch.equal(again(x), net(x)) and again.arch["in_shape"] == [1, 8, 8]
     assert isinstance(build_from_factory("_user_nets:make_net", {"classes": 4}), user_nets.UserNet)
 
 

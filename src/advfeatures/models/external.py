@@ -28,7 +28,8 @@ whole pickled ``nn.Module``) is refused with one line, before anything in it run
 from the data (the CLI passes the dataset's image shape); for a ResNet it may be left out: C is read
 from the stem convolution and (H, W) recorded as 32×32 (CIFAR stem) or 224×224 (ImageNet stem).
 
-A model built from a factory records ``arch = {"factory": ..., "kwargs": ..., "normalize": ...}``,
+A model built from a factory records ``arch = {"factory": ..., "kwargs": ..., "normalize": ...}``
+(and ``"in_shape"`` where given),
 so :func:`~advfeatures.models.save_model` writes it as one safetensors file; re-loading it needs the
 factory named again (``load_any_model(path, arch="module.path:factory")``, the CLI's ``--arch``):
 the recorded name is a record, not an instruction, and the error says so.
@@ -88,7 +89,8 @@ def load_any_model(
             raise ModelError(f"{path} holds a model built by the factory {recorded['factory']!r}; loading never imports "
                              f"code a file names: pass arch={recorded['factory']!r} (--arch) to re-load it")
         kwargs = {**recorded.get("kwargs", {}), **kwargs}
-        model = _from_factory(arch, kwargs, obj, path, normalize=recorded.get("normalize"), fmt="advfeatures")
+        model = _from_factory(arch, kwargs, obj, path, normalize=recorded.get("normalize"), fmt="advfeatures",
+                              in_shape=in_shape or recorded.get("in_shape"))
         model.extra = _json(meta.get("extra", "{}"), path)
         return model.to(device).eval()
 
@@ -103,7 +105,7 @@ def load_any_model(
         fmt = fmt if fmt == "robustness" else "torchvision"
         log.info("%s: a %s-layout checkpoint, loaded as %s", path, fmt, arch)
     if ":" in arch:
-        model = _from_factory(arch, kwargs, state, path, normalize=normalize, fmt=fmt)
+        model = _from_factory(arch, kwargs, state, path, normalize=normalize, fmt=fmt, in_shape=in_shape)
     elif arch in MODELS:
         model = _ours(arch, kwargs, state, path, normalize=normalize, in_shape=in_shape, num_classes=num_classes)
         model.extra = {"loaded_from": str(path), "format": fmt}
@@ -264,7 +266,7 @@ def _num_classes(state: Mapping[str, torch.Tensor], path: Path) -> int:
 
 
 def _from_factory(spec: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path, *,
-                  normalize: dict[str, list[float]] | None, fmt: str) -> nn.Module:
+                  normalize: dict[str, list[float]] | None, fmt: str, in_shape: Sequence[int] | None = None) -> nn.Module:
     inner = build_from_factory(spec, kwargs)
     model: nn.Module = inner
     if normalize is not None:  # a robustness checkpoint: its normaliser in front of the user's classifier
@@ -273,6 +275,8 @@ def _from_factory(spec: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
             state = {**{f"1.{k}": v for k, v in state.items()}, "0.mean": model[0].mean.clone(), "0.std": model[0].std.clone()}
     load_state_strict(model, state, path, f"arch {spec!r} with arch_kwargs {json.dumps(kwargs)}")
     model.arch = {"factory": spec, "kwargs": kwargs, "normalize": normalize}
+    if in_shape is not None:  # recorded for the code that adapts images to a model (transfer)
+        model.arch["in_shape"] = [int(s) for s in in_shape]
     model.extra = {"loaded_from": str(path), "format": fmt}
     return model
 

@@ -148,3 +148,23 @@ def test_linear_probe_reads_a_user_module_through_the_hook(net, source):
 
     res = linear_probe(net, source, source, input_shape=(1, 8, 8), max_iter=20)
     assert res["feature_dim"] == 16  # fc2's input
+
+
+def test_a_wrapped_model_knows_its_layers_by_their_inner_names(net):
+    class Wrapper(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.original = inner
+
+        def forward(self, x):
+            return self.original(x)
+
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(representation(Wrapper(net), x, layer="fc1"), representation(net, x, layer="fc1"))
+        assert torch.equal(representation(Wrapper(net), x), representation(net, x))
+    from advfeatures.distributed import accelerate
+
+    fast = accelerate(net, channels_last=True)  # the speed options' wrapper, as the CLI uses it
+    with torch.no_grad():
+        assert torch.allclose(representation(fast, x, layer="fc1"), representation(net, x, layer="fc1"), atol=1e-6)

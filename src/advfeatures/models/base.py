@@ -141,7 +141,13 @@ def _few(names: list[str], k: int = 8) -> str:
 
 
 def _named_module(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule named ``layer``; inside a wrapper (``DataParallel``'s ``module.``, the speed
+    options' ``original.``) the name the wrapped model knows it by also works, when unambiguous."""
     modules = dict(model.named_modules())
+    if layer and layer not in modules:
+        found = {id(m): m for name, m in modules.items() if name.endswith("." + layer)}
+        if len(found) == 1:
+            return next(iter(found.values()))
     if not layer or layer not in modules:
         raise ModelError(f"{type(model).__name__} has no layer {layer!r}; name one of model.named_modules(): "
                          f"{_few(layer_names(model)) or '(none)'}")

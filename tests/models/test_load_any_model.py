@@ -111,6 +111,21 @@ def test_wrong_keys_and_shapes_are_named_in_one_line(tmp_path, mlp):
     assert "mis-shaped" in one_line(exc) and "features.1.weight: file (16, 64) vs model (32, 64)" in one_line(exc)
 
 
+def test_old_checkpoints_without_batchnorm_counters_load_and_bad_kwargs_fail_in_one_line(tmp_path):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        cnn = randomize_batchnorm(build_model("cnn", (1, 8, 8), 10, width=4, hidden=8))
+    state = {k: v for k, v in cnn.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pt")
+    model = load_any_model(tmp_path / "old.pt", arch="cnn", arch_kwargs={"width": 4, "hidden": 8}, in_shape=(1, 8, 8))
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), cnn(x))
+    with pytest.raises(ModelError, match=r"does not take arch_kwargs \{\"depth\": 3\}") as exc:
+        load_any_model(tmp_path / "old.pt", arch="cnn", arch_kwargs={"depth": 3}, in_shape=(1, 8, 8))
+    one_line(exc)
+
+
 def test_missing_file_and_garbage_file(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_any_model(tmp_path / "nope.pt", arch="mlp")

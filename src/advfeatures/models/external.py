@@ -244,7 +244,10 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
         in_shape = (int(stem.shape[1]), size, size)
     if num_classes is None:
         num_classes = _num_classes(state, path)
-    model = build_model(name, in_shape, num_classes, **kwargs)
+    try:
+        model = build_model(name, in_shape, num_classes, **kwargs)
+    except TypeError as exc:  # an argument the constructor does not take
+        raise ModelError(f"arch {name!r} does not take arch_kwargs {json.dumps(kwargs)} ({_first_line(exc)})") from None
     if tv_names and isinstance(model, ResNet):
         state = from_torchvision(state, model)
     if normalize is not None:

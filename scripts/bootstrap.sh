@@ -21,3 +21,10 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install --quiet -e "$root[test]"
   touch "$stamp"
 fi
+# MadryLab's `robustness` package, only for the interop tests (tests/models/test_robustness_interop.py):
+# --no-deps, since its declared dependencies include torchvision and other heavy packages we never
+# import. Optional: without a registry the install fails, the note says so and those tests skip.
+if ! "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("robustness") is None)' 2>/dev/null; then
+  "$venv/bin/python" -m pip install --quiet --no-deps "robustness==1.2.1.post2" \
+    || echo "note: could not install robustness==1.2.1.post2; its interop tests will skip"
+fi

@@ -23,41 +23,24 @@ from torch import nn
 from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
-from ..models.base import as_classifier
+from ..models.base import as_classifier, layer_names
 from ..storage import iter_chunks
 from ..threats import check_steps
 from .visualize import random_directions
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_modules() if name]
-
-
 def layer_activations(model: nn.Module, x: torch.Tensor, *, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
     """The flattened output of ``layer`` (the representation g when None) for ``x``, (N, D)."""
-    if layer is None:
-        clf = as_classifier(model)
-        fn = lambda b: clf.features(b)  # noqa: E731
-    else:
-        modules = dict(model.named_modules())
-        if layer not in modules or not layer:
-            raise ConfigError(f"model has no layer {layer!r}; choose one of {', '.join(layer_names(model))}")
-        module = modules[layer]
-
-        def fn(b: torch.Tensor) -> torch.Tensor:
-            caught: list[torch.Tensor] = []
-            handle = module.register_forward_hook(lambda _m, _i, out: caught.append(out))
-            try:
-                model(b)
-            finally:
-                handle.remove()
-            return caught[-1]
-
+    if layer is not None and (not layer or layer not in dict(model.named_modules())):
+        names = layer_names(model)
+        raise ConfigError(f"model has no layer {layer!r}; choose one of {', '.join(names[:12])}"
+                          f"{f', … ({len(names) - 12} more)' if len(names) > 12 else ''}")
+    features = as_classifier(model, layer).features
     device = next(model.parameters()).device
     parts = []
     with torch.no_grad(), eval_mode(model):
         for a, b in iter_chunks(x.shape[0], check_steps(batch_size, "batch_size")):
-            parts.append(fn(x[a:b].to(device)).flatten(1).float())
+            parts.append(features(x[a:b].to(device)).flatten(1).float())
     return torch.cat(parts)
 
 

@@ -19,8 +19,9 @@ Constructions are written shard by shard (``shard-00000.safetensors`` …, then 
 Each shard's randomness comes from (seed, shard index) and the start-image pairing from the seed
 alone, so a resumed construction, or one split across ``torchrun`` ranks, produces the same tensors
 as one uninterrupted single-process run. Memory stays bounded by one shard: a shard's results are
-written and dropped before the next one starts, and the manifest's statistics are read back one
-shard and a few small columns at a time.
+written and dropped before the next one starts, the source is read a batch at a time (so a source
+streamed from disk never has to fit in memory), and the manifest's statistics are read back one
+shard and a few small columns at a time; :func:`load_constructed` can stream a finished set too.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from .attacks.base import random_targets
 from .attacks.loop import eval_mode, optimize_inputs
 from .attacks.pgd import PGD
 from .data.dataset import ImageDataset
+from .data.source import RowFileSource
 from .distributed import barrier
 from .errors import ConfigError, DataError
 from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
-from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_sharded, save_safetensors_atomic,
-                      shard_path, write_manifest)
+from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_sharded, safetensors_layout,
+                      save_safetensors_atomic, shard_path, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -191,11 +193,10 @@ def build_dataset(
         parts: dict[str, list[torch.Tensor]] = {}
         for a, b in progress(list(iter_chunks(hi - lo, batch_size)), desc=f"{kind} shard {shard}"):
             idx = torch.arange(lo + a, lo + b)
-            x = source.images[idx].to(device)
-            y = source.labels[idx].to(device)
+            x, y = (t.to(device) for t in source.batch(idx))  # read per batch: a streamed source stays on disk
             if matching is not None:
                 if pairing is not None:
-                    start = source.images[pairing[idx]].to(device)
+                    start = source.batch(pairing[idx])[0].to(device)
                 else:
                     start = (0.5 + 0.25 * torch.randn(x.shape, generator=gen, device=device)).clamp_(0, 1)
                 x_new, dist = match_representation(model, x, start, matching, layer=layer)
@@ -262,10 +263,22 @@ def _read_columns(paths: list[Path], keys: tuple[str, ...]) -> dict[str, torch.T
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def load_constructed(folder: str | Path, *, classes: list[str], name: str | None = None) -> tuple[ImageDataset, dict[str, Any]]:
-    """A finished construction as an :class:`ImageDataset` (with its new labels) and its manifest."""
-    tensors, manifest = read_sharded(folder)
-    ds = ImageDataset(tensors["images"].clamp_(0, 1), tensors["labels"].long(), classes, name or manifest.get("kind", "constructed"),
+def load_constructed(folder: str | Path, *, classes: list[str], name: str | None = None,
+                     stream: bool = False) -> tuple[ImageDataset, dict[str, Any]]:
+    """A finished construction as an :class:`ImageDataset` (with its new labels) and its manifest.
+
+    With ``stream`` the images stay in their shards and are read a batch at a time (the same
+    values: clamped to [0, 1] as they are read); only the labels and statistics are loaded.
+    """
+    if not stream:
+        tensors, manifest = read_sharded(folder)
+        images: torch.Tensor | RowFileSource = tensors["images"].clamp_(0, 1)
+    else:
+        manifest = read_json(Path(folder) / MANIFEST)
+        paths = [Path(folder) / s["file"] for s in manifest["shards"]]
+        tensors = _read_columns(paths, ("labels", "source_labels", "stat"))
+        images = RowFileSource([safetensors_layout(p)["images"] for p in paths], clamp=True)
+    ds = ImageDataset(images, tensors["labels"].long(), classes, name or manifest.get("kind", "constructed"),
                       {"source_labels": tensors["source_labels"], "stat": tensors["stat"]})
     return ds, manifest
 

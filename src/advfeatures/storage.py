@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,80 @@ def read_sharded(folder: str | Path, *, verify: bool = False) -> tuple[dict[str,
 def iter_chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
     for start in range(0, n, size):
         yield start, min(n, start + size)
+
+
+# ---- reading rows of large arrays without holding them ---------------------------------------
+# Positioned reads (os.pread), not memory maps: the pages of a mapped file that a process touches
+# count in its resident memory until it unmaps them, so an epoch over a mapped 10 GB array would
+# look like a 10 GB process. A read copies just the rows asked for, and nothing stays behind.
+
+_SAFETENSORS_DTYPES = {"U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+                       "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+                       "BOOL": torch.bool}
+
+
+@dataclass(frozen=True)
+class RowFile:
+    """An array stored row-major in a file: ``shape[0]`` rows of ``prod(shape[1:])`` values from
+    byte ``offset`` on, little-endian ``dtype``."""
+
+    path: Path
+    offset: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * torch.empty((), dtype=self.dtype).element_size()
+
+    def read_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` (any order, repeats allowed) as a new tensor; consecutive rows are read at once."""
+        index = torch.as_tensor(index, dtype=torch.int64).flatten()
+        n = self.shape[0]
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+            raise DataError(f"row index out of range for {self.path} ({n} rows)")
+        uniq, inverse = torch.unique(index, sorted=True, return_inverse=True)
+        out = torch.empty((uniq.numel(), *self.shape[1:]), dtype=self.dtype)
+        flat = out.view(torch.uint8).view(-1) if uniq.numel() else out
+        rb = self.row_bytes
+        if uniq.numel():
+            breaks = (uniq[1:] - uniq[:-1] != 1).nonzero().flatten() + 1
+            starts = torch.cat([torch.zeros(1, dtype=torch.int64), breaks]).tolist()
+            ends = torch.cat([breaks, torch.tensor([uniq.numel()])]).tolist()
+            rows = uniq.tolist()
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                for s, e in zip(starts, ends):
+                    want = (e - s) * rb
+                    got = os.preadv(fd, [memoryview(flat[s * rb: e * rb].numpy())], self.offset + rows[s] * rb)
+                    if got != want:
+                        raise DataError(f"{self.path} is truncated: wanted {want} bytes at row {rows[s]}, read {got}")
+            finally:
+                os.close(fd)
+        return out if torch.equal(inverse, torch.arange(index.numel())) else out[inverse]
+
+
+def safetensors_layout(path: str | Path) -> dict[str, RowFile]:
+    """Where each tensor of a safetensors file lies (the format: an 8-byte little-endian header
+    length, a JSON header of dtype/shape/byte offsets, then the data)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except (OSError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise DataError(f"{path} is not a readable safetensors file; delete it and rebuild")
+    out = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        if meta.get("dtype") not in _SAFETENSORS_DTYPES:
+            raise DataError(f"{path}: tensor {key!r} has an unsupported dtype {meta.get('dtype')!r}")
+        out[key] = RowFile(path, 8 + size + int(meta["data_offsets"][0]), tuple(int(s) for s in meta["shape"]),
+                           _SAFETENSORS_DTYPES[meta["dtype"]])
+    return out

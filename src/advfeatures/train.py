@@ -161,20 +161,20 @@ def train_model(
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         train_net = distributed.accelerate(ddp, **speed)
-    x_all, y_all = data.images.to(device), data.labels.to(device)
+    # an in-memory set moves to the device once, as held (uint8 stays uint8); a streamed one is read
+    # from disk a batch at a time. Either way each batch is float32 in [0, 1], the same numbers.
+    data = data.to(device)
     n = len(data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch, cfg)
         model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        bar = progress(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}")
-        for b in bar:
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x, y = x_all[idx], y_all[idx]
+        batches = data.iter_batches(cfg.batch_size, order=perm, device=device)
+        for x, y in progress(batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}"):
             if cfg.crop_padding or cfg.flip:  # the whole batch on every rank: the generators stay in step
                 x = augment_batch(x, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=gen)
             batch = y.shape[0]

@@ -1,0 +1,609 @@
+"""Data from outside: image folders, ``.npz``/``.npy`` arrays, MadryLab's released tensors, any
+``torch.utils.data.Dataset``, behind one entry point, :func:`load_data`.
+
+The rules each reader follows (every refusal is a one-line :class:`~advfeatures.errors.DataError`
+naming the file and the fix):
+
+* **Image folder** (``root/<class>/<image>.png|.jpg|.jpeg``): classes are the sorted folder names
+  (or the order a ``classes.json`` written by :func:`~advfeatures.data.export.export_dataset`
+  gives); images are read class by class, files in name order. ``root/train/`` + ``root/test/``
+  give the split, otherwise a seeded stratified split (``test_fraction``). Images keep their size
+  unless ``size`` (an int scales the shorter side to it, keeping the aspect ratio; ``(h, w)`` resizes
+  exactly; bilinear) and/or ``crop`` (a centre crop after resizing, int or ``(h, w)``) are given;
+  after that every image must have the same size. Grayscale (modes 1/L/LA) stays one channel;
+  if any image is in colour every image is read as RGB (grey ones replicated: no information is
+  lost, which neither "majority" nor "error" would guarantee). Alpha is dropped. 16-bit and float
+  images are refused.
+* **Arrays** (``.npz``, or a folder of ``.npy`` files): keys ``x_train, y_train[, x_test, y_test]``,
+  or ``images, labels``, or ``x, y``; an optional ``classes`` array of names. Images are uint8
+  (0..255, kept as uint8) or float in [0, 1]; 3-D arrays are (N, H, W) grayscale; a 4-D array is
+  NCHW when axis 1 has size 1 or 3 (this wins when axis 3 could be channels too), else NHWC when
+  axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; the class count is the largest
+  label + 1 unless ``classes`` says otherwise. ``.npy`` files are read a batch at a time from
+  disk when large (``stream``); ``.npz`` members are always read into memory.
+* **MadryLab** (a folder with ``CIFAR_ims`` and ``CIFAR_lab``, as in their released
+  ``d_robust_CIFAR``, ``d_non_robust_CIFAR``, ``drand_CIFAR``, ``ddet_CIFAR``): each file is a
+  tensor or a list of tensors saved by ``torch.save``, read with ``weights_only=True`` and
+  concatenated (N×3×32×32 floats in [0, 1], integer labels). These hold training images only;
+  the test split is the real CIFAR-10 test set, so pair them with the built-in dataset:
+  ``load_data("cifar10", "d_robust_CIFAR", root=CIFAR_DIR)``. A ``test/`` subfolder in the same
+  layout (what our exporter writes when given a test split) is read as the test split.
+* **torch Dataset**: items ``(image, label)``; the image a tensor (C, H, W) or (H, W), uint8 or
+  float in [0, 1], or a PIL image; the label an int, numpy integer or 0-d/1-element tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from ..storage import RowFile
+from .dataset import ImageDataset, to_float
+from .loaders import CIFAR_CLASSES, load_dataset
+from .source import ImageFileSource, RowFileSource, TensorSource
+
+FORMATS = ("imagefolder", "npz", "npy", "madrylab")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+STREAM_BYTES = 512 * 2**20  # sets whose uint8 pixels exceed this are read from disk batch by batch
+_GRAY_MODES = {"1", "L", "LA"}
+_COLOUR_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX"}
+_ARRAY_KEYS = (("x_train", "y_train", "x_test", "y_test"), ("images", "labels", None, None), ("x", "y", None, None))
+_ACCEPTED = ("an image folder (one subfolder per class, optionally under train/ and test/), a .npz file, a folder of "
+             ".npy files (images.npy + labels.npy, or x_train/y_train/x_test/y_test), or a MadryLab folder "
+             "(CIFAR_ims + CIFAR_lab)")
+
+Split = tuple[ImageDataset, ImageDataset | None]
+
+
+def load_data(dataset: str | None = None, data: str | Path | Any | None = None, *, root: str | Path | None = None,
+              seed: int = 0, test_fraction: float = 0.2, size: int | Sequence[int] | None = None,
+              crop: int | Sequence[int] | None = None, stream: bool | None = None, workers: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) from a built-in ``dataset`` (as :func:`~advfeatures.data.load_dataset`), from
+    ``data`` (a path in any format above, auto-detected, or a ``torch.utils.data.Dataset``), or both:
+    then the training split comes from ``data`` (its train split, or all of it) and the test split
+    from the built-in set (how MadryLab's constructed CIFAR sets are evaluated).
+
+    A set without its own test split is split with ``seed`` and ``test_fraction`` (stratified).
+    ``stream`` (default: when the pixels exceed 512 MiB as uint8) reads ``.npy`` files and image
+    folders from disk a batch at a time; ``workers`` decoder processes read an image folder.
+    """
+    if dataset is None and data is None:
+        raise ConfigError("no data: pass a built-in dataset name (--dataset) or a data path (--data)")
+    if data is None:
+        return load_dataset(dataset, root=root, seed=seed, test_fraction=test_fraction)
+    train, test = read_data(data, size=size, crop=crop, stream=stream, workers=workers, seed=seed, test_fraction=test_fraction)
+    if dataset is not None:
+        _, real_test = load_dataset(dataset, root=root, seed=seed, test_fraction=test_fraction)
+        return _pair_with(train, real_test), real_test
+    if test is None:
+        if train.info.get("format") == "madrylab":
+            raise DataError(f"{train.info['source']} holds MadryLab training images only; their test split is the real "
+                            "CIFAR-10 test set: pass --dataset cifar10 --data-root DIR as well")
+        return stratified_split(train, test_fraction=test_fraction, seed=seed)
+    return train, test
+
+
+def read_data(data: str | Path | Any, *, size=None, crop=None, stream: bool | None = None, workers: int = 0, seed: int = 0,
+              test_fraction: float = 0.2) -> Split:
+    """The (train, test-or-None) splits of ``data`` in whatever format it is (see :func:`detect_format`)."""
+    if isinstance(data, torch.utils.data.Dataset):
+        return from_torch_dataset(data, workers=workers), None
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, torch.utils.data.Dataset) for d in data):
+        return from_torch_dataset(data[0], workers=workers, name="train"), from_torch_dataset(data[1], workers=workers, name="test")
+    path = Path(data)
+    fmt = detect_format(path)
+    if (size is not None or crop is not None) and fmt != "imagefolder":
+        raise ConfigError(f"size/crop apply to image folders only; {path} is {fmt} data of fixed size")
+    if fmt == "imagefolder":
+        return read_image_folder(path, size=size, crop=crop, stream=stream, workers=workers)
+    if fmt == "npz":
+        return read_npz(path)
+    if fmt == "npy":
+        return read_npy(path, stream=stream)
+    return read_madrylab(path)
+
+
+def detect_format(path: Path) -> str:
+    """One of :data:`FORMATS` for ``path``, or a DataError naming the accepted ones."""
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist; pass {_ACCEPTED}")
+    if path.is_file():  # by content, not by name
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic.startswith(b"PK"):
+            return "npz"
+        if magic == b"\x93NUMPY":
+            return "npy"
+        raise DataError(f"{path} is not a data file this reads; pass {_ACCEPTED}")
+    if _madrylab_prefix(path) is not None:
+        return "madrylab"
+    if _npy_keys(path) is not None:
+        return "npy"
+    if any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
+        return "imagefolder"
+    raise DataError(f"{path} holds no data this reads; pass {_ACCEPTED}")
+
+
+# ---- splitting and pairing --------------------------------------------------------------------
+
+def stratified_split(ds: ImageDataset, *, test_fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
+    """A seeded split keeping each class's share (the same call the built-in digits split makes)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    y = ds.labels.numpy()
+    try:
+        idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
+    except ValueError as exc:
+        raise DataError(f"{ds.name} cannot be split with test_fraction={test_fraction} keeping every class ({exc}); "
+                        "give it train/ and test/ splits or more images per class") from None
+    info = {**ds.info, "split_seed": seed, "test_fraction": test_fraction}
+    train = ds.subset(torch.from_numpy(idx_train), name=f"{ds.name}-train")
+    test = ds.subset(torch.from_numpy(idx_test), name=f"{ds.name}-test")
+    train.info, test.info = info, dict(info)
+    return train, test
+
+
+def _pair_with(train: ImageDataset, test: ImageDataset) -> ImageDataset:
+    """``train`` relabelled with ``test``'s class names, after checking the two sets fit together."""
+    if train.image_shape != test.image_shape:
+        raise DataError(f"{train.name} images are {train.image_shape} but the test set's are {test.image_shape}; "
+                        "resize them (size=/--size) or pair them with another test set")
+    if train.num_classes > test.num_classes:
+        raise DataError(f"{train.name} has {train.num_classes} classes but the test set only {test.num_classes}")
+    return ImageDataset(train.source, train.labels, test.classes, train.name, train.info)
+
+
+# ---- image folders ----------------------------------------------------------------------------
+
+def _pair(value: int | Sequence[int] | None, what: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ConfigError(f"{what} must be a positive int or (height, width), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _resized(hw: tuple[int, int], size) -> tuple[int, int]:
+    if size is None:
+        return hw
+    if isinstance(size, int):  # the shorter side becomes ``size``
+        h, w = hw
+        return (size, max(1, round(w * size / h))) if h <= w else (max(1, round(h * size / w)), size)
+    return tuple(size)  # type: ignore[return-value]
+
+
+def _out_hw(hw: tuple[int, int], size, crop: tuple[int, int] | None, path: Path) -> tuple[int, int]:
+    hw = _resized(hw, size)
+    if crop is None:
+        return hw
+    if crop[0] > hw[0] or crop[1] > hw[1]:
+        raise DataError(f"{path} is {hw[0]}×{hw[1]} (after resizing), smaller than the crop {crop[0]}×{crop[1]}; "
+                        "pass a larger size= or a smaller crop=")
+    return crop
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable image ({type(exc).__name__}); remove or replace it") from None
+
+
+def decode_image(path: Path, *, mode: str, size=None, crop=None, expect: Sequence[int] | None = None) -> torch.Tensor:
+    """One image file as a uint8 (C, H, W) tensor: converted to ``mode``, resized, centre-cropped."""
+    from PIL import Image
+
+    try:
+        with _open(path) as img:
+            img = img.convert(mode)
+            if size is not None:
+                h, w = _resized((img.height, img.width), size)
+                if (h, w) != (img.height, img.width):
+                    img = img.resize((w, h), Image.Resampling.BILINEAR)
+            if crop is not None:
+                top, left = (img.height - crop[0]) // 2, (img.width - crop[1]) // 2
+                img = img.crop((left, top, left + crop[1], top + crop[0]))
+            arr = np.asarray(img, dtype=np.uint8)
+    except OSError as exc:  # truncated or corrupt data found while decoding
+        raise DataError(f"{path} could not be decoded ({exc}); remove or replace it") from None
+    x = torch.from_numpy(arr.copy())
+    x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+    if expect is not None and tuple(x.shape) != tuple(expect):
+        raise DataError(f"{path} decodes to {tuple(x.shape)}, not the {tuple(expect)} its header promised; replace it")
+    return x
+
+
+def _class_folders(root: Path, classes: list[str] | None) -> list[tuple[str, Path]]:
+    """(class name, folder) in label order: from ``classes.json`` when there is one (in ``root`` or
+    its parent), else the sorted folder names. ``classes`` (the training split's names, when reading
+    ``test/``) allows a subset of the classes."""
+    folders = {p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    meta = root / "classes.json" if (root / "classes.json").is_file() else root.parent / "classes.json"
+    if meta.is_file():
+        try:
+            named = [(str(e["name"]), root / str(e["folder"])) for e in json.loads(meta.read_text(encoding="utf-8"))]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{meta} is not a list of {{'folder', 'name'}} entries; fix or delete it") from None
+        listed = {p for _, p in named}
+        if (classes is None and folders != listed) or not folders <= listed:
+            raise DataError(f"{meta} does not list exactly the class folders of {root}; fix or delete it")
+        return [(n, p) for n, p in named if p in folders]
+    if classes is not None:  # a test/ tree: its folders must be (some of) the training classes
+        unknown = sorted(p.name for p in folders if p.name not in classes)
+        if unknown:
+            raise DataError(f"{root} has class folders {unknown[:3]} that train/ lacks; the two splits need the same classes")
+        return [(c, root / c) for c in classes if root / c in folders]
+    return [(p.name, p) for p in sorted(folders)]
+
+
+def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[str], list[Path], list[int], list[tuple[str, tuple[int, int]]]]:
+    pairs = _class_folders(root, classes)
+    if not pairs:
+        raise DataError(f"{root} has no class folders; an image folder holds one subfolder of images per class")
+    names = [n for n, _ in pairs] if classes is None else classes
+    files, labels, heads = [], [], []
+    for name, folder in pairs:
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not found:
+            raise DataError(f"class folder {folder} holds no .png/.jpg images; add some or remove the folder")
+        label = names.index(name)
+        for p in found:
+            with _open(p) as img:
+                heads.append((img.mode, (img.height, img.width)))
+            files.append(p)
+            labels.append(label)
+    return names, files, labels, heads
+
+
+def read_image_folder(path: str | Path, *, size=None, crop=None, stream: bool | None = None, workers: int = 0) -> Split:
+    """An image-folder tree (see the module docstring) as (train, test or None)."""
+    path = Path(path)
+    size = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else _pair(size, "size")
+    crop = _pair(crop, "crop")
+    trees = [path / "train", path / "test"] if (path / "train").is_dir() and (path / "test").is_dir() else [path]
+    scans, classes = [], None
+    for tree in trees:
+        scan = _scan_tree(tree, classes=classes)
+        classes = scan[0]
+        scans.append(scan)
+    modes = {m for scan in scans for m, _ in scan[3]}
+    bad = modes - _GRAY_MODES - _COLOUR_MODES
+    if bad:
+        raise DataError(f"{path} has images in mode {sorted(bad)[0]} (16-bit or float); save them as 8-bit PNG/JPEG")
+    mode = "L" if modes <= _GRAY_MODES else "RGB"
+    channels = 1 if mode == "L" else 3
+    shapes: dict[tuple[int, int], Path] = {}
+    for scan in scans:
+        for p, (_, hw) in zip(scan[1], scan[3]):
+            shapes.setdefault(_out_hw(hw, size, crop, p), p)
+    if len(shapes) > 1:
+        (a, pa), (b, pb) = list(shapes.items())[:2]
+        raise DataError(f"{path} mixes image sizes ({pa.name} is {a[0]}×{a[1]}, {pb.name} is {b[0]}×{b[1]}); "
+                        "pass size= (--size) to resize them, or crop= (--crop)")
+    shape = (channels, *next(iter(shapes)))
+    out = []
+    for tree, (names, files, labels, _) in zip(trees, scans):
+        src = ImageFileSource(files, mode=mode, shape=shape, size=size, crop=crop, workers=workers)
+        if not _streamed(stream, len(files) * math.prod(shape)):
+            src = TensorSource(_read_all(src))
+        split = "" if tree == path else f"-{tree.name}"
+        info = {"source": str(path), "format": "imagefolder", "mode": mode, "files": [str(f.relative_to(tree)) for f in files]}
+        out.append(ImageDataset(src, torch.tensor(labels, dtype=torch.int64), names, f"{path.name}{split}", info))
+    return out[0], out[1] if len(out) > 1 else None
+
+
+def _streamed(stream: bool | None, nbytes: int) -> bool:
+    return nbytes > STREAM_BYTES if stream is None else bool(stream)
+
+
+def _read_all(src, chunk: int = 1024) -> torch.Tensor:
+    out = torch.empty(src.shape, dtype=src.dtype)
+    for lo in range(0, len(src), chunk):
+        idx = torch.arange(lo, min(len(src), lo + chunk))
+        out[lo: lo + idx.numel()] = src.read(idx)
+    return out
+
+
+# ---- arrays -----------------------------------------------------------------------------------
+
+def _layout(shape: tuple[int, ...], what: str) -> bool:
+    """Whether a 3-D/4-D image array is channels-last (see the module docstring's rule)."""
+    if len(shape) == 3:
+        return False
+    if len(shape) != 4:
+        raise DataError(f"{what} has shape {shape}; images must be (N, H, W), (N, C, H, W) or (N, H, W, C)")
+    if shape[1] in (1, 3):
+        return False
+    if shape[3] in (1, 3):
+        return True
+    raise DataError(f"{what} has shape {shape}: neither axis 1 nor axis 3 has 1 or 3 channels; "
+                    "store images as (N, C, H, W) or (N, H, W, C) with C = 1 or 3")
+
+
+def _check_image_dtype(dtype: np.dtype, what: str) -> None:
+    if dtype == np.uint8 or np.issubdtype(dtype, np.floating):
+        return
+    raise DataError(f"{what} has dtype {dtype}; images must be uint8 (0..255) or float in [0, 1] "
+                    "(convert with .astype(np.uint8) or divide by 255)")
+
+
+def _images_from_array(arr: np.ndarray, what: str) -> torch.Tensor:
+    _check_image_dtype(arr.dtype, what)
+    last = _layout(arr.shape, what)
+    x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous() if last else x
+    if x.dtype != torch.uint8:
+        x = x.float()
+        if x.numel():
+            lo, hi = torch.aminmax(x)
+            if not (float(lo) >= 0.0 and float(hi) <= 1.0):
+                raise DataError(f"{what}: float images must lie in [0, 1], found values in [{float(lo):.4g}, {float(hi):.4g}]; "
+                                "rescale them or save them as uint8")
+    return x
+
+
+def labels_from(values: Any, n: int, what: str) -> torch.Tensor:
+    """Integer labels of any dtype (numpy, tensor, list of ints) as an int64 vector of length ``n``, ≥ 0."""
+    arr = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise DataError(f"{what} has shape {arr.shape}; expected one integer label per image ({n})")
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise DataError(f"{what} has dtype {arr.dtype}; labels must be integers (class indices from 0)")
+    y = torch.from_numpy(arr.astype(np.int64))
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"{what} has negative labels (min {int(y.min())}); labels are class indices from 0")
+    return y
+
+
+def _classes(names: Any, labels: list[torch.Tensor], what: str) -> list[str]:
+    top = max((int(y.max()) for y in labels if y.numel()), default=-1)
+    if names is None:
+        return [str(i) for i in range(top + 1)]
+    names = [str(c) for c in np.asarray(names).tolist()]
+    if top >= len(names):
+        raise DataError(f"{what}: label {top} is out of range for its {len(names)} classes; fix the labels or the class list")
+    return names
+
+
+def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | None]:
+    for xk, yk, xt, yt in _ARRAY_KEYS:
+        if xk in keys and yk in keys:
+            return xk, yk, (xt if xt in keys and yt in keys else None), (yt if xt in keys and yt in keys else None)
+    raise DataError(f"{where} has arrays {sorted(keys)}; expected x_train/y_train[/x_test/y_test], images/labels or x/y")
+
+
+def read_npz(path: str | Path) -> Split:
+    """A ``.npz`` file (see the module docstring) as (train, test or None)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc}); re-save it with numpy.savez") from None
+    xk, yk, xt, yt = _pick_keys(set(arrays), str(path))
+    parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
+    xs = [_images_from_array(arrays[a], f"{path}:{a}") for a, _, _ in parts]
+    ys = [labels_from(arrays[b], x.shape[0], f"{path}:{b}") for (_, b, _), x in zip(parts, xs)]
+    _same_shapes(xs, str(path))
+    classes = _classes(arrays.get("classes"), ys, str(path))
+    split = "" if xt is None else "-train"
+    out = [ImageDataset(x, y, classes, f"{path.stem}{split if s == 'train' else '-test'}", {"source": str(path), "format": "npz"})
+           for x, y, (_, _, s) in zip(xs, ys, parts)]
+    return out[0], out[1] if len(out) > 1 else None
+
+
+def _same_shapes(xs: list, where: str) -> None:
+    shapes = {tuple(x.shape[1:]) for x in xs}
+    if len(shapes) > 1:
+        raise DataError(f"{where}: the train and test images have different shapes {sorted(shapes)}")
+
+
+def _npy_keys(folder: Path) -> tuple[str, str, str | None, str | None] | None:
+    keys = {p.stem for p in folder.glob("*.npy")}
+    try:
+        return _pick_keys(keys, str(folder))
+    except DataError:
+        return None
+
+
+def npy_rows(path: Path) -> RowFile:
+    """Where the rows of an ``.npy`` file's array lie (its header read, the data not)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"npy format version {version} is not supported")
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable .npy file ({exc}); re-save it with numpy.save") from None
+    if fortran and len(shape) > 1:
+        raise DataError(f"{path} is stored in Fortran order; re-save it with numpy.save(np.ascontiguousarray(a))")
+    if dtype.hasobject:
+        raise DataError(f"{path} holds Python objects; images must be uint8 or float arrays")
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and np.little_endian is False):
+        raise DataError(f"{path} is big-endian; re-save it with a.astype(a.dtype.newbyteorder('<'))")
+    torch_dtype = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
+                   np.dtype(np.float64): torch.float64}.get(dtype.newbyteorder("="))
+    if torch_dtype is None:
+        _check_image_dtype(dtype, str(path))
+        raise DataError(f"{path} has dtype {dtype}; images must be uint8 or float16/32/64")
+    return RowFile(path, offset, tuple(int(s) for s in shape), torch_dtype)
+
+
+def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
+    """A folder of ``.npy`` files (or one of them) as (train, test or None); large ones streamed."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    keys = _npy_keys(folder)
+    if keys is None:
+        raise DataError(f"{folder} lacks a pair of .npy files; expected images.npy + labels.npy, x.npy + y.npy, "
+                        "or x_train/y_train[/x_test/y_test].npy")
+    xk, yk, xt, yt = keys
+    parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
+    sources, ys = [], []
+    for a, b, _ in parts:
+        rows = npy_rows(folder / f"{a}.npy")
+        last = _layout(rows.shape, str(rows.path))
+        src = RowFileSource([rows], channels_last=last, check=True)
+        try:
+            labels = np.load(folder / f"{b}.npy", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{folder / f'{b}.npy'} is not a readable .npy file ({exc})") from None
+        ys.append(labels_from(labels, len(src), str(folder / f"{b}.npy")))
+        if _streamed(stream, math.prod(src.shape)):
+            if src.dtype == torch.float32:
+                _read_all(src, chunk=4096 * 4)  # one pass now, so a value outside [0, 1] is refused before any work
+        else:
+            src = TensorSource(_read_all(src))
+        sources.append(src)
+    _same_shapes([torch.empty((0, *s.shape[1:])) for s in sources], str(folder))
+    classes = _classes(np.load(folder / "classes.npy", allow_pickle=False) if (folder / "classes.npy").is_file() else None, ys,
+                       str(folder))
+    split = "" if xt is None else "-train"
+    out = [ImageDataset(src, y, classes, f"{folder.name}{split if s == 'train' else '-test'}", {"source": str(folder), "format": "npy"})
+           for src, y, (_, _, s) in zip(sources, ys, parts)]
+    return out[0], out[1] if len(out) > 1 else None
+
+
+# ---- MadryLab's released tensors --------------------------------------------------------------
+
+def _madrylab_prefix(folder: Path) -> str | None:
+    for p in sorted(folder.glob("*_ims")):
+        if p.is_file() and (folder / f"{p.name[:-4]}_lab").is_file():
+            return p.name[:-4]
+    return None
+
+
+def _load_tensor(path: Path) -> torch.Tensor:
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing what it cannot read
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle's, zipfile's and torch's own errors all mean "not a plain tensor file"
+        raise DataError(f"{path} is not a file of plain tensors ({type(exc).__name__}); only torch.save of tensors "
+                        "or lists of tensors is read") from None
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(t, torch.Tensor) for t in obj):
+        try:
+            return torch.cat(list(obj))
+        except RuntimeError as exc:
+            raise DataError(f"{path}: its tensors cannot be concatenated ({exc})") from None
+    raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor or a list of tensors")
+
+
+def read_madrylab(path: str | Path) -> Split:
+    """A MadryLab constructed-dataset folder (``CIFAR_ims``/``CIFAR_lab``) as (train, test or None)."""
+    path = Path(path)
+    out = []
+    for folder in (path, path / "test"):
+        prefix = _madrylab_prefix(folder) if folder.is_dir() else None
+        if prefix is None:
+            if folder == path:
+                raise DataError(f"{path} lacks CIFAR_ims and CIFAR_lab (MadryLab's layout)")
+            continue
+        x = _load_tensor(folder / f"{prefix}_ims")
+        if x.ndim != 4:
+            raise DataError(f"{folder / f'{prefix}_ims'} has shape {tuple(x.shape)}; expected N×C×H×W images")
+        if x.dtype != torch.uint8:
+            x = _images_from_array(x.float().numpy(), str(folder / f"{prefix}_ims"))
+        y = _load_tensor(folder / f"{prefix}_lab")
+        out.append((x, labels_from(y, x.shape[0], str(folder / f"{prefix}_lab")), folder))
+    _same_shapes([x for x, _, _ in out], str(path))
+    classes = _classes(None, [y for _, y, _ in out], str(path))
+    if len(classes) == 10 and tuple(out[0][0].shape[1:]) == (3, 32, 32):  # MadryLab released CIFAR-10 sets
+        classes = list(CIFAR_CLASSES)
+    sets = [ImageDataset(x, y, classes, path.name + ("-test" if folder != path else ""),
+                         {"source": str(path), "format": "madrylab"}) for x, y, folder in out]
+    return sets[0], sets[1] if len(sets) > 1 else None
+
+
+# ---- any torch Dataset ------------------------------------------------------------------------
+
+def _item_image(img: Any, where: str) -> torch.Tensor:
+    if hasattr(img, "convert") and hasattr(img, "mode"):  # a PIL image
+        img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
+        arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        return arr.unsqueeze(0) if arr.ndim == 2 else arr.permute(2, 0, 1)
+    x = torch.from_numpy(np.asarray(img)) if isinstance(img, np.ndarray) else img
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{where}: the image is a {type(img).__name__}; items must be (tensor or PIL image, label)")
+    if x.ndim == 2:
+        return x.unsqueeze(0)
+    if x.ndim == 3 and x.shape[0] not in (1, 3) and x.shape[2] in (1, 3):
+        return x.permute(2, 0, 1)
+    if x.ndim != 3:
+        raise DataError(f"{where}: the image has shape {tuple(x.shape)}; expected (C, H, W) or (H, W)")
+    return x
+
+
+def _item_label(label: Any, where: str) -> int:
+    if isinstance(label, torch.Tensor):
+        if label.numel() != 1 or label.is_floating_point() or label.is_complex():
+            raise DataError(f"{where}: the label {label!r} is not one integer")
+        return int(label.reshape(()))
+    if isinstance(label, (bool, int, np.integer)):
+        return int(label)
+    raise DataError(f"{where}: the label is a {type(label).__name__}; labels must be integers (int, numpy int, 0-d tensor)")
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def from_torch_dataset(ds: torch.utils.data.Dataset, *, classes: list[str] | None = None, name: str | None = None,
+                       workers: int = 0) -> ImageDataset:
+    """A map-style ``torch.utils.data.Dataset`` of ``(image, label)`` items as an in-memory
+    :class:`ImageDataset` (uint8 when every image is uint8). ``workers`` processes fetch items."""
+    try:
+        n = len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        raise DataError("the dataset has no len(); pass a map-style torch.utils.data.Dataset") from None
+    if n == 0:
+        raise DataError("the dataset is empty")
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is)
+    images, labels = None, torch.empty(n, dtype=torch.int64)
+    for i, item in enumerate(loader):
+        where = f"item {i} of the dataset"
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(f"{where} is a {type(item).__name__}; items must be (image, label) pairs")
+        x = _item_image(item[0], where)
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise DataError(f"{where}: the image has dtype {x.dtype}; images must be uint8 or float in [0, 1]")
+        if images is None:
+            images = torch.empty((n, *x.shape), dtype=torch.uint8 if x.dtype == torch.uint8 else torch.float32)
+        if tuple(x.shape) != tuple(images.shape[1:]):
+            raise DataError(f"{where} has shape {tuple(x.shape)}, item 0 {tuple(images.shape[1:])}; resize them to one size")
+        if images.dtype == torch.uint8 and x.dtype != torch.uint8:
+            images = to_float(images)
+        images[i] = x if images.dtype == x.dtype else (to_float(x) if x.dtype == torch.uint8 else x.float())
+        labels[i] = _item_label(item[1], where)
+    if images.dtype != torch.uint8:
+        lo, hi = torch.aminmax(images)
+        if not (float(lo) >= 0.0 and float(hi) <= 1.0):
+            raise DataError(f"the dataset's float images lie in [{float(lo):.4g}, {float(hi):.4g}], not [0, 1]; "
+                            "drop normalisation transforms (the model normalises)")
+    if int(labels.min()) < 0:
+        raise DataError(f"the dataset has negative labels (min {int(labels.min())}); labels are class indices from 0")
+    names = classes if classes is not None else getattr(ds, "classes", None)
+    if not (isinstance(names, (list, tuple)) and all(isinstance(c, str) for c in names)):
+        names = None
+    classes = _classes(names, [labels], "the dataset")
+    return ImageDataset(images, labels, classes, name or type(ds).__name__, {"source": type(ds).__name__, "format": "torch"})

@@ -1,0 +1,112 @@
+"""uint8-held and streamed data give the same numbers as the float32 tensors of the same images."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advfeatures.construct import MatchingConfig, RelabelConfig, build_dataset, load_constructed
+from advfeatures.data import ImageDataset, load_digits, read_npy, to_float
+from advfeatures.models import build_model
+from advfeatures.storage import RowFile, safetensors_layout, save_safetensors_atomic
+from advfeatures.train import TrainConfig, train_model
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=30))
+def test_row_reads_match_indexing(index):
+    import tempfile
+    from pathlib import Path
+
+    x = torch.arange(10 * 6, dtype=torch.float32).view(10, 2, 3)
+    with tempfile.TemporaryDirectory() as d:
+        save_safetensors_atomic({"a": torch.zeros(3), "images": x}, Path(d) / "s.safetensors")
+        rows = safetensors_layout(Path(d) / "s.safetensors")["images"]
+        assert isinstance(rows, RowFile) and rows.shape == (10, 2, 3)
+        idx = torch.tensor(index, dtype=torch.int64)
+        assert torch.equal(rows.read_rows(idx), x[idx])
+
+
+def test_uint8_to_float_is_exact_and_the_same_off_the_cpu_table():
+    u = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_float(u), u.float() / 255)
+    from advfeatures.data.dataset import _UINT8_TO_FLOAT
+    assert torch.equal(_UINT8_TO_FLOAT[u.long()], to_float(u))
+
+
+@pytest.fixture(scope="module")
+def digits_u8():
+    """Digits quantised to uint8, held three ways: uint8 in memory, float32 in memory, an .npy file on disk."""
+    train, _ = load_digits()
+    sub = train.head(240)
+    u8 = sub.images.mul(255).round().to(torch.uint8)
+    return u8, sub.labels, sub.classes
+
+
+def _three_ways(digits_u8, tmp_path):
+    u8, y, classes = digits_u8
+    held = ImageDataset(u8, y, classes, "u8")
+    floats = ImageDataset(u8.float() / 255, y, classes, "f32")
+    np.save(tmp_path / "images.npy", u8.numpy())
+    np.save(tmp_path / "labels.npy", y.numpy())
+    streamed, _ = read_npy(tmp_path, stream=True)
+    assert held.storage_dtype == torch.uint8 and floats.storage_dtype == torch.float32 and not streamed.in_memory
+    return held, floats, streamed
+
+
+def test_dataset_api_keeps_working_on_uint8(digits_u8, tmp_path):
+    held, floats, streamed = _three_ways(digits_u8, tmp_path)
+    for ds in (held, streamed):
+        assert ds.images.dtype == torch.float32 and torch.equal(ds.images, floats.images)
+        assert torch.equal(ds.head(7).images, floats.images[:7]) and ds.head(7).storage_dtype == torch.uint8
+        sub = ds.subset(torch.tensor([5, 2, 9]))
+        assert torch.equal(sub.images, floats.images[[5, 2, 9]]) and torch.equal(sub.labels, floats.labels[[5, 2, 9]])
+        assert ds.image_shape == (1, 8, 8) and ds.num_classes == 10 and len(ds) == 240
+    assert held.storage.element_size() * 4 == floats.storage.element_size()
+
+
+def _model():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build_model("mlp", (1, 8, 8), 10, hidden=(32,))
+
+
+def test_training_is_identical_on_uint8_float32_and_streamed(digits_u8, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=0.1, crop_padding=1, flip=True, seed=3)
+    runs = []
+    for ds in _three_ways(digits_u8, tmp_path):
+        model = _model()
+        runs.append((train_model(model, ds, cfg), model.state_dict()))
+    (h0, s0), *rest = runs
+    for h, s in rest:
+        assert h == h0
+        assert all(torch.equal(s0[k], s[k]) for k in s0)
+
+
+@pytest.mark.parametrize("kind", ["d_rand", "d_nr"])
+def test_construction_is_identical_on_uint8_float32_and_streamed(digits_u8, tmp_path, kind):
+    model = _model()
+    kw = dict(seed=1, batch_size=40, shard_size=100, relabel=RelabelConfig(eps=0.5, steps=2, step_size=0.2),
+              matching=MatchingConfig(steps=2, step_size=0.1))
+    outs = []
+    for i, ds in enumerate(_three_ways(digits_u8, tmp_path)):
+        build_dataset(kind, model, ds.head(150), tmp_path / f"c{i}", **kw)
+        outs.append(load_constructed(tmp_path / f"c{i}", classes=ds.classes)[0])
+    for o in outs[1:]:
+        assert torch.equal(o.images, outs[0].images) and torch.equal(o.labels, outs[0].labels)
+
+
+def test_a_constructed_set_streams_back(digits_u8, tmp_path):
+    held, _, _ = _three_ways(digits_u8, tmp_path)
+    build_dataset("d_det", _model(), held, tmp_path / "c", batch_size=64, shard_size=70, relabel=RelabelConfig(steps=1))
+    whole, manifest = load_constructed(tmp_path / "c", classes=held.classes)
+    lazy, _ = load_constructed(tmp_path / "c", classes=held.classes, stream=True)
+    assert len(manifest["shards"]) == 4 and not lazy.in_memory
+    order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(0))
+    for (a, ya), (b, yb) in zip(whole.iter_batches(64, order=order), lazy.iter_batches(64, order=order)):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert torch.equal(lazy.info["source_labels"], whole.info["source_labels"])
+    cfg = TrainConfig(epochs=1, batch_size=32, crop_padding=0, flip=False)
+    m1, m2 = _model(), _model()
+    assert train_model(m1, whole, cfg) == train_model(m2, lazy, cfg)

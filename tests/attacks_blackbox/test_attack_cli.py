@@ -66,9 +66,25 @@ def test_evaluate_runs_ensemble_and_sanity_checks(model_file, tmp_path):
     assert r.exit_code == 0, r.output
     assert "worst-case robust accuracy" in r.output and "sanity checks" in r.output
     data = json.loads(out.read_text())
-    assert [m["name"] for m in data["members"]] == ["apgd-ce", "apgd-t", "square"]
+    assert [m["name"] for m in data["members"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert data["version"] == "standard"
     assert data["robust_accuracy"] <= data["members"][0]["robust_accuracy"] <= data["clean_accuracy"]
     assert "x_adv" not in data and data["sanity_checks"]["warnings"] == []
+
+
+def test_evaluate_rand_and_custom_versions(model_file, tmp_path):
+    out = tmp_path / "rand.json"
+    r = _run(["evaluate", "--model", str(model_file), "--norm", "L2", "--eps", "1.0", "--n", "30", "--steps", "5",
+              "--eot-iter", "2", "--version", "rand", "--no-sanity", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert [m["name"] for m in data["members"]] == ["apgd-ce", "apgd-dlr"] and data["members"][0]["attack"]["eot_iter"] == 2
+    out = tmp_path / "custom.json"
+    r = _run(["evaluate", "--model", str(model_file), "--norm", "L2", "--eps", "1.0", "--n", "30", "--steps", "5",
+              "--version", "custom", "--attacks", "fab-t,pgd", "--no-sanity", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["version"] == "custom" and [m["name"] for m in data["members"]] == ["fab-t", "pgd"]
 
 
 @pytest.mark.parametrize(
@@ -80,6 +96,8 @@ def test_evaluate_runs_ensemble_and_sanity_checks(model_file, tmp_path):
         (["attack", "--attack", "fgsm", "--eps", "0.1", "--n", "0"], "--n must be"),
         (["attack", "--attack", "universal", "--eps", "0.1", "--target", "random"], "untargeted only"),
         (["evaluate", "--eps", "0"], "--eps must be"),
+        (["evaluate", "--eps", "0.1", "--version", "custom"], "needs --attacks"),
+        (["evaluate", "--eps", "0.1", "--attacks", "pgd"], "needs --version custom"),
     ],
 )
 def test_bad_arguments_exit_with_one_line(model_file, args, message):

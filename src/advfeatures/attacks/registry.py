@@ -25,7 +25,7 @@ def _kw(**pairs: Any) -> dict[str, Any]:
 
 def _registry() -> dict[str, AttackEntry]:
     # imported here so that importing the package (and `advfeatures --help`) stays fast
-    from . import apgd, bim, cw, deepfool, lbfgs, momentum, pgd
+    from . import apgd, bim, cw, deepfool, fab, lbfgs, momentum, pgd
     from .nes import NES
     from .spatial import SpatialGrid, StAdv
     from .square import Square
@@ -33,7 +33,7 @@ def _registry() -> dict[str, AttackEntry]:
 
     lp = ("Linf", "L2")
     return {
-        "pgd": AttackEntry(lambda n, e, s, q, seed: pgd.PGD(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
+        "pgd": AttackEntry(lambda n, e, s, q, seed: pgd.PGD(norm=n, eps=e, early_stop=True, seed=seed, **_kw(steps=s)), NORMS),
         "fgsm": AttackEntry(lambda n, e, s, q, seed: pgd.FGSM(norm=n, eps=e, seed=seed), NORMS),
         "bim": AttackEntry(lambda n, e, s, q, seed: bim.BIM(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
         "iterative-ll": AttackEntry(lambda n, e, s, q, seed: bim.IterativeLeastLikely(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
@@ -42,6 +42,8 @@ def _registry() -> dict[str, AttackEntry]:
         "apgd": AttackEntry(lambda n, e, s, q, seed: apgd.APGD(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
         "apgd-dlr": AttackEntry(lambda n, e, s, q, seed: apgd.APGD(norm=n, eps=e, loss="dlr", seed=seed, **_kw(steps=s)), NORMS),
         "apgd-t": AttackEntry(lambda n, e, s, q, seed: apgd.APGDT(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
+        "fab": AttackEntry(lambda n, e, s, q, seed: fab.FAB(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS, needs_eps=False),
+        "fab-t": AttackEntry(lambda n, e, s, q, seed: fab.FABT(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS, needs_eps=False),
         "cw-linf": AttackEntry(lambda n, e, s, q, seed: cw.CWLinf(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
         "cw-l2": AttackEntry(lambda n, e, s, q, seed: cw.CWL2(seed=seed, **_kw(steps=s)), ("L2",), needs_eps=False),
         "deepfool": AttackEntry(lambda n, e, s, q, seed: deepfool.DeepFool(norm=n, seed=seed, **_kw(steps=s)), lp, needs_eps=False),
@@ -54,7 +56,7 @@ def _registry() -> dict[str, AttackEntry]:
     }
 
 
-ATTACK_NAMES = ("pgd", "fgsm", "bim", "iterative-ll", "mifgsm", "difgsm", "apgd", "apgd-dlr", "apgd-t", "cw-linf", "cw-l2",
+ATTACK_NAMES = ("pgd", "fgsm", "bim", "iterative-ll", "mifgsm", "difgsm", "apgd", "apgd-dlr", "apgd-t", "fab", "fab-t", "cw-linf", "cw-l2",
                 "deepfool", "lbfgs", "nes", "square", "universal", "spatial", "stadv")
 
 

@@ -20,7 +20,7 @@ from ..data import DATASETS, load_dataset
 from ..errors import ConfigError
 from ..distributed import resolve_device
 from ..attacks.registry import ATTACK_NAMES, NORMS, build_attack
-from ..storage import iter_chunks, write_json_atomic
+from ..storage import write_json_atomic
 
 def _load(model_path: str, dataset: str, data_root: str | None, n: int | None, device: torch.device):
     from ..models import load_model
@@ -73,7 +73,7 @@ def _canonical_norm(norm: str) -> str:
 @click.option("--target", type=click.Choice(["random", "least_likely"]), default=None, help="Targeted attack towards these classes.")
 def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, device, out, attack_name, eps, steps, queries, target):
     """Run one attack on a saved model and report its success rate and robust accuracy."""
-    from ..attacks.loop import eval_mode
+    from ..evaluate import attack_summary
 
     norm = _canonical_norm(norm)
     if batch_size < 1:
@@ -82,39 +82,11 @@ def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, de
     dev = resolve_device(device)
     model, x, y = _load(model_path, dataset, data_root, n, dev)
     start = time.perf_counter()
-    correct = torch.zeros(0, dtype=torch.bool, device=dev)
-    fooled = torch.zeros(0, dtype=torch.bool, device=dev)
-    success = torch.zeros(0, dtype=torch.bool, device=dev)
-    norms: list[torch.Tensor] = []
-    queries_used: list[torch.Tensor] = []
-    for a, b in iter_chunks(x.shape[0], batch_size):
-        res = attack(model, x[a:b], y[a:b], target=target, return_result=True)
-        with torch.no_grad(), eval_mode(model):
-            ok = model(x[a:b]).argmax(1) == y[a:b]
-        wrong = res.predictions != y[a:b]
-        if attack.norm in NORMS and eps is not None:  # minimal-norm attacks count only inside the ε-ball
-            wrong &= res.norms[norm] <= eps * (1 + 1e-4) + 1e-6
-        correct, fooled, success = torch.cat([correct, ok]), torch.cat([fooled, wrong]), torch.cat([success, res.success])
-        norms.append(res.norms[norm] if norm in res.norms else res.norms["L2"])
-        if res.queries is not None:
-            queries_used.append(res.queries.float())
-    seconds = time.perf_counter() - start
-    norm_all = torch.cat(norms)
-    hit = success & correct
-    result = {
-        "attack": attack.describe(), "dataset": dataset, "model": str(model_path), "n": int(x.shape[0]), "target": target,
-        "clean_accuracy": int(correct.sum()) / x.shape[0],
-        "robust_accuracy": int((correct & ~fooled).sum()) / x.shape[0],
-        "success_rate": float(hit.sum()) / max(1, int(correct.sum())),  # on the correctly classified points
-        f"median_{norm}_norm_of_successes": float(norm_all[hit].median()) if hit.any() else None,
-        "seconds": round(seconds, 3),
-    }
-    if queries_used:
-        q = torch.cat(queries_used)
-        result["mean_queries"] = float(q.mean())
-        result["median_queries_of_successes"] = float(q[hit].median()) if hit.any() else None
+    summary = attack_summary(model, x, y, attack, norm=norm, eps=eps, target=target, batch_size=batch_size)
+    result = {"attack": attack.describe(), "dataset": dataset, "model": str(model_path), "target": target, "norm": norm,
+              **summary, "seconds": round(time.perf_counter() - start, 3)}
     rows = [[attack_name, norm, "-" if eps is None else eps, result["n"], result["clean_accuracy"], result["robust_accuracy"],
-             result["success_rate"], result[f"median_{norm}_norm_of_successes"] or "-", result.get("mean_queries", "-"), result["seconds"]]]
+             result["success_rate"], result["median_norm_of_successes"] or "-", result.get("mean_queries", "-"), result["seconds"]]]
     click.echo(_table(rows, ["attack", "norm", "eps", "n", "clean_acc", "robust_acc", "success", f"median_{norm}", "queries", "seconds"]))
     if out:
         write_json_atomic(Path(out), result)
@@ -124,26 +96,41 @@ def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, de
 @main.command("evaluate")
 @_common
 @click.option("--eps", type=float, required=True, help="Budget in [0,1] pixel units.")
-@click.option("--steps", type=int, default=100, show_default=True, help="APGD iterations.")
-@click.option("--n-target-classes", type=int, default=9, show_default=True, help="Target classes tried by APGD-T.")
+@click.option("--version", type=click.Choice(["standard", "rand", "custom"]), default="standard", show_default=True,
+              help="standard: APGD-CE, APGD-T, FAB-T, Square (AutoAttack's); rand: APGD-CE and APGD-DLR with EOT, for "
+                   "randomised models; custom: the attacks named by --attacks.")
+@click.option("--attacks", default=None, help="With --version custom: comma-separated attack names (e.g. apgd,fab-t,square).")
+@click.option("--steps", type=int, default=100, show_default=True, help="Iterations of APGD and FAB.")
+@click.option("--n-target-classes", type=int, default=9, show_default=True, help="Target classes tried by APGD-T and FAB-T.")
 @click.option("--queries", type=int, default=5000, show_default=True, help="Square attack query budget.")
+@click.option("--eot-iter", type=int, default=20, show_default=True, help="EOT draws per step (--version rand).")
 @click.option("--sanity/--no-sanity", default=True, show_default=True, help="Also run the sanity checks.")
-def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, device, out, eps, steps, n_target_classes, queries, sanity):
-    """Worst-case robust accuracy under the AutoAttack-style ensemble (APGD-CE, APGD-T, Square), and the sanity checks."""
-    from ..robustness_eval import sanity_checks, worst_case_evaluation
+def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, device, out, eps, version, attacks, steps,
+                     n_target_classes, queries, eot_iter, sanity):
+    """Worst-case robust accuracy under AutoAttack's ensemble (APGD-CE, APGD-T, FAB-T, Square), and the sanity checks."""
+    from ..evaluate import sanity_checks, worst_case_evaluation
 
     norm = _canonical_norm(norm)
     if not (math.isfinite(eps) and eps > 0):
         raise ConfigError(f"--eps must be a positive finite number, got {eps}")
     dev = resolve_device(device)
     model, x, y = _load(model_path, dataset, data_root, n, dev)
-    report = worst_case_evaluation(model, x, y, norm=norm, eps=eps, batch_size=batch_size, seed=seed, steps=steps,
-                                   n_target_classes=n_target_classes, square_queries=queries)
+    members = None
+    if version == "custom":
+        if not attacks:
+            raise ConfigError("--version custom needs --attacks, e.g. --attacks apgd,fab-t,square")
+        names = [a.strip() for a in attacks.split(",") if a.strip()]
+        members = [(a, build_attack(a, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed)) for a in names]
+    elif attacks:
+        raise ConfigError(f"--attacks needs --version custom (--version {version} runs its own attacks)")
+    report = worst_case_evaluation(model, x, y, norm=norm, eps=eps, version=version, members=members, batch_size=batch_size,
+                                   seed=seed, steps=steps, n_target_classes=n_target_classes, square_queries=queries,
+                                   eot_iter=eot_iter)
     report.pop("x_adv")
     report.pop("robust")
     rows = [["clean", "-", report["clean_accuracy"], "-"]]
     rows += [[m["name"], m["attacked"], m["robust_accuracy"], m["seconds"]] for m in report["members"]]
-    click.echo(f"{dataset}: {report['n']} test images, {norm} ε={eps:g}")
+    click.echo(f"{dataset}: {report['n']} test images, {norm} ε={eps:g}, version {version}")
     click.echo(_table(rows, ["after", "attacked", "robust_acc", "seconds"]))
     click.echo(f"worst-case robust accuracy: {report['robust_accuracy']:.2%}")
     result = {"dataset": dataset, "model": str(model_path), **report}

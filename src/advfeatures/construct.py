@@ -44,6 +44,7 @@ from .distributed import barrier
 from .errors import ConfigError, DataError
 from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
+from .seeding import generator
 from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_sharded, safetensors_layout,
                       save_safetensors_atomic, shard_path, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
@@ -89,9 +90,7 @@ class RelabelConfig:
 
 def shard_generator(seed: int, shard: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator of one shard: independent of how shards are split across processes."""
-    g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + 7919 * (shard + 1)) % (2**63 - 1))
-    return g
+    return generator(seed, 7919 * (shard + 1), device=device)
 
 
 def random_pairing(n: int, seed: int) -> torch.Tensor:

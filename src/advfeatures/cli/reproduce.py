@@ -18,40 +18,75 @@ from . import main
 @click.option("--data-root", type=click.Path(), help="Folder holding the dataset's files (mnist, cifar10; fashion-mnist has a default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Where to compute [default: auto].")
 @click.option("--seed", type=int, help="Run seed (data split, initialisation, attacks) [default: 0].")
+@click.option("--seeds", "seed_list", metavar="LIST", help="Run every seed of a list (0,1,2 or 0-4), each in DIR/seed<N>, and "
+              "write an aggregate report (mean ± std over seeds) in DIR [default DIR: runs/<preset>-seeds<LIST>].")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the final summary.")
 @click.pass_context
 def reproduce(ctx: click.Context, preset: str, config_file: str | None, overrides: tuple[str, ...], out: str | None,
-              dataset: str | None, data_root: str | None, device: str | None, seed: int | None, quiet: bool) -> None:
+              dataset: str | None, data_root: str | None, device: str | None, seed: int | None, seed_list: str | None,
+              quiet: bool) -> None:
     """Train standard and robust models, build D_R, D_NR, D_rand and D_det, train on each, evaluate
     them all under attack and write results.json, report.md and figures."""
     import logging
 
+    from ..errors import ConfigError
     from ..experiments.config import resolve_config
-    from ..experiments.pipeline import Reproduction
+    from ..experiments.pipeline import Reproduction, run_seeds
     from ..progress import set_progress_enabled
+    from ..seeding import parse_seeds
 
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
         set_progress_enabled(False)
     cfg, given = resolve_config(preset, config_file=config_file, overrides=list(overrides), dataset=dataset, data_root=data_root,
                                 device=device, seed=seed)
-    out_dir = Path(out) if out else Path("runs") / f"{cfg.preset}-seed{cfg.seed}"
-    results = Reproduction(cfg, given, out_dir).execute()
-    click.echo(summary_table(results))
+    if seed_list is not None:
+        if seed is not None:
+            raise ConfigError("give either --seed (one run) or --seeds (several), not both")
+        seeds = parse_seeds(seed_list)
+        out_dir = Path(out) if out else Path("runs") / f"{cfg.preset}-seeds{'-'.join(map(str, seeds))}"
+        # without --out, each seed's run is the single-seed default folder, so earlier runs are reused
+        run_dirs = None if out else {s: Path("runs") / f"{cfg.preset}-seed{s}" for s in seeds}
+        results = run_seeds(cfg, given, out_dir, seeds, run_dirs=run_dirs)
+        click.echo(aggregate_table(results))
+    else:
+        out_dir = Path(out) if out else Path("runs") / f"{cfg.preset}-seed{cfg.seed}"
+        results = Reproduction(cfg, given, out_dir).execute()
+        click.echo(summary_table(results))
     click.echo(f"\nreport: {out_dir / 'report.md'}\nresults: {out_dir / 'results.json'}")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*head)] + [fmt.format(*r) for r in rows]
+
+
+def _findings(results: dict) -> list[str]:
+    mark = {"shown": "ok", "not shown": "not shown", "contradicted": "NO"}
+    return [f"[{mark[f['verdict']]}] {f['claim']}: {f['detail']}" for f in results["findings"]]
 
 
 def summary_table(results: dict) -> str:
     models = results["models"]
-    attacks = models["standard"]["robust_accuracy"]
-    head = ["training set", "clean"] + [f"{a['attack']} {a['norm']} {a['eps']:.3g}" for a in attacks]
-    rows = [[m["training_set"], f"{m['clean_accuracy']:.3f}"] + [f"{r['accuracy']:.3f}" for r in m["robust_accuracy"]]
-            for m in models.values()]
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head)] + [fmt.format(*r) for r in rows]
-    lines.append("")
-    for f in results["findings"]:
-        lines.append(f"[{'ok' if f['holds'] else 'NO'}] {f['claim']}: {f['detail']}")
-    return "\n".join(lines)
+    first = next(iter(models.values()))
+    head = (["training set", "clean"] + [f"worst {w['norm']} {w['eps']:.3g}" for w in first.get("worst_case") or []]
+            + [f"{a['attack']} {a['norm']} {a['eps']:.3g}" for a in first["robust_accuracy"]])
+    rows = [[m["training_set"], f"{m['clean_accuracy']:.3f}"] + [f"{w['robust_accuracy']:.3f}" for w in m.get("worst_case") or []]
+            + [f"{r['accuracy']:.3f}" for r in m["robust_accuracy"]] for m in models.values()]
+    return "\n".join(_table(head, rows) + [""] + _findings(results))
 
+
+def aggregate_table(results: dict) -> str:
+    models = results["models"]
+    first = next(iter(models.values()))
+
+    def cell(e: dict) -> str:
+        return f"{e['mean']:.3f}±{e['std']:.3f}"
+
+    head = (["training set", "clean"] + [f"worst {w['norm']} {w['eps']:.3g}" for w in first["worst_case"]]
+            + [f"{a['attack']} {a['norm']} {a['eps']:.3g}" for a in first["robust_accuracy"]])
+    rows = [[m["training_set"], cell(m["clean_accuracy"])] + [cell(w) for w in m["worst_case"]]
+            + [cell(r) for r in m["robust_accuracy"]] for m in models.values()]
+    return "\n".join([f"seeds {', '.join(map(str, results['seeds']))} (mean ± std)"] + _table(head, rows) + [""]
+                     + _findings(results))

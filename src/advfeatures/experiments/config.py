@@ -39,6 +39,29 @@ class ConstructionConfig:
 
 
 @dataclass
+class WorstCaseConfig:
+    """The headline: the per-image worst case over an ensemble (APGD-CE, APGD-T, Square; each run
+    only on the images still robust), at every radius of ``evaluation.attacks``. The defaults are
+    AutoAttack's standard settings; presets shrink them to fit their time budget (see the report)."""
+
+    enabled: bool = True
+    steps: int = 100  # APGD-CE and APGD-T iterations (AutoAttack: 100)
+    n_target_classes: int = 9  # APGD-T target classes (AutoAttack: 9)
+    square_queries: int = 5000  # Square's query budget (AutoAttack: 5000)
+
+
+@dataclass
+class SanityConfig:
+    """AutoAttack-style warning signs of gradient masking, checked for every model at the largest
+    L2 radius of ``evaluation.attacks`` (see :func:`advfeatures.robustness_eval.sanity_checks`)."""
+
+    enabled: bool = True
+    steps: int = 50  # PGD steps of the checks
+    square_queries: int = 1000  # the black-box comparison's budget
+    test_limit: int | None = None  # check on the first N test images (None: all evaluated ones)
+
+
+@dataclass
 class EvaluationConfig:
     attacks: list[AttackSpec] = field(default_factory=lambda: [
         AttackSpec(attack="pgd", norm="L2", eps=0.25, steps=20),
@@ -48,6 +71,9 @@ class EvaluationConfig:
     ])
     batch_size: int = 500
     test_limit: int | None = None  # evaluate on the first N test images (None: all)
+    worst_case: WorstCaseConfig = field(default_factory=WorstCaseConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    margin_se: float = 2.0  # a finding holds when its difference exceeds this many standard errors
 
 
 @dataclass
@@ -102,9 +128,16 @@ class ReproduceConfig:
         _within("evaluation.batch_size", lambda: check_steps(self.evaluation.batch_size, "value"))
         for name, value in (("threads", self.threads), ("train_limit", self.train_limit),  # None: not limited
                             ("extras.transfer_train_limit", self.extras.transfer_train_limit),
-                            ("evaluation.test_limit", self.evaluation.test_limit)):
+                            ("evaluation.test_limit", self.evaluation.test_limit),
+                            ("evaluation.sanity.test_limit", self.evaluation.sanity.test_limit)):
             if value is not None:
                 _within(name, lambda v=value: check_steps(v, "value"))
+        wc = self.evaluation.worst_case
+        for name, value in (("steps", wc.steps), ("n_target_classes", wc.n_target_classes), ("square_queries", wc.square_queries)):
+            _within(f"evaluation.worst_case.{name}", lambda v=value: check_steps(v, "value"))
+        for name, value in (("steps", self.evaluation.sanity.steps), ("square_queries", self.evaluation.sanity.square_queries)):
+            _within(f"evaluation.sanity.{name}", lambda v=value: check_steps(v, "value"))
+        _within("evaluation.margin_se", lambda: check_positive("margin_se", self.evaluation.margin_se))
         if not self.evaluation.attacks:
             raise ConfigError("evaluation.attacks is empty; give at least one attack")
         for i, spec in enumerate(self.evaluation.attacks):

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..attacks.base import num_classes_of
 from ..attacks.loop import eval_mode
 from ..data.dataset import check_images
 from ..errors import ConfigError
@@ -43,8 +44,7 @@ class SmoothedClassifier:
         self.num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise ConfigError("pass num_classes (≥ 2): the model does not say how many classes it has")
-        p = next(iter(model.parameters()), None)
-        self.device = p.device if p is not None else torch.device("cpu")
+        self.device = _device_of(model)
         self.gen = torch.Generator(device=self.device).manual_seed(int(seed))
 
     def counts(self, x: torch.Tensor, n: int) -> torch.Tensor:
@@ -85,13 +85,18 @@ class SmoothedClassifier:
         return c_a, self.sigma * normal_quantile(min(p_lower, 1 - 1e-16)), p_lower
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def certify_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma: float, n0: int = 100, n: int = 1000,
                     alpha: float = 0.001, batch_size: int = 1000, seed: int = 0) -> dict:
     """CERTIFY every image: ``{"sigma", "n0", "n", "alpha", "prediction", "radius", "correct",
     "abstain_rate"}`` with per-image tensors (a correct image is certified with the right class)."""
     check_images(x, what="certification images")
-    smooth = SmoothedClassifier(model, sigma, num_classes=getattr(model, "num_classes", None), batch_size=batch_size,
-                                seed=seed)
+    smooth = SmoothedClassifier(model, sigma, num_classes=num_classes_of(model, x[:1].to(_device_of(model))),
+                                batch_size=batch_size, seed=seed)
     preds, radii = [], []
     for i in range(x.shape[0]):
         c, r, _ = smooth.certify(x[i], n0=n0, n=n, alpha=alpha)

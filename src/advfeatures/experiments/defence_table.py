@@ -168,7 +168,7 @@ def defence_table(cfg: DefenceTableConfig, out: str | Path, *, device: str | tor
     write_json_atomic(out / "results.json", result)
     write_text_atomic(out / "defences.md", render_markdown(result))
     if smoothing is not None:
-        _plot_curve(smoothing, out / "smoothing.png")
+        plot_smoothing_curve(smoothing, out / "smoothing.png")
     return result
 
 
@@ -237,7 +237,8 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_curve(smoothing: dict, path: Path) -> None:
+def plot_smoothing_curve(smoothing: dict, path: Path) -> None:
+    """Certified accuracy against L2 radius (and the ensemble's robust accuracy where measured), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,8 +248,10 @@ def _plot_curve(smoothing: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot(smoothing["radii"], [100 * v for v in smoothing["certified_accuracy"]], marker="o", label="certified (CERTIFY)")
-    att = smoothing["attacked"]
-    ax.plot([a["radius"] for a in att], [100 * a["ensemble_robust_accuracy"] for a in att], "s--", label="ensemble robust")
+    att = smoothing.get("attacked") or []
+    if att:
+        ax.plot([a["radius"] for a in att], [100 * a["ensemble_robust_accuracy"] for a in att], "s--",
+                label="ensemble robust (noise-averaged)")
     ax.set_xlabel("L2 radius")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"randomized smoothing, σ = {smoothing['sigma']:g}")

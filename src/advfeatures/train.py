@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .attacks.loop import eval_mode
 from .attacks.pgd import PGD
 from .data.augment import augment_batch
 from .data.dataset import ImageDataset
+from .defences import DefenceConfig, build_objective, check_objective
 from .errors import ConfigError
 from .progress import progress
 from .storage import atomic_path
@@ -68,6 +67,10 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     adversary: AdversaryConfig | None = None
+    # the training objective (advfeatures.defences): "standard" (PGD training when adversary is set),
+    # "pgd", "trades", "fast", "free", "logit_pairing", "ibp", "gaussian"; their settings in defence
+    objective: str = "standard"
+    defence: DefenceConfig = field(default_factory=DefenceConfig)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ConfigError("need 0 ≤ momentum < 1, weight_decay ≥ 0 and 0 < gamma ≤ 1")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of training in (0, 1), got {list(self.milestones)}")
+        check_objective(self.objective, self.adversary is not None)
+        self.defence.validate()
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -145,6 +150,9 @@ def train_model(
     opt = make_optimizer(model, cfg)
     # rank 0 keeps the single-process seed; other ranks draw their own random starts
     adversary = cfg.adversary.build(cfg.seed + 1 + 1_000_003 * rank) if cfg.adversary else None
+    objective = build_objective(cfg.objective, cfg.defence, adversary, seed=cfg.seed + 2 + 1_000_003 * rank)
+    if world > 1 and objective.name == "ibp":
+        raise ConfigError("ibp training runs in one process; start it without torchrun")
     speed = {"compile": compile, "bf16": bf16, "channels_last": channels_last, "device": device}
     attack_net = distributed.accelerate(model, **speed)
     history: list[dict[str, float]] = []
@@ -157,6 +165,8 @@ def train_model(
         gen.set_state(state["generator"])
         history, start_epoch = list(state["history"]), int(state["epoch"])
         log.info("%s: resuming at epoch %d/%d from %s", desc, start_epoch, cfg.epochs, ckpt)
+        if history and history[-1].get("stopped"):  # an objective ended training early (fast AT's check)
+            start_epoch = cfg.epochs
     train_net = attack_net
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -166,6 +176,7 @@ def train_model(
     data = data.to(device)
     n = len(data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    objective.begin(model, x_all, y_all)
     for epoch in range(start_epoch, cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch, cfg)
@@ -180,22 +191,11 @@ def train_model(
             batch = y.shape[0]
             if world > 1:
                 x, y = x[rank::world], y[rank::world]
-            if adversary is not None and y.shape[0]:
-                # the attack's own hook: the batch comes from a checked dataset, so skip the argument
-                # checks of Attack.__call__ and their host synchronisations on every batch
-                with eval_mode(attack_net):
-                    x = adversary.perturb(attack_net, x, y, None).detach()
-            logits = train_net(x)
-            if world > 1:
-                # DDP averages over ranks: scale each rank's sum so that the result is the batch mean
-                ce_sum = F.cross_entropy(logits, y, reduction="sum")
-                loss = ce_sum * (world / batch)
-            else:
-                loss = F.cross_entropy(logits, y)
-                ce_sum = loss.detach() * batch
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            # the objective's training step (advfeatures.defences): DDP averages over ranks, so each
+            # rank's sum is scaled to make the result the batch mean
+            done = (epoch * steps_per_epoch + b) / (cfg.epochs * steps_per_epoch)
+            ce_sum, logits = objective.step(train_net, attack_net, x, y, opt, scale=world / batch if world > 1 else None,
+                                            progress=done)
             loss_sum += ce_sum.detach()
             correct += (logits.detach().argmax(1) == y).sum()
         if world > 1:
@@ -204,11 +204,14 @@ def train_model(
             for buf in model.buffers():  # BatchNorm running statistics: rank 0's, on every rank
                 torch.distributed.broadcast(buf, 0)
         record = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
+        record.update(objective.end_epoch(model, epoch) or {})
         history.append(record)
         log.debug("%s epoch %d: %s", desc, epoch + 1, record)
         if ckpt is not None:
             if rank == 0:
                 _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history)
             distributed.barrier()
+        if record.get("stopped"):
+            break
     model.eval()
     return history

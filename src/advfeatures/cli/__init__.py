@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "represent",
     "science",
     "construct",
+    "defences",
 ]
 
 

@@ -25,8 +25,10 @@ from . import main
 def reproduce(ctx: click.Context, preset: str, config_file: str | None, overrides: tuple[str, ...], out: str | None,
               dataset: str | None, data_root: str | None, device: str | None, seed: int | None, seed_list: str | None,
               quiet: bool) -> None:
-    """Train standard and robust models, build D_R, D_NR, D_rand and D_det, train on each, evaluate
-    them all under attack and write results.json, report.md and figures."""
+    """The paper end to end: models, D_R, D_NR, D_rand and D_det, a model on each, the report.
+
+    Trains standard and robust models, builds D_R, D_NR, D_rand and D_det, trains on each, evaluates
+    them all under attack and writes results.json, report.md and figures."""
     import logging
 
     from ..errors import ConfigError

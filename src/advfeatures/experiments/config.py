@@ -380,3 +380,34 @@ def resolve_config(preset: str = "digits", *, config_file: str | Path | None = N
             given[k] = v
     cfg = from_dict(ReproduceConfig, data)
     return cfg.validate(), given
+
+
+TRAIN_STAGES = ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det")
+
+
+def resolve_train_config(preset: str | None = None, stage: str = "standard", *, config_file: str | Path | None = None,
+                         overrides: list[str] = (), **direct: Any) -> tuple[TrainConfig, dict[str, Any]]:
+    """One training stage's settings in the same layers as :func:`resolve_config`: the defaults
+    (the paper's), a preset's stage (e.g. ``digits`` / ``adversarial``), a JSON or TOML file of
+    training settings, ``--set key=value`` overrides, then the command's own options."""
+    if stage not in TRAIN_STAGES:
+        raise ConfigError(f"unknown training stage {stage!r}; choose one of {', '.join(TRAIN_STAGES)}")
+    data = to_dict(getattr(ReproduceConfig(), stage))
+    given: dict[str, Any] = {"preset": preset, "stage": stage}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        data = deep_merge(data, PRESETS[preset].get(stage, {}))
+    if config_file is not None:
+        file_data = load_config_file(config_file)
+        data = deep_merge(data, file_data)
+        given["config_file"] = {"path": str(config_file), "settings": file_data}
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set_path(data, parts, value)
+    given["overrides"] = list(overrides)
+    for k, v in direct.items():
+        if v is not None:
+            _set_path(data, k.split("."), v)
+            given[k] = v
+    return from_dict(TrainConfig, data).validate(), given

@@ -176,7 +176,7 @@ def train_model(
     data = data.to(device)
     n = len(data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    objective.begin(model, x_all, y_all)
+    objective.begin(model, data)
     for epoch in range(start_epoch, cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch, cfg)
@@ -185,7 +185,7 @@ def train_model(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         batches = data.iter_batches(cfg.batch_size, order=perm, device=device)
-        for x, y in progress(batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}"):
+        for b, (x, y) in enumerate(progress(batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}")):
             if cfg.crop_padding or cfg.flip:  # the whole batch on every rank: the generators stay in step
                 x = augment_batch(x, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=gen)
             batch = y.shape[0]

@@ -73,6 +73,6 @@ def test_write_result_envelope(tmp_path):
     data = json.loads(path.read_text())
     assert data["format"] == "advfeatures-result/1" and data["command"] == "attack" and data["seed"] == 3
     assert data["arguments"] == {"eps": 0.1, "out": str(tmp_path)} and data["accuracy"] == 0.5
-    assert {"version", "torch"} <= set(data)
+    assert {"advfeatures_version", "torch_version"} <= set(data)
     with pytest.raises(AssertionError):
         write_result(path, {"seed": 4}, command="attack", arguments={}, seed=3)

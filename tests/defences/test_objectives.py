@@ -80,7 +80,7 @@ def test_inner_maximisation_leaves_no_parameter_gradients(name, digits_small):
     model = tiny_cnn()
     adv = AdversaryConfig(norm="Linf", eps=0.1, steps=2, step_size=0.05, random_start=True).build(1)
     obj = build_objective(name, DefenceConfig(ibp_warmup=0.0, ibp_ramp=0.5), adv)
-    obj.begin(model, train.images, train.labels)
+    obj.begin(model, train)
     model.train()
     x, y = train.images[:16], train.labels[:16]
     if name == "free":  # free AT's single backward is the training step itself: check its bookkeeping instead

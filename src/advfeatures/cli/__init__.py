@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("reproduce", "The paper end to end: models, D_R, D_NR, D_rand and D_det, a model on each, the report."),
     "train": ("train", "Train a model (ours or your own architecture) on any supported data, standard or adversarially."),
     "attack": ("attack", "Run one attack on a saved model and report its success rate and robust accuracy."),
-    "evaluate": ("attack", "Worst-case robust accuracy under the AutoAttack-style ensemble (APGD-CE, APGD-T, Square), and the sanity checks."),
+    "evaluate": ("attack", "Worst-case robust accuracy under AutoAttack's ensemble (APGD-CE, APGD-T, FAB-T, Square), and the sanity checks."),
     "construct": ("construct", "Build one of the paper's four training sets, shard by shard (resumable; torchrun shards it by example index)."),
     "export": ("export", "Write a dataset (built-in, your own, or a constructed one) as an ImageFolder, .npz or MadryLab tensors."),
     "invert": ("represent", "Recover images from their representations g(x), standard vs robust."),

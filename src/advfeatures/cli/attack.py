@@ -13,24 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 
 from . import main
-from ..data import DATASETS, load_dataset
 from ..errors import ConfigError
-from ..distributed import resolve_device
 from ..attacks.registry import ATTACK_NAMES, NORMS, build_attack
-from ..storage import write_json_atomic
+from .options import (data_options, device_option, model_file_option, model_options, resolve_device, seed_option,
+                      write_result)
 
-def _load(model_path: str, dataset: str, data_root: str | None, n: int | None, device: torch.device):
-    from ..models import load_model
 
+def _load(model_path: Path, loader, source, n: int | None, device):
     if n is not None and n < 1:
         raise ConfigError(f"--n must be ≥ 1, got {n}")
-    model = load_model(model_path, device=device)
-    _, test = load_dataset(dataset, root=data_root)
-    test = test.head(n)
-    return model, test.images.to(device), test.labels.to(device)
+    test = source.split("test").head(n)
+    model = loader.load(model_path, device, test)
+    return model, test.images.to(device), test.labels.to(device), test
 
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
@@ -43,17 +39,15 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
 
 def _common(f):
     options = [
-        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-                     help="Model file written by save_model (.safetensors)."),
-        click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
-                     help="Dataset whose test split is attacked."),
-        click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Folder holding the dataset files."),
+        model_file_option("--model", "model_path"),
+        model_options,
+        data_options("Dataset whose test split is attacked."),
         click.option("--norm", type=click.Choice(NORMS, case_sensitive=False), default="Linf", show_default=True),
         click.option("--n", "n", type=int, default=1000, show_default=True, help="Attack the first N test images."),
         click.option("--batch-size", type=int, default=256, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True),
-        click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here."),
+        seed_option,
+        device_option,
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the results as JSON here."),
     ]
     for option in reversed(options):  # decorators apply inside out; keep the listed order in --help
         f = option(f)
@@ -71,7 +65,12 @@ def _canonical_norm(norm: str) -> str:
 @click.option("--steps", type=int, default=None, help="Iterations (epochs for universal); the attack's default if omitted.")
 @click.option("--queries", type=int, default=None, help="Query budget of the black-box attacks (nes, square).")
 @click.option("--target", type=click.Choice(["random", "least_likely"]), default=None, help="Targeted attack towards these classes.")
-def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, device, out, attack_name, eps, steps, queries, target):
+@click.option("--save-adv", type=click.Path(path_type=Path), default=None,
+              help="Also write the adversarial examples as a dataset here (labelled with the true classes; readable by --data).")
+@click.option("--save-format", type=click.Choice(["npz", "npy", "imagefolder", "madrylab"]), default="npz", show_default=True,
+              help="Format of --save-adv (npz also stores the targets of a targeted attack).")
+def attack_command(model_path, loader, source, norm, n, batch_size, seed, device, out, attack_name, eps, steps, queries, target,
+                   save_adv, save_format):
     """Run one attack on a saved model and report its success rate and robust accuracy."""
     from ..evaluate import attack_summary
 
@@ -80,16 +79,25 @@ def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, de
         raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
     attack = build_attack(attack_name, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed)
     dev = resolve_device(device)
-    model, x, y = _load(model_path, dataset, data_root, n, dev)
+    if save_adv is not None and save_adv.exists():
+        raise ConfigError(f"--save-adv {save_adv} already exists; choose another path")
+    model, x, y, test = _load(model_path, loader, source, n, dev)
     start = time.perf_counter()
-    summary = attack_summary(model, x, y, attack, norm=norm, eps=eps, target=target, batch_size=batch_size)
-    result = {"attack": attack.describe(), "dataset": dataset, "model": str(model_path), "target": target, "norm": norm,
+    summary = attack_summary(model, x, y, attack, norm=norm, eps=eps, target=target, batch_size=batch_size,
+                             return_adversarial=save_adv is not None)
+    adversarial = summary.pop("adversarial", None)
+    result = {"attack": attack.describe(), "dataset": source.label, "model": str(model_path), "target": target, "norm": norm,
               **summary, "seconds": round(time.perf_counter() - start, 3)}
     rows = [[attack_name, norm, "-" if eps is None else eps, result["n"], result["clean_accuracy"], result["robust_accuracy"],
              result["success_rate"], result["median_norm_of_successes"] or "-", result.get("mean_queries", "-"), result["seconds"]]]
     click.echo(_table(rows, ["attack", "norm", "eps", "n", "clean_acc", "robust_acc", "success", f"median_{norm}", "queries", "seconds"]))
+    if save_adv is not None:
+        from ..data import save_adversarial
+
+        save_adversarial(adversarial, y, save_adv, classes=test.classes, format=save_format, name="adversarial")
+        click.echo(f"wrote {len(y)} adversarial examples to {save_adv}")
     if out:
-        write_json_atomic(Path(out), result)
+        write_result(out, result)
         click.echo(f"wrote {out}")
 
 
@@ -105,7 +113,7 @@ def attack_command(model_path, dataset, data_root, norm, n, batch_size, seed, de
 @click.option("--queries", type=int, default=5000, show_default=True, help="Square attack query budget.")
 @click.option("--eot-iter", type=int, default=20, show_default=True, help="EOT draws per step (--version rand).")
 @click.option("--sanity/--no-sanity", default=True, show_default=True, help="Also run the sanity checks.")
-def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, device, out, eps, version, attacks, steps,
+def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, device, out, eps, version, attacks, steps,
                      n_target_classes, queries, eot_iter, sanity):
     """Worst-case robust accuracy under AutoAttack's ensemble (APGD-CE, APGD-T, FAB-T, Square), and the sanity checks."""
     from ..evaluate import sanity_checks, worst_case_evaluation
@@ -114,7 +122,7 @@ def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, 
     if not (math.isfinite(eps) and eps > 0):
         raise ConfigError(f"--eps must be a positive finite number, got {eps}")
     dev = resolve_device(device)
-    model, x, y = _load(model_path, dataset, data_root, n, dev)
+    model, x, y, _ = _load(model_path, loader, source, n, dev)
     members = None
     if version == "custom":
         if not attacks:
@@ -130,10 +138,10 @@ def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, 
     report.pop("robust")
     rows = [["clean", "-", report["clean_accuracy"], "-"]]
     rows += [[m["name"], m["attacked"], m["robust_accuracy"], m["seconds"]] for m in report["members"]]
-    click.echo(f"{dataset}: {report['n']} test images, {norm} ε={eps:g}, version {version}")
+    click.echo(f"{source.label}: {report['n']} test images, {norm} ε={eps:g}, version {version}")
     click.echo(_table(rows, ["after", "attacked", "robust_acc", "seconds"]))
     click.echo(f"worst-case robust accuracy: {report['robust_accuracy']:.2%}")
-    result = {"dataset": dataset, "model": str(model_path), **report}
+    result = {"dataset": source.label, "model": str(model_path), **report}
     if sanity:
         measurements: dict[str, Any] = {}
         warnings = sanity_checks(model, x, y, norm=norm, eps=eps, batch_size=batch_size, seed=seed, measurements=measurements)
@@ -144,5 +152,5 @@ def evaluate_command(model_path, dataset, data_root, norm, n, batch_size, seed, 
         else:
             click.echo("sanity checks: no warning signs")
     if out:
-        write_json_atomic(Path(out), result)
+        write_result(out, result)
         click.echo(f"wrote {out}")

@@ -15,13 +15,13 @@ from pathlib import Path
 import click
 
 from . import main
-from ..data import DATASETS
 from ..errors import ConfigError
-from ..distributed import resolve_device
-from ..storage import write_json_atomic, write_text_atomic
+from ..storage import write_text_atomic
 from .attack import _load, _table
+from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, resolve_device,
+                      seed_option, write_result)
 
-_DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+_DEVICE = device_option
 
 
 def _radii(text: str) -> list[float]:
@@ -37,9 +37,9 @@ def _radii(text: str) -> list[float]:
 @main.command("certify")
 @click.option("--method", type=click.Choice(["ibp", "smoothing"]), required=True,
               help="ibp: verified accuracy in the Linf ε-ball; smoothing: Cohen et al.'s CERTIFY (L2).")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file written by save_model.")
-@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@model_file_option("--model", "model_path")
+@model_options
+@data_options("Dataset whose test split is used.")
 @click.option("--n", "n_images", type=int, default=500, show_default=True, help="Certify the first N test images.")
 @click.option("--eps", type=float, default=None, help="ibp: the Linf radius.")
 @click.option("--sigma", type=float, default=None, help="smoothing: the noise level the model was trained at.")
@@ -47,21 +47,21 @@ def _radii(text: str) -> list[float]:
 @click.option("--samples", type=int, default=1000, show_default=True, help="smoothing: samples to bound its probability.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="smoothing: failure probability per image.")
 @click.option("--radii", default="0,0.25,0.5,0.75,1.0", show_default=True, help="smoothing: radii of the accuracy curve.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @_DEVICE
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for certify.json (and, for smoothing, certify.md and smoothing.png).")
-def certify_command(method, model_path, dataset, data_root, n_images, eps, sigma, n0, samples, alpha, radii, seed, device, out):
+def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0, samples, alpha, radii, seed, device, out):
     """Certified accuracy of a saved model: IBP (Linf) or randomized smoothing (L2)."""
     device = resolve_device(device)
-    model, x, y = _load(model_path, dataset, data_root, n_images, device)
+    model, x, y, _ = _load(model_path, loader, source, n_images, device)
     if method == "ibp":
         from ..certify import ibp_verified_accuracy
 
         if eps is None:
             raise ConfigError("--method ibp needs --eps (the Linf radius, e.g. --eps 0.1)")
         res = ibp_verified_accuracy(model, x, y, eps=eps)
-        summary = {"method": "ibp", "model": model_path, "dataset": dataset, "n": res["n"], "eps": eps,
+        summary = {"method": "ibp", "model": str(model_path), "dataset": source.label, "n": res["n"], "eps": eps,
                    "verified_accuracy": res["verified_accuracy"]}
         click.echo(_table([[eps, res["n"], f"{100 * res['verified_accuracy']:.1f}%"]], ["Linf eps", "images", "IBP verified"]))
     else:
@@ -75,7 +75,7 @@ def certify_command(method, model_path, dataset, data_root, n_images, eps, sigma
         rs = _radii(radii)
         res = certify_dataset(model, x, y, sigma=sigma, n0=n0, n=samples, alpha=alpha, seed=seed)
         curve = certified_accuracy(res, rs)
-        summary = {"method": "smoothing", "model": model_path, "dataset": dataset, "n": int(x.shape[0]), "sigma": sigma,
+        summary = {"method": "smoothing", "model": str(model_path), "dataset": source.label, "n": int(x.shape[0]), "sigma": sigma,
                    "n0": n0, "samples": samples, "alpha": alpha, "radii": rs, "certified_accuracy": curve,
                    "abstain_rate": res["abstain_rate"], "radius": res["radius"].tolist(), "prediction": res["prediction"].tolist()}
         table = _table([[r, f"{100 * a:.1f}%"] for r, a in zip(rs, curve)], ["L2 radius", "certified accuracy"])
@@ -83,7 +83,7 @@ def certify_command(method, model_path, dataset, data_root, n_images, eps, sigma
         click.echo(f"abstained on {100 * res['abstain_rate']:.1f}% of {x.shape[0]} images")
     if out:
         out = Path(out)
-        write_json_atomic(out / "certify.json", summary)
+        write_result(out / "certify.json", summary)
         if method == "smoothing":
             from ..experiments.defence_table import plot_smoothing_curve
 
@@ -92,23 +92,23 @@ def certify_command(method, model_path, dataset, data_root, n_images, eps, sigma
 
 
 @main.command("physical")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file written by save_model.")
-@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@model_file_option("--model", "model_path")
+@model_options
+@data_options("Dataset whose test split is used.")
 @click.option("--n", "n_images", type=int, default=200, show_default=True, help="Attack the first N test images.")
 @click.option("--eps", type=float, required=True, help="Linf budget of FGSM, BIM, iterative least-likely and EOT-BIM.")
 @click.option("--eot-samples", type=int, default=16, show_default=True, help="Random photos averaged per EOT step.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @_DEVICE
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
-def physical_command(model_path, dataset, data_root, n_images, eps, eot_samples, seed, device, out):
+def physical_command(model_path, loader, source, n_images, eps, eot_samples, seed, device, out):
     """Destruction rates (Kurakin et al. 2017) of simulated print-and-photograph transformations."""
     from ..physical import physical_study
 
     if eot_samples < 1:
         raise ConfigError(f"--eot-samples must be ≥ 1, got {eot_samples}")
     device = resolve_device(device)
-    model, x, y = _load(model_path, dataset, data_root, n_images, device)
+    model, x, y, _ = _load(model_path, loader, source, n_images, device)
     res = physical_study(model, x, y, eps=eps, eot_samples=eot_samples, seed=seed)
     names = list(res["attacks"])
     transforms = list(res["attacks"][names[0]]["rates"])
@@ -117,11 +117,11 @@ def physical_command(model_path, dataset, data_root, n_images, eps, eot_samples,
     click.echo(f"destruction rate at Linf eps {eps:g} on {res['n']} images (clean accuracy {100 * res['clean_accuracy']:.1f}%)")
     click.echo(_table(rows, ["transform"] + names))
     if out:
-        write_json_atomic(out, res)
+        write_result(out, res)
 
 
 @main.command("defences")
-@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True)
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), default="digits", show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for defences.md, results.json, smoothing.png, models/.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -6,7 +6,8 @@
 
 Formats: ``imagefolder`` (one PNG per image in a folder per class, under ``train/`` and ``test/``
 when both splits are written; PNG stores 8 bits, so float images are rounded to 1/255), ``npz``
-(``x_train``/``y_train``/``x_test``/``y_test``, images as stored) and ``madrylab`` (the layout of the
+(``x_train``/``y_train``/``x_test``/``y_test``, images as stored), ``npy`` (a folder of those arrays
+as ``.npy`` files, memory-mappable) and ``madrylab`` (the layout of the
 paper's released datasets: ``CIFAR_ims`` and ``CIFAR_lab`` tensors, read back by ``--data``). The
 output appears whole or not at all.
 """
@@ -20,7 +21,7 @@ import click
 from . import main
 from .options import data_options
 
-FORMATS = ("imagefolder", "npz", "madrylab")
+FORMATS = ("imagefolder", "npz", "npy", "madrylab")
 
 
 @main.command("export")
@@ -31,8 +32,9 @@ FORMATS = ("imagefolder", "npz", "madrylab")
 @click.option("--split", type=click.Choice(["train", "test", "both"]), default="both", show_default=True,
               help="Which splits of the data to write (a construction is one training set).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (or .npz file for --format npz).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (the old one stays until the new one is complete).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the split where the data has none of its own.")
-def export_command(source, constructed, fmt, split, out, seed):
+def export_command(source, constructed, fmt, split, out, overwrite, seed):
     """Write a dataset (built-in, your own, or a constructed one) as an ImageFolder, .npz or MadryLab tensors."""
     from ..construct import load_constructed
     from ..data import export_dataset
@@ -43,6 +45,7 @@ def export_command(source, constructed, fmt, split, out, seed):
         splits = {"train": data}
     else:
         splits = {"train": train, "test": test} if split == "both" else {split: train if split == "train" else test}
-    written = export_dataset(splits, out, format=fmt)
+    first, *rest = splits.values()
+    written = export_dataset(first, out, format=fmt, test=rest[0] if rest else None, overwrite=overwrite)
     counts = ", ".join(f"{len(ds)} {name}" for name, ds in splits.items())
     click.echo(f"wrote {counts} images as {fmt} to {written}")

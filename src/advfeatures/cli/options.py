@@ -105,6 +105,7 @@ class ModelLoader:
             return None
         from ..models import as_classifier, load_any_model
 
+        _current_folder_importable()
         shape = tuple(data.image_shape) if data is not None else None
         classes = data.num_classes if data is not None and same_classes else None
         model = load_any_model(path, arch=self.arch, arch_kwargs=dict(self.arch_kwargs), in_shape=shape, num_classes=classes,
@@ -115,6 +116,31 @@ class ModelLoader:
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "layer": self.layer}
+
+    def build(self, data):
+        """A fresh, untrained model of ``arch`` for ``data``'s images and classes."""
+        from ..models import MODELS, build_from_factory, build_model
+
+        if self.arch is None:
+            raise ConfigError("say which architecture to build: --arch NAME or --arch module.path:factory")
+        if self.arch in MODELS:
+            return build_model(self.arch, data.image_shape, data.num_classes, **self.arch_kwargs)
+        _current_folder_importable()
+        model = build_from_factory(self.arch, self.arch_kwargs)
+        model.arch["in_shape"] = list(data.image_shape)  # so that later commands check the data against it
+        return model
+
+
+def _current_folder_importable() -> None:
+    """A factory's module in the folder the command runs from imports as it would in ``python``
+    there (a console script does not put that folder on ``sys.path``); appended, so it never
+    shadows an installed package."""
+    import os
+    import sys
+
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 def check_model_fits(model, data, path: str | Path = "the model", *, same_classes: bool = True) -> None:
@@ -169,7 +195,7 @@ class DataSource:
         """(train, test) splits; ``seed`` draws the split where the data has none of its own."""
         from ..data import load_data
 
-        return load_data(self.dataset if self.data is None else None, self.data, root=self.root, seed=seed)
+        return load_data(self.dataset, self.data, root=self.root, seed=seed)
 
     def split(self, which: str, *, seed: int = 0):
         train, test = self.load(seed=seed)
@@ -180,7 +206,7 @@ class DataSource:
         return str(self.data) if self.data is not None else str(self.dataset)
 
     def describe(self) -> dict[str, Any]:
-        return {"dataset": self.dataset if self.data is None else None, "data": self.data, "data_root": self.root}
+        return {"dataset": self.dataset, "data": self.data, "data_root": self.root}
 
 
 def data_options(help: str = "Built-in dataset.") -> Callable[[Callable], Callable]:
@@ -189,12 +215,12 @@ def data_options(help: str = "Built-in dataset.") -> Callable[[Callable], Callab
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
         def wrapper(*args, dataset: str | None, data: str | None, data_root: str | None, **kwargs):
-            if data is not None and dataset is not None:
-                raise ConfigError("give --dataset NAME or --data PATH, not both")
             return f(*args, source=DataSource(dataset or ("digits" if data is None else None), data, data_root), **kwargs)
 
         options = [
-            click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None, help=f"{help} [default: digits]"),
+            click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
+                         help=f"{help} [default: digits]. With --data, the test split comes from this built-in set "
+                              "(how MadryLab's constructed CIFAR sets are evaluated)."),
             click.option("--data", default=None, metavar="PATH",
                          help="Your own data instead: an ImageFolder tree (a folder per class, or train/ and test/), "
                               "a .npz file, a folder of images.npy + labels.npy, or MadryLab's released CIFAR_ims/CIFAR_lab."),
@@ -234,8 +260,9 @@ def resolve_device(name: str):
 
 def write_result(path: str | Path, result: dict[str, Any], *, command: str | None = None,
                  arguments: dict[str, Any] | None = None, seed: int | None = None) -> None:
-    """Write a command's JSON with the one envelope every command shares: ``format``, ``version``,
-    ``command``, ``seed``, ``arguments`` and ``torch``, then the result's own keys. Inside a
+    """Write a command's JSON with the one envelope every command shares: ``format``,
+    ``advfeatures_version``, ``command``, ``seed``, ``arguments`` and ``torch_version``, then the
+    result's own keys. Inside a
     command, the command's name, its arguments and its ``--seed`` are taken from click's context."""
     import torch
 
@@ -248,8 +275,8 @@ def write_result(path: str | Path, result: dict[str, Any], *, command: str | Non
     from .. import __version__
     from ..storage import write_json_atomic
 
-    envelope = {"format": "advfeatures-result/1", "version": __version__, "command": command, "seed": seed,
-                "arguments": _plain(arguments or {}), "torch": torch.__version__}
+    envelope = {"format": "advfeatures-result/1", "advfeatures_version": __version__, "command": command, "seed": seed,
+                "arguments": _plain(arguments or {}), "torch_version": torch.__version__}
     clash = sorted(k for k in set(envelope) & set(result) if envelope[k] != result[k])
     if clash:  # a programming error, not user input
         raise AssertionError(f"result keys {clash} collide with the envelope")

@@ -54,7 +54,7 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
     from ..errors import ConfigError
     from ..evaluate import accuracy
     from ..experiments.config import resolve_train_config
-    from ..models import build_any_model, save_model
+    from ..models import save_model
     from ..train import train_model
 
     adversary = {"adversary.norm": norm, "adversary.eps": eps, "adversary.steps": attack_steps}
@@ -76,7 +76,7 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # weight initialisation only; the global state is restored
-            model = build_any_model(loader.arch, loader.arch_kwargs, in_shape=train.image_shape, num_classes=train.num_classes)
+            model = loader.build(train)
     settings = {"train": cfg.as_dict(), "model": loader.describe(), "init": str(init_model) if init_model else None,
                 "data": source.describe(), "n": len(train)}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -85,8 +85,9 @@ class Objective:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
-    def begin(self, model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor) -> None:
-        """Called once before the first epoch with the (unaugmented) training set."""
+    def begin(self, model: nn.Module, data) -> None:
+        """Called once before the first epoch with the (unaugmented) training set, an
+        :class:`~advfeatures.data.ImageDataset` (read it with ``data.batch(index)``)."""
 
     def losses(self, net: nn.Module, attack_net: nn.Module, x: torch.Tensor, y: torch.Tensor,
                progress: float) -> tuple[torch.Tensor, torch.Tensor]:

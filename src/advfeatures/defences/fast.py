@@ -38,13 +38,15 @@ class FastAdversarialTraining(PGDTraining):
             return optimize_inputs(loss, x, threat=threat, steps=1, step_size=self.cfg.fast_step * threat.eps,
                                    x_init=start, keep_best=False, final_loss=False).x
 
-    def begin(self, model, x_all, y_all):
+    def begin(self, model, data):
         self._check = None
         if not self.cfg.overfit_check:
             return
         g = torch.Generator().manual_seed(7)  # not the rank-dependent seed: every rank checks the same batch
-        idx = torch.randperm(x_all.shape[0], generator=g)[: self.cfg.overfit_batch].to(x_all.device)
-        self._check = (x_all[idx], y_all[idx])
+        idx = torch.randperm(len(data), generator=g)[: self.cfg.overfit_batch]
+        device = next(model.parameters()).device
+        x, y = data.batch(idx)
+        self._check = (x.to(device), y.to(device))
         threat = self.adversary.threat
         self._pgd = PGD(norm=threat.norm, eps=threat.eps, steps=10, random_start=True, keep_best=False, seed=11)
         self._previous = copy.deepcopy(model.state_dict())

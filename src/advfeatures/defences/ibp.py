@@ -24,7 +24,7 @@ class IBPTraining(Objective):
     name = "ibp"
     needs_adversary = True
 
-    def begin(self, model, x_all, y_all):
+    def begin(self, model, data):
         if self.adversary.threat.norm != "Linf":
             raise ConfigError(f"ibp training bounds Linf balls; set adversary.norm to Linf (got {self.adversary.threat.norm})")
         layers_of(model)  # refuse unsupported layers before the first batch

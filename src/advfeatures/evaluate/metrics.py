@@ -102,18 +102,22 @@ def robust_accuracy(model: nn.Module, data: Data, attack: Attack, *, batch_size:
 
 
 def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, norm: str,
-                   eps: float | None = None, target: Any = None, batch_size: int = 256) -> dict[str, Any]:
+                   eps: float | None = None, target: Any = None, batch_size: int = 256,
+                   return_adversarial: bool = False) -> dict[str, Any]:
     """One attack over ``(x, y)``: ``{"n", "clean_accuracy", "robust_accuracy", "success_rate",
-    "median_norm_of_successes", "mean_queries"?, "median_queries_of_successes"?}``.
+    "median_norm_of_successes", "mean_queries"?, "median_queries_of_successes"?}``, and with
+    ``return_adversarial`` the adversarial inputs themselves under ``"adversarial"`` (on the CPU).
 
     ``success_rate`` is the attack's own success (misclassified, or the target reached) on the
     points classified correctly. A minimal-norm attack (no ε of its own) breaks a point for
     ``robust_accuracy`` only inside the ``eps``-ball when ``eps`` is given; norms are in ``norm``.
     """
     n = x.shape[0]
-    correct, fooled, success, norms, queries = [], [], [], [], []
+    correct, fooled, success, norms, queries, adversarial = [], [], [], [], [], []
     for a, b in iter_chunks(n, batch_size):
         res = attack(model, x[a:b], y[a:b], target=target, return_result=True)
+        if return_adversarial:
+            adversarial.append(res.x_adv.cpu())
         with torch.no_grad(), eval_mode(model):
             ok = model(x[a:b]).argmax(1) == y[a:b]
         size = res.norms[norm] if norm in res.norms else res.norms["L2"]
@@ -136,4 +140,6 @@ def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: A
         q = torch.cat(queries)
         out["mean_queries"] = float(q.mean())
         out["median_queries_of_successes"] = float(q[hit].median()) if hit.any() else None
+    if return_adversarial:
+        out["adversarial"] = torch.cat(adversarial)
     return out

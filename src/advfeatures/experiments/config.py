@@ -53,7 +53,7 @@ class WorstCaseConfig:
 @dataclass
 class SanityConfig:
     """AutoAttack-style warning signs of gradient masking, checked for every model at the largest
-    L2 radius of ``evaluation.attacks`` (see :func:`advfeatures.robustness_eval.sanity_checks`)."""
+    L2 radius of ``evaluation.attacks`` (see :func:`advfeatures.evaluate.sanity_checks`)."""
 
     enabled: bool = True
     steps: int = 50  # PGD steps of the checks

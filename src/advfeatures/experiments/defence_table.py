@@ -6,7 +6,7 @@ timed in the same run, and measured on the first ``test_limit`` test images:
 
 * clean accuracy;
 * worst-case robust accuracy at Linf ε: the ensemble (APGD-CE, APGD-T, Square) of
-  :func:`advfeatures.robustness_eval.worst_case_evaluation`;
+  :func:`advfeatures.evaluate.worst_case_evaluation`;
 * IBP verified accuracy at the same ε (every model: it is a lower bound on robust accuracy for any
   model, and non-trivial only for the IBP-trained one);
 * for the Gaussian-noise model, randomized-smoothing certified accuracy against the L2 radius
@@ -37,7 +37,7 @@ from ..data import load_dataset
 from ..defences import DefenceConfig
 from ..errors import ConfigError
 from ..models import build_model, load_model, save_model
-from ..robustness_eval import predict, worst_case_evaluation
+from ..evaluate import predict, worst_case_evaluation
 from ..storage import write_json_atomic, write_text_atomic
 from ..threats import check_positive, check_steps
 from ..train import AdversaryConfig, TrainConfig, train_model

@@ -32,7 +32,7 @@ from ..distributed import resolve_device
 from ..errors import DataError
 from ..evaluate import accuracy, evaluate_suite
 from ..models import build_model, load_model, save_model
-from ..robustness_eval import sanity_checks, worst_case_evaluation
+from ..evaluate import sanity_checks, worst_case_evaluation
 from ..storage import read_json, tensor_digest, write_json_atomic
 from ..train import TrainConfig, train_model
 from . import findings as findings_mod

@@ -10,12 +10,20 @@ from . import main
 
 
 @main.command()
-@click.option("--preset", default="digits", show_default=True, help="digits, fashion-mnist, mnist or cifar10.")
+@click.option("--preset", default=None, help="digits, fashion-mnist, mnist or cifar10 [default: digits; with --data, chosen by "
+              "the images' size and printed].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON or TOML file of settings over the preset.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting, e.g. --set standard.epochs=5 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<preset>-seed<seed>].")
 @click.option("--dataset", help="Dataset to use instead of the preset's (digits, fashion-mnist, mnist, cifar10).")
 @click.option("--data-root", type=click.Path(), help="Folder holding the dataset's files (mnist, cifar10; fashion-mnist has a default).")
+@click.option("--data", default=None, metavar="PATH",
+              help="Your own data: an ImageFolder tree, .npz, a folder of .npy arrays or MadryLab's CIFAR_ims/CIFAR_lab "
+                   "(with --dataset, that set's test split evaluates the models).")
+@click.option("--robust-model", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Build D_R from this robust model instead of training one (any model file: ours, a state dict with "
+                   "--robust-arch, a MadryLab robustness checkpoint, a torchvision-layout ResNet).")
+@click.option("--robust-arch", default=None, metavar="NAME|MODULE:FACTORY", help="Architecture of a --robust-model that records none.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Where to compute [default: auto].")
 @click.option("--seed", type=int, help="Run seed (data split, initialisation, attacks) [default: 0].")
 @click.option("--seeds", "seed_list", metavar="LIST", help="Run every seed of a list (0,1,2 or 0-4), each in DIR/seed<N>, and "
@@ -23,8 +31,8 @@ from . import main
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the final summary.")
 @click.pass_context
 def reproduce(ctx: click.Context, preset: str, config_file: str | None, overrides: tuple[str, ...], out: str | None,
-              dataset: str | None, data_root: str | None, device: str | None, seed: int | None, seed_list: str | None,
-              quiet: bool) -> None:
+              dataset: str | None, data_root: str | None, data: str | None, robust_model: str | None, robust_arch: str | None,
+              device: str | None, seed: int | None, seed_list: str | None, quiet: bool) -> None:
     """The paper end to end: models, D_R, D_NR, D_rand and D_det, a model on each, the report.
 
     Trains standard and robust models, builds D_R, D_NR, D_rand and D_det, trains on each, evaluates
@@ -40,22 +48,54 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
         set_progress_enabled(False)
-    cfg, given = resolve_config(preset, config_file=config_file, overrides=list(overrides), dataset=dataset, data_root=data_root,
-                                device=device, seed=seed)
+    direct = {"dataset": dataset, "data_root": data_root, "device": device, "seed": seed}
+    if data is not None:
+        from ..data import load_data
+        from ..experiments.config import choose_preset
+
+        train, _ = load_data(dataset, data, root=data_root, seed=seed or 0)
+        direct.update({"data": str(data), "data_test": dataset, "dataset": None})
+        if preset is None:
+            preset, settings, why = choose_preset(train.image_shape, len(train))
+            overrides = (*_as_overrides(settings), *overrides)
+            click.echo(f"reproduce on {data}: {why} (pass --preset to choose another)")
+    if robust_model is not None:
+        from .options import parse_arch_option
+
+        arch, arch_kwargs = parse_arch_option(robust_arch) if robust_arch else (None, {})
+        direct.update({"robust_model": str(robust_model), "robust_model_arch": arch, "robust_model_kwargs": arch_kwargs or None})
+    elif robust_arch is not None:
+        raise ConfigError("--robust-arch describes --robust-model: give the model file too")
+    cfg, given = resolve_config(preset or "digits", config_file=config_file, overrides=list(overrides), **direct)
+    # default run folders: the preset's name, or your data's and the preset's
+    name = cfg.preset if data is None else f"{Path(data).stem}-{cfg.preset}"
     if seed_list is not None:
         if seed is not None:
             raise ConfigError("give either --seed (one run) or --seeds (several), not both")
         seeds = parse_seeds(seed_list)
-        out_dir = Path(out) if out else Path("runs") / f"{cfg.preset}-seeds{'-'.join(map(str, seeds))}"
+        out_dir = Path(out) if out else Path("runs") / f"{name}-seeds{'-'.join(map(str, seeds))}"
         # without --out, each seed's run is the single-seed default folder, so earlier runs are reused
-        run_dirs = None if out else {s: Path("runs") / f"{cfg.preset}-seed{s}" for s in seeds}
+        run_dirs = None if out else {s: Path("runs") / f"{name}-seed{s}" for s in seeds}
         results = run_seeds(cfg, given, out_dir, seeds, run_dirs=run_dirs)
         click.echo(aggregate_table(results))
     else:
-        out_dir = Path(out) if out else Path("runs") / f"{cfg.preset}-seed{cfg.seed}"
+        out_dir = Path(out) if out else Path("runs") / f"{name}-seed{cfg.seed}"
         results = Reproduction(cfg, given, out_dir).execute()
         click.echo(summary_table(results))
     click.echo(f"\nreport: {out_dir / 'report.md'}\nresults: {out_dir / 'results.json'}")
+
+
+def _as_overrides(settings: dict, prefix: str = "") -> list[str]:
+    """Nested settings as ``--set`` texts (values as JSON)."""
+    import json
+
+    out: list[str] = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out += _as_overrides(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value)}")
+    return out
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

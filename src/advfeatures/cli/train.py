@@ -31,7 +31,9 @@ from .options import data_options, device_option, model_file_option, model_optio
 @data_options("Dataset to train on (its training split; accuracy is reported on its test split).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the trained model (.safetensors); a JSON summary is written beside it.")
-@click.option("--preset", default=None, help="Start from this reproduce preset's settings for --stage (digits, fashion-mnist, ...).")
+@click.option("--preset", default=None,
+              help="Start from this reproduce preset's settings for --stage (digits, fashion-mnist, mnist, cifar10) "
+                   "[default: the built-in dataset's own preset; for your data, the one reproduce picks by image size].")
 @click.option("--stage", default="standard", show_default=True,
               type=click.Choice(["standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det"]),
               help="Which of the preset's training stages to start from.")
@@ -53,7 +55,7 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
     """Train a model (ours or your own architecture) on any supported data, standard or adversarially."""
     from ..errors import ConfigError
     from ..evaluate import accuracy
-    from ..experiments.config import resolve_train_config
+    from ..experiments.config import choose_preset, resolve_train_config
     from ..models import save_model
     from ..train import train_model
 
@@ -62,13 +64,16 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
         raise ConfigError("--norm / --eps / --attack-steps configure the adversary: add --adversarial")
     if adversarial and stage != "adversarial" and not any(v is not None for v in adversary.values()):
         adversary["adversary.eps"] = 0.5  # the paper's CIFAR robust model: L2, ε = 0.5, 7 steps of ε/5
-    cfg, given = resolve_train_config(preset, stage, config_file=config_file, overrides=list(overrides), epochs=epochs,
-                                      batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, **adversary)
     if init_model is None and loader.arch is None:
         raise ConfigError("say what to train: --arch NAME|module:factory for a fresh model, or --model FILE to start from weights")
     dev = resolve_device(device)
     train, test = source.load(seed=seed)
     train = train.head(n)
+    if preset is None:  # the built-in set's own preset, or the one reproduce would choose for these images
+        preset = source.dataset if source.data is None else choose_preset(train.image_shape, len(train))[0]
+        click.echo(f"training settings from the {preset} preset's {stage} stage (pass --preset to choose another)", err=True)
+    cfg, given = resolve_train_config(preset, stage, config_file=config_file, overrides=list(overrides), epochs=epochs,
+                                      batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, **adversary)
     if init_model is not None:
         model = loader.load(init_model, dev, train)
     else:

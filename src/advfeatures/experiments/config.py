@@ -96,6 +96,15 @@ class ReproduceConfig:
     preset: str = "cifar10"
     dataset: str = "cifar10"
     data_root: str | None = None
+    # the user's own data instead of `dataset` (advfeatures.data.load_data reads ImageFolder trees,
+    # .npz/.npy, MadryLab tensors); `data_test` names a built-in set whose test split evaluates it
+    data: str | None = None
+    data_test: str | None = None
+    # a robust model the user already has (any file advfeatures.models.load_any_model reads) used
+    # for D_R instead of training one; `robust_model_arch` for files that record no architecture
+    robust_model: str | None = None
+    robust_model_arch: str | None = None
+    robust_model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     train_limit: int | None = None  # use the first N training images (None: all)
@@ -114,6 +123,10 @@ class ReproduceConfig:
     def validate(self) -> ReproduceConfig:
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.data_test is not None and self.data_test not in DATASETS:
+            raise ConfigError(f"unknown data_test {self.data_test!r}; choose one of {', '.join(DATASETS)}")
+        if self.data_test is not None and self.data is None:
+            raise ConfigError("data_test evaluates a model trained on your own data: set data (--data PATH) too")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name in ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det"):
@@ -366,6 +379,15 @@ def resolve_config(preset: str = "digits", *, config_file: str | Path | None = N
     data = deep_merge(to_dict(ReproduceConfig()), PRESETS[preset])
     data["preset"] = preset
     given: dict[str, Any] = {"preset": preset}
+    data = _layers(data, given, config_file, overrides, direct)
+    cfg = from_dict(ReproduceConfig, data)
+    return cfg.validate(), given
+
+
+def _layers(data: dict[str, Any], given: dict[str, Any], config_file: str | Path | None, overrides: list[str],
+            direct: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a settings file, then ``--set`` overrides, then a command's own options (dotted
+    keys allowed; None means not given) laid over it; ``given`` records each layer."""
     if config_file is not None:
         file_data = load_config_file(config_file)
         data = deep_merge(data, file_data)
@@ -376,10 +398,34 @@ def resolve_config(preset: str = "digits", *, config_file: str | Path | None = N
     given["overrides"] = list(overrides)
     for k, v in direct.items():
         if v is not None:
-            data[k] = v
+            _set_path(data, k.split("."), v)
             given[k] = v
-    cfg = from_dict(ReproduceConfig, data)
-    return cfg.validate(), given
+    return data
+
+
+def choose_preset(image_shape: tuple[int, int, int], count: int) -> tuple[str, dict[str, Any], str]:
+    """A preset for the user's own images: (name, settings laid over it, why), by image size.
+
+    Up to 12×12 pixels the digits preset; up to 28×28 the Fashion-MNIST one; larger images take
+    the CIFAR-10 preset (the paper's ResNet-50 protocol). Every L2 radius (robust training, the
+    D_rand / D_det relabelling, the evaluation) is scaled by √(pixels / the preset's pixels), as the
+    presets themselves scale ε with the image size."""
+    c, h, w = image_shape
+    name, (pc, ph, pw) = (("digits", (1, 8, 8)) if max(h, w) <= 12 else
+                          ("fashion-mnist", (1, 28, 28)) if max(h, w) <= 28 else ("cifar10", (3, 32, 32)))
+    scale = ((c * h * w) / (pc * ph * pw)) ** 0.5
+    base = deep_merge(to_dict(ReproduceConfig()), PRESETS[name])
+    settings: dict[str, Any] = {}
+    if abs(scale - 1.0) > 1e-9:
+        adv = base["adversarial"]["adversary"]
+        settings["adversarial"] = {"adversary": {"eps": round(adv["eps"] * scale, 4)} if adv["norm"] == "L2" else {}}
+        settings["construction"] = {"relabel": {"eps": round(base["construction"]["relabel"]["eps"] * scale, 4),
+                                                "step_size": round(base["construction"]["relabel"]["step_size"] * scale, 4)}}
+        settings["evaluation"] = {"attacks": [{**a, "eps": round(a["eps"] * scale, 4)} if a["norm"] == "L2" else a
+                                              for a in base["evaluation"]["attacks"]]}
+    why = (f"{count} images of {c}×{h}×{w}: the {name} preset" +
+           (f", every L2 radius scaled by √(pixels ratio) = {scale:.3g}" if settings else ""))
+    return name, settings, why
 
 
 TRAIN_STAGES = ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det")
@@ -398,16 +444,5 @@ def resolve_train_config(preset: str | None = None, stage: str = "standard", *, 
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         data = deep_merge(data, PRESETS[preset].get(stage, {}))
-    if config_file is not None:
-        file_data = load_config_file(config_file)
-        data = deep_merge(data, file_data)
-        given["config_file"] = {"path": str(config_file), "settings": file_data}
-    for text in overrides:
-        parts, value = parse_override(text)
-        _set_path(data, parts, value)
-    given["overrides"] = list(overrides)
-    for k, v in direct.items():
-        if v is not None:
-            _set_path(data, k.split("."), v)
-            given[k] = v
+    data = _layers(data, given, config_file, overrides, direct)
     return from_dict(TrainConfig, data).validate(), given

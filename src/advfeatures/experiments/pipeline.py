@@ -26,14 +26,14 @@ import torch
 
 from .. import __version__
 from ..construct import build_dataset, is_finished, load_constructed
+from ..data import load_data as load_any_data
 from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
 from ..distributed import resolve_device
-from ..errors import DataError
-from ..evaluate import accuracy, evaluate_suite
-from ..models import build_model, load_model, save_model
-from ..evaluate import sanity_checks, worst_case_evaluation
-from ..storage import read_json, tensor_digest, write_json_atomic
+from ..errors import DataError, ModelError
+from ..evaluate import accuracy, evaluate_suite, sanity_checks, worst_case_evaluation
+from ..models import build_model, load_any_model, load_model, save_model
+from ..storage import file_sha256, read_json, tensor_digest, write_json_atomic
 from ..train import TrainConfig, train_model
 from . import findings as findings_mod
 from .config import ReproduceConfig, from_dict, to_dict
@@ -49,7 +49,12 @@ __all__ = ["MODEL_NAMES", "Reproduction", "open_run", "run_reproduction", "run_s
 
 
 def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
-    train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
+    """The run's (train, test): the built-in ``dataset``, or the user's ``data`` (with the test
+    split of ``data_test`` where given)."""
+    if cfg.data is not None:
+        train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed)
+    else:
+        train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)
 
 
@@ -66,6 +71,19 @@ def new_state(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, 
 
 
 # -- steps --------------------------------------------------------------------------------------
+def given_model_step(state: RunState, name: str, path: str, arch: str | None, kwargs: dict[str, Any]) -> None:
+    """Use the user's model file as ``name`` instead of training it (``reproduce --robust-model``)."""
+    model = load_any_model(path, arch=arch, arch_kwargs=kwargs, in_shape=state.train.image_shape,
+                           num_classes=state.train.num_classes, device=state.device)
+    shape = (getattr(model, "arch", None) or {}).get("in_shape")
+    if shape is not None and tuple(shape) != tuple(state.train.image_shape):
+        raise ModelError(f"{path} was built for {tuple(shape)} images but the data has {tuple(state.train.image_shape)}; "
+                         "pick the data the model was trained on")
+    state.models[name] = model
+    state.keys[name] = digest({"file": file_sha256(path), "arch": arch, "kwargs": kwargs})
+    state.histories[name] = []
+
+
 def train_step(state: RunState, name: str, data: ImageDataset, tcfg: TrainConfig, input_key: str) -> None:
     cfg = state.config
     tcfg = dataclasses.replace(tcfg, seed=state.seeds[f"train_{name}"] + tcfg.seed)
@@ -197,7 +215,10 @@ def _execute(state: RunState) -> None:
     log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", cfg.dataset,
              len(state.train), len(state.test), state.device, cfg.seed, state.run.root)
     train_step(state, "standard", state.train, cfg.standard, state.data_key)
-    train_step(state, "adversarial", state.train, cfg.adversarial, state.data_key)
+    if cfg.robust_model is not None:
+        given_model_step(state, "adversarial", cfg.robust_model, cfg.robust_model_arch, cfg.robust_model_kwargs)
+    else:
+        train_step(state, "adversarial", state.train, cfg.adversarial, state.data_key)
     for kind in SETS:
         construct_step(state, kind)
     train_cfgs = {"d_r": cfg.train_d_r, "d_nr": cfg.train_d_nr, "d_rand": cfg.train_d_rand, "d_det": cfg.train_d_det}

@@ -125,53 +125,49 @@ def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int,
 
     from ..data.dataset import ImageDataset
     from ..models import build_model
-    from ..progress import progress_enabled, set_progress_enabled
+    from ..progress import progress_disabled
     from ..runtime.device import resolve_device
     from ..runtime.threads import using_threads
     from ..train import train_model
 
     device = resolve_device(device)
-    quiet_before = progress_enabled()
-    set_progress_enabled(False)
-    try:
-        with using_threads(cfg.threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            g = torch.Generator().manual_seed(0)
+    # bars off, the preset's threads, the global random state untouched
+    with progress_disabled(), using_threads(cfg.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
 
-            def train_seconds(arch: str, kwargs: dict) -> float:
-                b = cfg.standard.batch_size
-                model = build_model(arch, shape, num_classes, **kwargs)
-                data = ImageDataset(torch.rand(b * batches, *shape, generator=g), torch.randint(0, num_classes, (b * batches,), generator=g),
-                                    [str(i) for i in range(num_classes)], "calibration")
-                tcfg = dataclasses.replace(cfg.standard, epochs=1, milestones=())
-                train_model(model, data.head(b), tcfg, device=device)  # warm-up
-                w, c = _timed(lambda: train_model(model, data, tcfg, device=device), device)
-                return w / len(data), c / len(data)
+        def train_seconds(arch: str, kwargs: dict) -> float:
+            b = cfg.standard.batch_size
+            model = build_model(arch, shape, num_classes, **kwargs)
+            data = ImageDataset(torch.rand(b * batches, *shape, generator=g), torch.randint(0, num_classes, (b * batches,), generator=g),
+                                [str(i) for i in range(num_classes)], "calibration")
+            tcfg = dataclasses.replace(cfg.standard, epochs=1, milestones=())
+            train_model(model, data.head(b), tcfg, device=device)  # warm-up
+            w, c = _timed(lambda: train_model(model, data, tcfg, device=device), device)
+            return w / len(data), c / len(data)
 
-            wall, cpu = {}, {}
-            wall["train"], cpu["train"] = train_seconds(cfg.model.arch, cfg.model.kwargs)
-            model = build_model(cfg.model.arch, shape, num_classes, **cfg.model.kwargs).to(device).eval()
-            b = min(cfg.construction.batch_size, cfg.evaluation.batch_size, 512)
-            x = torch.rand(b, *shape, generator=g).to(device)
-            y = torch.randint(0, num_classes, (b,), generator=g).to(device)
+        wall, cpu = {}, {}
+        wall["train"], cpu["train"] = train_seconds(cfg.model.arch, cfg.model.kwargs)
+        model = build_model(cfg.model.arch, shape, num_classes, **cfg.model.kwargs).to(device).eval()
+        b = min(cfg.construction.batch_size, cfg.evaluation.batch_size, 512)
+        x = torch.rand(b, *shape, generator=g).to(device)
+        y = torch.randint(0, num_classes, (b,), generator=g).to(device)
 
-            def grad_pass() -> None:
-                xx = x.detach().requires_grad_(True)
-                torch.autograd.grad(F.cross_entropy(model(xx), y, reduction="sum"), xx)
+        def grad_pass() -> None:
+            xx = x.detach().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(xx), y, reduction="sum"), xx)
 
-            def forward_pass() -> None:
-                with torch.no_grad():
-                    model(x)
+        def forward_pass() -> None:
+            with torch.no_grad():
+                model(x)
 
-            for kind, fn in (("grad", grad_pass), ("forward", forward_pass)):
-                fn()
-                best = min((_timed(fn, device) for _ in range(batches)), key=lambda t: t[0])
-                wall[kind], cpu[kind] = best[0] / b, best[1] / b
-            for arch in transfer_archs if transfer_archs is not None else (_transfer_archs() if cfg.extras.transfer else []):
-                key = f"train@{arch['label']}"
-                wall[key], cpu[key] = train_seconds(arch["name"], arch["kwargs"])
-    finally:
-        set_progress_enabled(quiet_before)
+        for kind, fn in (("grad", grad_pass), ("forward", forward_pass)):
+            fn()
+            best = min((_timed(fn, device) for _ in range(batches)), key=lambda t: t[0])
+            wall[kind], cpu[kind] = best[0] / b, best[1] / b
+        for arch in transfer_archs if transfer_archs is not None else (_transfer_archs() if cfg.extras.transfer else []):
+            key = f"train@{arch['label']}"
+            wall[key], cpu[key] = train_seconds(arch["name"], arch["kwargs"])
     return wall, cpu
 
 

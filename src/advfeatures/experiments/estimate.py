@@ -116,10 +116,12 @@ def _timed(fn, device) -> tuple[float, float]:
 
 
 def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int, int], num_classes: int = 10,
-                         batches: int = 5, transfer_archs: list[dict] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+                         batches: int = 5, max_batch: int | None = None,
+                         transfer_archs: list[dict] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per image of each kind of pass with the preset's model on ``device`` (random data,
     ``batches`` timed batches after one untimed warm-up; an attack pass by its best batch), as
-    (wall seconds, this process's CPU seconds)."""
+    (wall seconds, this process's CPU seconds). ``max_batch`` caps the batch size (a quick, rougher
+    calibration of a model too large for this device)."""
     import torch
     import torch.nn.functional as F
 
@@ -137,7 +139,7 @@ def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int,
         g = torch.Generator().manual_seed(0)
 
         def train_seconds(arch: str, kwargs: dict) -> float:
-            b = cfg.standard.batch_size
+            b = min(cfg.standard.batch_size, max_batch or cfg.standard.batch_size)
             model = build_model(arch, shape, num_classes, **kwargs)
             data = ImageDataset(torch.rand(b * batches, *shape, generator=g), torch.randint(0, num_classes, (b * batches,), generator=g),
                                 [str(i) for i in range(num_classes)], "calibration")
@@ -149,7 +151,7 @@ def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int,
         wall, cpu = {}, {}
         wall["train"], cpu["train"] = train_seconds(cfg.model.arch, cfg.model.kwargs)
         model = build_model(cfg.model.arch, shape, num_classes, **cfg.model.kwargs).to(device).eval()
-        b = min(cfg.construction.batch_size, cfg.evaluation.batch_size, 512)
+        b = min(cfg.construction.batch_size, cfg.evaluation.batch_size, 512, max_batch or 512)
         x = torch.rand(b, *shape, generator=g).to(device)
         y = torch.randint(0, num_classes, (b,), generator=g).to(device)
 
@@ -207,9 +209,11 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
     num_classes = size[3] if num_classes is None else num_classes
     stages = count_passes(cfg, n_train, n_test)
     calibration = 0.0
+    warning = gpu_warning(cfg, device)
     if per_image is None:
         start = time.perf_counter()
-        per_image, per_image_cpu = measure_pass_seconds(cfg, device, shape=shape, num_classes=num_classes)
+        quick = {"batches": 1, "max_batch": 16} if warning else {}  # a GPU preset on a CPU: minutes would be wasted
+        per_image, per_image_cpu = measure_pass_seconds(cfg, device, shape=shape, num_classes=num_classes, **quick)
         calibration = time.perf_counter() - start
     seconds = combine(stages, per_image)
     idle = None
@@ -231,7 +235,7 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
         "unmeasured": sorted(kinds - set(per_image)),
         "calibration_seconds": round(calibration, 1),
         "load_average": _load(),
-        "gpu_warning": gpu_warning(cfg, device),
+        "gpu_warning": warning,
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from tqdm.auto import tqdm
@@ -30,6 +31,17 @@ _ENABLED = True
 def set_progress_enabled(enabled: bool) -> None:
     global _ENABLED
     _ENABLED = enabled
+
+
+@contextmanager
+def progress_disabled():
+    """No bars inside the block (e.g. a calibration run), the previous setting restored after."""
+    global _ENABLED
+    before, _ENABLED = _ENABLED, False
+    try:
+        yield
+    finally:
+        _ENABLED = before
 
 
 def progress_enabled(stream=None) -> bool:

@@ -57,3 +57,13 @@ def test_bars_go_to_stderr_not_stdout(capsys, monkeypatch):
         pass
     out, err = capsys.readouterr()
     assert out == "" and "epochs" in err
+
+
+def test_progress_disabled_restores_the_setting():
+    with P.progress_disabled():
+        assert not P.progress_enabled(_Tty())
+    assert P.progress_enabled(_Tty())
+    P.set_progress_enabled(False)
+    with P.progress_disabled():
+        pass
+    assert not P.progress_enabled(_Tty())

@@ -19,7 +19,7 @@ SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(runtime.__
 
 def test_importing_runtime_and_building_a_config_does_not_import_torch():
     code = ("import sys, advfeatures.runtime as r; c = r.RuntimeConfig(device='cpu', threads=2).validate(); "
-            "r.default_threads(); assert 'torch' not in sys.modules, 'torch was imported'; print(r.DEFAULT_DEVICE)")
+            "r.default_threads(); r.runtime_options(); assert 'torch' not in sys.modules, 'torch was imported'; print(r.DEFAULT_DEVICE)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "auto"
@@ -84,3 +84,18 @@ def test_old_module_is_an_alias_of_the_new_one():
     for name in ("resolve_device", "init_distributed", "accelerate", "unwrap", "tune_allocator", "peak_rss_mib",
                  "barrier", "all_reduce_sum", "DistContext", "compile_available"):
         assert getattr(distributed, name) is getattr(runtime, name), name
+
+
+def test_one_table_of_options_feeds_parser_and_checker():
+    from advfeatures.runtime import runtime_options
+
+    rows = {r["name"]: r for r in runtime_options()}
+    assert set(rows) == {"device", "threads", "compile", "bf16", "channels_last", "tune_allocator", "distributed"}
+    assert rows["device"]["default"] == "auto" and rows["threads"]["type"] is int and rows["bf16"]["option"] == "--bf16"
+    assert rows["channels_last"]["option"] == "--channels-last" and all(r["help"] for r in rows.values())
+    cfg = RuntimeConfig.from_options(device="cpu", threads=None, bf16=True)
+    assert cfg == RuntimeConfig(device="cpu", bf16=True)
+    with pytest.raises(ConfigError, match="unknown runtime option 'gpus'"):
+        RuntimeConfig.from_options(gpus=2)
+    with pytest.raises(ConfigError, match="threads"):
+        RuntimeConfig.from_options(threads=-1)

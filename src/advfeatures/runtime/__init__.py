@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "RuntimeConfig": "config", "Runtime": "config", "apply_runtime": "config",
+    "RuntimeConfig": "config", "Runtime": "config", "apply_runtime": "config", "runtime_options": "config",
     "DEVICES": "device", "DEFAULT_DEVICE": "device", "resolve_device": "device", "check_device_name": "device",
     "available_cores": "threads", "choose_threads": "threads", "default_threads": "threads",
     "set_threads": "threads", "using_threads": "threads",

@@ -14,7 +14,7 @@ was applied, for the record (``as_dict`` goes into results and benchmark JSON).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -27,18 +27,34 @@ if TYPE_CHECKING:
     from .group import DistContext
 
 
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how fast to compute. Every field changes speed only, never results beyond float
-    rounding (bf16: bf16 rounding, hence off by default)."""
+    rounding (bf16: bf16 rounding, hence off by default). Each field's ``metadata["help"]`` is the
+    help text of its command-line option (:func:`runtime_options`)."""
 
-    device: str = DEFAULT_DEVICE  # "auto" (GPU when visible), "cpu", "cuda" or "cuda:N"
-    threads: int | None = None  # torch CPU threads; None: the free cores (runtime.threads.default_threads)
-    compile: bool = False  # torch.compile the model
-    bf16: bool = False  # bf16 autocast
-    channels_last: bool = False  # channels-last weights and inputs
-    tune_allocator: bool = True  # raise glibc malloc's thresholds (runtime.allocator)
-    distributed: bool = True  # join torchrun's process group when the environment describes one
+    device: str = _opt(DEFAULT_DEVICE, "Where to compute: auto (the GPU when one is visible), cpu, cuda or cuda:N.",
+                       choices=("auto", "cpu", "cuda"))
+    threads: int | None = _opt(None, "CPU threads for torch (default: the cores not busy with other work, at least 1).")
+    compile: bool = _opt(False, "Run the model through torch.compile (speed only).")
+    bf16: bool = _opt(False, "bf16 autocast (faster on recent hardware; results change by bf16 rounding).")
+    channels_last: bool = _opt(False, "Channels-last weights and inputs (speed only).")
+    tune_allocator: bool = _opt(True, "Raise glibc malloc's thresholds (ADVFEATURES_MALLOC=default turns it off).")
+    distributed: bool = _opt(True, "Join torchrun's process group when the environment describes one.")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> RuntimeConfig:
+        """A checked configuration from command-line values: ``None`` means "the default", an
+        unknown name is an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ConfigError(f"unknown runtime option {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        return cls(**{k: v for k, v in options.items() if v is not None}).validate()
 
     def validate(self) -> RuntimeConfig:
         check_device_name(self.device)
@@ -74,6 +90,21 @@ class Runtime:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self.config), "device": str(self.device), "threads": self.threads,
                 "rank": self.context.rank, "world_size": self.context.world_size, "allocator": self.allocator}
+
+
+def runtime_options() -> list[dict[str, Any]]:
+    """One row per :class:`RuntimeConfig` field (name, type, default, help, choices): the single
+    table that the command line's shared options are made from, so parser and checker agree."""
+    import typing
+
+    hints = typing.get_type_hints(RuntimeConfig)
+    rows = []
+    for f in fields(RuntimeConfig):
+        tp = hints[f.name]
+        base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+        rows.append({"name": f.name, "option": "--" + f.name.replace("_", "-"), "type": base, "default": f.default,
+                     "help": f.metadata["help"], "choices": f.metadata.get("choices")})
+    return rows
 
 
 def apply_runtime(config: RuntimeConfig | None = None) -> Runtime:

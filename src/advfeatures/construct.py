@@ -5,15 +5,15 @@
   representation g, by L2-normalised steps inside [0, 1] with no ε limit; keep x's label.
 * **D_NR** (:func:`non_robust_dataset`): exactly the same procedure through the **standard** model.
   It is representation matching, not a targeted attack.
+* **D_rand** / **D_det** (:func:`relabelled_dataset`): targeted L2 PGD on the standard model towards
+  t ~ Uniform(other classes) (``mode="random"``) or t = (y + 1) mod C (``mode="det"``), relabelled
+  with t.
 
 g is the model's representation in the sense of :func:`advfeatures.models.representation`: its
 ``features`` where it has them, else the input of its last ``nn.Linear``, or the layer named by
 ``layer=`` (any ``named_modules()`` name), so a user's ``nn.Module`` works too. The fake ReLU is
 applied only where the model has our ``PenultimateReLU`` (inside the named layer); the manifest's
 ``matching.fake_relu`` records whether it was actually applied (``fake_relu_requested`` what was asked).
-* **D_rand** / **D_det** (:func:`relabelled_dataset`): targeted L2 PGD on the standard model towards
-  t ~ Uniform(other classes) (``mode="random"``) or t = (y + 1) mod C (``mode="det"``), relabelled
-  with t.
 
 Constructions are written shard by shard (``shard-00000.safetensors`` …, then ``manifest.json``).
 Each shard's randomness comes from (seed, shard index) and the start-image pairing from the seed

@@ -168,3 +168,16 @@ def test_a_wrapped_model_knows_its_layers_by_their_inner_names(net):
     fast = accelerate(net, channels_last=True)  # the speed options' wrapper, as the CLI uses it
     with torch.no_grad():
         assert torch.allclose(representation(fast, x, layer="fc1"), representation(net, x, layer="fc1"), atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "shape"), [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("resnet18", (3, 16, 16)),
+                                             ("tv_resnet18", (3, 32, 32))])
+def test_the_hook_reads_our_models_features_exactly(name, shape):
+    from advfeatures.models import HookedClassifier
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(name, shape, 4, **({"width": 4} if "resnet" in name else {})).eval()
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        assert torch.equal(HookedClassifier(model).features(x), model.features(x).flatten(1))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 from conftest import randomize_batchnorm
@@ -241,3 +243,17 @@ def test_unknown_resnet_depth_is_refused_in_one_line(tmp_path):
     with pytest.raises(ModelError, match=r"basic blocks \[2, 2, 2, 1\]") as exc:
         load_any_model(tmp_path / "r.pt")
     one_line(exc)
+
+
+@settings(max_examples=8, deadline=None)
+@given(arch=st.sampled_from(["resnet18", "resnet50", "tv_resnet18", "tv_resnet50"]), width=st.sampled_from([2, 4]),
+       normalized=st.booleans(), channels=st.sampled_from([1, 3]))
+def test_key_map_round_trip_is_the_identity(arch, width, normalized, channels):
+    kw = {"width": width, **({"mean": [0.5] * channels, "std": [0.25] * channels} if normalized else {})}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(arch, (channels, 16, 16), 3, **kw)
+    state = model.state_dict()
+    back = from_torchvision(to_torchvision(state, model), model)
+    expected = {k for k in state if not (normalized and k in ("features.0.mean", "features.0.std"))}
+    assert set(back) == expected and all(torch.equal(back[k], state[k]) for k in back)

@@ -22,8 +22,8 @@ from torch import nn
 
 from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset
-from ..errors import ConfigError
-from ..models.base import as_classifier, layer_names
+from ..errors import ConfigError, ModelError
+from ..models.base import as_classifier, layer_names  # noqa: F401 (layer_names: re-exported)
 from ..storage import iter_chunks
 from ..threats import check_steps
 from .visualize import random_directions
@@ -31,11 +31,10 @@ from .visualize import random_directions
 
 def layer_activations(model: nn.Module, x: torch.Tensor, *, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
     """The flattened output of ``layer`` (the representation g when None) for ``x``, (N, D)."""
-    if layer is not None and (not layer or layer not in dict(model.named_modules())):
-        names = layer_names(model)
-        raise ConfigError(f"model has no layer {layer!r}; choose one of {', '.join(names[:12])}"
-                          f"{f', … ({len(names) - 12} more)' if len(names) > 12 else ''}")
-    features = as_classifier(model, layer).features
+    try:
+        features = as_classifier(model, layer).features
+    except ModelError as exc:  # an unknown layer name is a setting to fix, as everywhere in this module
+        raise ConfigError(str(exc)) from None
     device = next(model.parameters()).device
     parts = []
     with torch.no_grad(), eval_mode(model):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--holds", nargs="+", default=["streamed", "uint8", "float32"], choices=["streamed", "uint8", "float32"])
     p.add_argument("--no-train", action="store_true", help="measure the construction only")
+    p.add_argument("--repeats", type=int, default=1, help="fresh processes per measurement (peak RSS varies by tens of MiB)")
     p.add_argument("--workdir", type=Path, default=None, help="where to write the data (default: a temporary folder, removed)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", choices=["construct", "train"], help=argparse.SUPPRESS)
@@ -103,26 +105,31 @@ def main(argv: list[str] | None = None) -> int:
             write_source(data, n)
             for job in jobs:
                 for hold in args.holds:
-                    out = work / f"d_rand-{n}-{hold}"
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", job, "--hold", hold, "--data", str(data),
-                           "--out", str(out)]
-                    res = measure(cmd)
-                    shutil.rmtree(out, ignore_errors=True)
-                    row = {"job": job, "images": n, "hold": hold, **res}
-                    results.append(row)
-                    print(f"{job:9s} {n:>7d} images  {hold:8s}  peak RSS {res.get('peak_rss_mib', float('nan')):7.1f} MiB  "
-                          f"wall {res.get('wall_seconds', float('nan')):6.1f} s  exit {res.get('exit_code')}", flush=True)
-                    if res.get("exit_code") != 0:
-                        print(res.get("stderr_tail", ""), flush=True)
+                    for rep in range(args.repeats):
+                        out = work / f"d_rand-{n}-{hold}"
+                        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", job, "--hold", hold, "--data", str(data),
+                               "--out", str(out)]
+                        res = measure(cmd)
+                        shutil.rmtree(out, ignore_errors=True)
+                        results.append({"job": job, "images": n, "hold": hold, "repeat": rep, **res})
+                        print(f"{job:9s} {n:>7d} images  {hold:8s}  peak RSS {res.get('peak_rss_mib', float('nan')):7.1f} MiB  "
+                              f"wall {res.get('wall_seconds', float('nan')):6.1f} s  exit {res.get('exit_code')}", flush=True)
+                        if res.get("exit_code") != 0:
+                            print(res.get("stderr_tail", ""), flush=True)
             shutil.rmtree(data, ignore_errors=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     lo, hi = min(args.sizes), max(args.sizes)
     for job in ("construct", "train"):
-        peak = {r["images"]: r.get("peak_rss_mib") for r in results if r["job"] == job and r["hold"] == "streamed"}
-        if peak.get(lo) and peak.get(hi):
-            print(f"{job}, streamed: {hi} images / {lo} images peak RSS = {peak[hi] / peak[lo]:.3f} (goal ≤ 1.10)", flush=True)
+        for hold in args.holds:
+            peaks = {n: sorted(r["peak_rss_mib"] for r in results if r["job"] == job and r["hold"] == hold and r["images"] == n
+                               and r.get("exit_code") == 0) for n in (lo, hi)}
+            if peaks[lo] and peaks[hi]:
+                med = {n: statistics.median(v) for n, v in peaks.items()}
+                print(f"{job}, {hold}: median peak RSS {med[lo]:.0f} MiB ({lo} images, runs {peaks[lo]}) → {med[hi]:.0f} MiB "
+                      f"({hi} images, runs {peaks[hi]}): ratio {med[hi] / med[lo]:.3f}" + (" (goal ≤ 1.10)" if hold == "streamed" else ""),
+                      flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -190,6 +190,7 @@ def build_dataset(
         lo, hi = shard * shard_size, min(n, (shard + 1) * shard_size)
         gen = shard_generator(seed, shard, device)
         parts: dict[str, list[torch.Tensor]] = {}
+        images = torch.empty((hi - lo, *source.image_shape), dtype=torch.float32)  # filled in place: no second copy
         for a, b in progress(list(iter_chunks(hi - lo, batch_size)), desc=f"{kind} shard {shard}"):
             idx = torch.arange(lo + a, lo + b)
             x, y = (t.to(device) for t in source.batch(idx))  # read per batch: a streamed source stays on disk
@@ -211,12 +212,12 @@ def build_dataset(
                 with torch.no_grad(), eval_mode(model):
                     stat = (model(x_new).argmax(1) == t).float()
                 new_label, extra = t, {}
-            for k, v in {"images": x_new, "labels": new_label, "source_labels": y, "source_index": idx, "stat": stat, **extra}.items():
+            images[a:b] = x_new.detach()
+            for k, v in {"labels": new_label, "source_labels": y, "source_index": idx, "stat": stat, **extra}.items():
                 parts.setdefault(k, []).append(v.detach().cpu())
-        tensors = {k: torch.cat(v) for k, v in parts.items()}
-        tensors["images"] = tensors["images"].float()
+        tensors = {"images": images, **{k: torch.cat(v) for k, v in parts.items()}}
         save_safetensors_atomic(tensors, shard_path(folder, shard), metadata={"kind": kind, "shard": str(shard)})
-        del parts, tensors
+        del parts, tensors, images
     barrier()  # every rank's shards are on disk before rank 0 writes the manifest
     if rank != 0 or missing_shards(folder, num_shards):
         return None

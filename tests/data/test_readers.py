@@ -12,14 +12,11 @@ from advfeatures.data import (ImageDataset, detect_format, from_torch_dataset, l
 from advfeatures.errors import ConfigError, DataError
 
 
-def _write_tree(root, images, labels, classes, mode="L"):
-    """PNG files root/<class>/<index>.png; returns the expected uint8 NCHW tensor in reader order."""
-    order = sorted(range(len(labels)), key=lambda i: (labels[i], i))
-    for i in order:
-        (root / classes[labels[i]]).mkdir(parents=True, exist_ok=True)
-        img = images[i]
-        Image.fromarray(img[0] if mode == "L" else img.transpose(1, 2, 0), mode=mode).save(root / classes[labels[i]] / f"{i:04d}.png")
-    return torch.from_numpy(images[order]), torch.tensor([labels[i] for i in order])
+def _write_tree(root, images, labels, classes):
+    """Grayscale PNG files root/<class>/<index>.png."""
+    for i, label in enumerate(labels):
+        (root / classes[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i][0], mode="L").save(root / classes[label] / f"{i:04d}.png")
 
 
 def _gray(n, h=6, w=5, seed=0):
@@ -28,21 +25,30 @@ def _gray(n, h=6, w=5, seed=0):
 
 
 def test_image_folder_reads_pixels_and_sorted_classes_exactly(tmp_path):
+    names = ["cat", "ant", "bee"]
     x, y = _gray(12)
-    want_x, want_y = _write_tree(tmp_path / "train", x, y, ["cat", "ant", "bee"])
+    _write_tree(tmp_path / "train", x, y, names)
     x2, y2 = _gray(6, seed=1)
-    want_tx, want_ty = _write_tree(tmp_path / "test", x2, y2, ["cat", "ant", "bee"])
+    _write_tree(tmp_path / "test", x2, y2, names)
     train, test = read_image_folder(tmp_path)
     assert train.classes == ["ant", "bee", "cat"] and train.storage_dtype == torch.uint8
-    names = ["cat", "ant", "bee"]
     relabel = torch.tensor([train.classes.index(n) for n in names])
     # reader order is class by class in sorted class order; within a class, file-name order
-    order = sorted(range(12), key=lambda i: (train.classes.index(names[y[i]]), i))
+    order = sorted(range(12), key=lambda i: (int(relabel[y[i]]), i))
     assert torch.equal(train.storage, torch.from_numpy(x[order]))
     assert torch.equal(train.labels, relabel[torch.tensor(y)[order]])
-    assert len(test) == 6 and test.image_shape == (1, 6, 5)
+    assert len(test) == 6 and test.image_shape == (1, 6, 5) and test.classes == train.classes
     assert torch.equal(train.images, train.storage.float() / 255)
-    assert want_x.shape == train.storage.shape and want_tx.shape == test.storage.shape and want_y.numel() and want_ty.numel()
+
+
+def test_eager_decoding_with_workers_gives_the_same_tensor(tmp_path):
+    import advfeatures.data.external as external
+
+    x, y = _gray(9)
+    _write_tree(tmp_path, x, y, ["a", "b", "c"])
+    one, _ = read_image_folder(tmp_path)
+    src = external.ImageFileSource([tmp_path / f for f in one.info["files"]], mode="L", shape=(1, 6, 5), workers=2)
+    assert torch.equal(external._read_all(src, chunk=4), one.storage)
 
 
 def test_image_folder_without_split_is_split_stratified_and_seeded(tmp_path):

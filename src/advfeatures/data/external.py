@@ -309,11 +309,29 @@ def _streamed(stream: bool | None, nbytes: int) -> bool:
     return nbytes > STREAM_BYTES if stream is None else bool(stream)
 
 
+class _SourceChunks(torch.utils.data.Dataset):
+    """A source whose items are chunks of images (the DataLoader's sampler yields index chunks)."""
+
+    def __init__(self, src) -> None:
+        self.src = src
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return self.src.read(index)
+
+
 def _read_all(src, chunk: int = 1024) -> torch.Tensor:
+    """Every image of ``src`` in one tensor, decoded by ``src.workers`` processes when it has them."""
     out = torch.empty(src.shape, dtype=src.dtype)
-    for lo in range(0, len(src), chunk):
-        idx = torch.arange(lo, min(len(src), lo + chunk))
-        out[lo: lo + idx.numel()] = src.read(idx)
+    chunks = list(torch.arange(len(src)).split(chunk))
+    if src.workers > 0 and len(chunks) > 1:
+        parts = iter(torch.utils.data.DataLoader(_SourceChunks(src), sampler=chunks, batch_size=None, num_workers=src.workers))
+    else:
+        parts = (src.read(c) for c in chunks)
+    for c, x in zip(chunks, parts):
+        out[int(c[0]): int(c[-1]) + 1] = x
     return out
 
 

@@ -15,7 +15,7 @@ the points only ours breaks; ``!`` marks an implementation stronger than ours by
 standard errors of the paired difference (√(b + c)). Minimal-norm attacks (CW-L2, DeepFool) give
 the median L2 norm of their successful perturbations and their success rate.
 
-Foolbox's ``zoo`` imports GitPython; it is stubbed here (the zoo is never used).
+Foolbox's ``zoo`` imports GitPython and requests; both are stubbed here (the zoo is never used).
 """
 
 from __future__ import annotations
@@ -102,7 +102,9 @@ def ours_pgd_old_start(eps, steps, alpha, seed):
 
 # --- the other libraries ------------------------------------------------------------------------
 def _foolbox():
-    sys.modules.setdefault("git", types.SimpleNamespace(Repo=None))  # foolbox.zoo imports GitPython; unused here
+    # foolbox.zoo imports GitPython and requests at import time; the zoo is never used here
+    sys.modules.setdefault("git", types.SimpleNamespace(Repo=None))
+    sys.modules.setdefault("requests", types.SimpleNamespace(get=None))
     import foolbox
 
     return foolbox

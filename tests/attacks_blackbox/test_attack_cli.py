@@ -72,6 +72,19 @@ def test_evaluate_runs_ensemble_and_sanity_checks(model_file, tmp_path):
     assert "x_adv" not in data and data["sanity_checks"]["warnings"] == []
 
 
+def test_attack_step_size_and_restarts_reach_the_attack(model_file, tmp_path):
+    out = tmp_path / "bim.json"
+    r = _run(["attack", "--model", str(model_file), "--attack", "bim", "--eps", "0.1", "--steps", "10", "--step-size", "0.02",
+              "--n", "20", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["attack"]["step_size"] == 0.02
+    r = _run(["attack", "--model", str(model_file), "--attack", "pgd", "--norm", "L2", "--eps", "0.5", "--steps", "5",
+              "--restarts", "2", "--random-start", "--n", "20", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    info = json.loads(out.read_text())["attack"]
+    assert info["restarts"] == 2 and info["random_start"] is True
+
+
 def test_evaluate_rand_and_custom_versions(model_file, tmp_path):
     out = tmp_path / "rand.json"
     r = _run(["evaluate", "--model", str(model_file), "--norm", "L2", "--eps", "1.0", "--n", "30", "--steps", "5",
@@ -96,6 +109,7 @@ def test_evaluate_rand_and_custom_versions(model_file, tmp_path):
         (["attack", "--attack", "fgsm", "--eps", "0.1", "--n", "0"], "--n must be"),
         (["attack", "--attack", "universal", "--eps", "0.1", "--target", "random"], "untargeted only"),
         (["evaluate", "--eps", "0"], "--eps must be"),
+        (["attack", "--attack", "square", "--eps", "0.1", "--step-size", "0.01"], "takes no option 'step_size'"),
         (["evaluate", "--eps", "0.1", "--version", "custom"], "needs --attacks"),
         (["evaluate", "--eps", "0.1", "--attacks", "pgd"], "needs --version custom"),
     ],

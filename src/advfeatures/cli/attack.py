@@ -64,20 +64,26 @@ def _canonical_norm(norm: str) -> str:
 @click.option("--eps", type=float, default=None, help="Budget in [0,1] pixel units (not needed by minimal-norm and spatial attacks).")
 @click.option("--steps", type=int, default=None, help="Iterations (epochs for universal); the attack's default if omitted.")
 @click.option("--queries", type=int, default=None, help="Query budget of the black-box attacks (nes, square).")
+@click.option("--step-size", type=float, default=None, help="Step size, for the attacks that take one (pgd, bim, mifgsm, ...).")
+@click.option("--restarts", type=int, default=None, help="Restarts, for the attacks that take them (pgd, apgd, fab, ...).")
+@click.option("--random-start/--no-random-start", default=None,
+              help="Start at a random point of the ball (pgd's default: only restarts after the first).")
 @click.option("--target", type=click.Choice(["random", "least_likely"]), default=None, help="Targeted attack towards these classes.")
 @click.option("--save-adv", type=click.Path(path_type=Path), default=None,
               help="Also write the adversarial examples as a dataset here (labelled with the true classes; readable by --data).")
 @click.option("--save-format", type=click.Choice(["npz", "npy", "imagefolder", "madrylab"]), default="npz", show_default=True,
               help="Format of --save-adv (npz also stores the targets of a targeted attack).")
-def attack_command(model_path, loader, source, norm, n, batch_size, seed, device, out, attack_name, eps, steps, queries, target,
-                   save_adv, save_format):
+def attack_command(model_path, loader, source, norm, n, batch_size, seed, device, out, attack_name, eps, steps, queries,
+                   step_size, restarts, random_start, target, save_adv, save_format):
     """Run one attack on a saved model and report its success rate and robust accuracy."""
     from ..evaluate import attack_summary
 
     norm = _canonical_norm(norm)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
-    attack = build_attack(attack_name, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed)
+    options = {"step_size": step_size, "restarts": restarts, "random_start": random_start}
+    attack = build_attack(attack_name, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed,
+                          **{k: v for k, v in options.items() if v is not None})
     dev = resolve_device(device)
     if save_adv is not None and save_adv.exists():
         raise ConfigError(f"--save-adv {save_adv} already exists; choose another path")

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from ..attacks.base import Attack
-from ..attacks.pgd import FGSM, PGD
 from ..attacks.registry import build_attack
 from ..data.dataset import ImageDataset
 from .metrics import correct_mask, robust_accuracy
@@ -29,13 +28,13 @@ class AttackSpec:
     random_start: bool | None = None  # None: the first restart from x, later ones at random (PGD's default)
 
     def build(self, seed: int = 0) -> Attack:
-        """The attack, with its active set on (a point stops at its first success; see PGD)."""
-        if self.attack == "pgd":
-            return PGD(norm=self.norm, eps=self.eps, steps=self.steps, step_size=self.step_size,
-                       restarts=self.restarts, random_start=self.random_start, early_stop=True, seed=seed)
-        if self.attack == "fgsm":
-            return FGSM(norm=self.norm, eps=self.eps, seed=seed)
-        return build_attack(self.attack, norm=self.norm, eps=self.eps, steps=self.steps, seed=seed)
+        """The attack by name from the registry (PGD with its active set: a point stops at its first
+        success). ``step_size``, ``restarts`` and ``random_start`` reach any attack that takes them,
+        and are an error for one that does not (when set away from their defaults)."""
+        options = {"step_size": self.step_size, "random_start": self.random_start,
+                   "restarts": self.restarts if self.restarts != 1 else None}
+        return build_attack(self.attack, norm=self.norm, eps=self.eps, steps=self.steps, seed=seed,
+                            **{k: v for k, v in options.items() if v is not None})
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

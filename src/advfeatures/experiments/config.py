@@ -238,11 +238,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 # trains the digits CNN 1.3–3× faster than two (the gap grows with any other load).
 PRESETS["digits"]["threads"] = 1
 PRESETS["digits"]["extras"] = {"transfer": True, "distillation": True}
+# The worst case and the sanity checks sized to keep the whole digits run near 4 minutes on 2 cores
+# (measured, see the README): 20 APGD steps instead of 100, 3 APGD-T targets instead of 9, 300 Square
+# queries instead of 5000. On the adversarially trained model at L2 ε=0.5 this ensemble reached
+# 60.3% where the full one (100/9/5000) reached 57.8% (issue 11): the headline is an upper bound, stated
+# in the report's departures.
+PRESETS["digits"]["evaluation"]["worst_case"] = {"steps": 20, "n_target_classes": 3, "square_queries": 300}
+PRESETS["digits"]["evaluation"]["sanity"] = {"steps": 20, "square_queries": 200}
 # Two threads: a 28×28 CNN at batch 128-512 runs 2.2x faster on two cores than on one (measured).
 PRESETS["fashion-mnist"]["threads"] = 2
 PRESETS["fashion-mnist"]["construction"]["batch_size"] = 512
 PRESETS["fashion-mnist"]["evaluation"]["test_limit"] = 5000
 PRESETS["fashion-mnist"]["extras"] = {"transfer": True, "distillation": True, "transfer_train_limit": 10000}
+# not measured on Fashion-MNIST yet: the digits sizes, the sanity checks on the first 1000 test images
+for _name in ("fashion-mnist", "mnist"):
+    PRESETS[_name]["evaluation"]["worst_case"] = {"steps": 20, "n_target_classes": 3, "square_queries": 300}
+    PRESETS[_name]["evaluation"]["sanity"] = {"steps": 20, "square_queries": 200, "test_limit": 1000}
+
 for _name in ("mnist",):  # sized like fashion-mnist (above), for the same reasons
     PRESETS[_name]["threads"] = 2
     PRESETS[_name]["construction"]["batch_size"] = 512

@@ -27,7 +27,7 @@ VERDICT_MARK = {"shown": "✅ shown:", "not shown": "➖ not shown:", "contradic
 
 # the paper's CIFAR-10 protocol, for the list of departures
 PAPER = {"dataset": "cifar10", "arch": "resnet50", "epochs": 150, "adv_eps": 0.5, "adv_steps": 7, "matching_steps": 1000,
-         "relabel_steps": 100, "relabel_eps": 0.5, "eval_steps": 7}
+         "relabel_steps": 100, "relabel_eps": 0.5, "eval_steps": 7, "test_images": 10_000, "lr_ratio_d_nr": 10}
 
 
 def _pct(x: float | None) -> str:
@@ -157,6 +157,14 @@ def departures(results: dict[str, Any]) -> list[str]:
                    f"ε={adv['eps']:g} instead of {PAPER['adv_eps']}); the paper's numbers beside ours are CIFAR-10's.")
     if cfg["model"]["arch"] != PAPER["arch"]:
         out.append(f"Model `{cfg['model']['arch']}` {cfg['model']['kwargs']} instead of a ResNet-50.")
+    n = results["dataset"].get("test_count") or results["dataset"].get("test_count_per_seed", [None])[0]
+    if n is not None and n != PAPER["test_images"]:
+        out.append(f"{n} test images per run instead of CIFAR-10's {PAPER['test_images']}: each accuracy carries a binomial "
+                   f"standard error of up to {50 / n ** 0.5:.1f} points (the intervals and the findings' margin account for it).")
+    ratio = cfg["standard"]["lr"] / cfg["train_d_nr"]["lr"]
+    if abs(ratio - PAPER["lr_ratio_d_nr"]) > 1e-9:
+        out.append(f"Learning rate for D_NR and D_rand {ratio:g}× below the standard one instead of the paper's "
+                   f"{PAPER['lr_ratio_d_nr']}× (0.1 vs 0.01).")
     if cfg["standard"]["epochs"] != PAPER["epochs"]:
         out.append(f"{cfg['standard']['epochs']} training epochs instead of {PAPER['epochs']} (same ×0.1 steps at 1/3 and 2/3).")
     m, r = cfg["construction"]["matching"], cfg["construction"]["relabel"]
@@ -216,7 +224,9 @@ def reviewer_section(results: dict[str, Any], *, aggregate: bool = False) -> lis
                                           "still robust (AutoAttack's protocol without FAB-T), at every radius of the table."
                                           if wc and wc.get("enabled") else "the single attacks of the table (the worst case "
                                           "was not run: `evaluation.worst_case.enabled = false`)."),
-             "- **Single attacks**: beside it, labelled with their steps and step size (untargeted, random start).",
+             "- **Single attacks**: beside it, labelled with their steps and step size (untargeted, random start; they count "
+             "the images correct under the attack, the same as correct on both for these loss-raising attacks unless one "
+             "moves a misclassified image into its true class).",
              f"- **Intervals**: {results['interval']}.",
              "- **Findings**: judged with a stated margin over the noise (below); one inside the noise says 'not shown'.", ""]
     return lines

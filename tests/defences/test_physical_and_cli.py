@@ -130,7 +130,7 @@ def test_physical_command(model_file, tmp_path):
 
 def test_defences_command_writes_the_table(tmp_path):
     out = tmp_path / "table"
-    settings_ = ["epochs=1", "test_limit=12", "train_limit=128", "ensemble_steps=2", "square_queries=10", "smoothing_n0=5",
+    settings_ = ["epochs=1", "test_limit=12", "train_limit=128", "ensemble_steps=2", "square_queries=10", "cost_rounds=1", "smoothing_n0=5",
                  "smoothing_n=20", "smoothing_limit=4", "noise_samples=2", 'arch_kwargs={"width": 4, "hidden": 8}',
                  'defences=["standard", "fast", "ibp", "gaussian"]']
     res = _invoke(["defences", "--out", str(out), "--device", "cpu", *sum((["--set", s] for s in settings_), [])])

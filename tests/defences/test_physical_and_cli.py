@@ -125,6 +125,7 @@ def test_physical_command(model_file, tmp_path):
     res = _invoke(["physical", "--model", str(model_file), "--n", "16", "--eps", "0.2", "--eot-samples", "2",
                    "--device", "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "phys.md").read_text().count("| identity | 0.0% |") == 1
     assert "eot_bim" in res.output and json.loads(out.read_text())["attacks"]["bim"]["rates"]["identity"]["destruction_rate"] == 0
 
 

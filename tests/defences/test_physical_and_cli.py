@@ -17,7 +17,7 @@ from advfeatures.errors import ConfigError
 from advfeatures.experiments.config import resolve_config
 from advfeatures.models import save_model
 from advfeatures.physical import RandomPhoto, Transform, affine, blur, destruction_rate, jpeg, physical_study, standard_transforms
-from advfeatures.train import AdversaryConfig, TrainConfig, train_model
+from advfeatures.train import TrainConfig, train_model
 
 from .conftest import tiny_mlp
 

@@ -17,7 +17,7 @@ from advfeatures.errors import ConfigError
 from advfeatures.experiments.config import resolve_config
 from advfeatures.models import save_model
 from advfeatures.physical import RandomPhoto, Transform, affine, blur, destruction_rate, jpeg, physical_study, standard_transforms
-from advfeatures.train import AdversaryConfig, TrainConfig, train_model
+from advfeatures.train import TrainConfig, train_model
 
 from .conftest import tiny_mlp
 
@@ -125,12 +125,13 @@ def test_physical_command(model_file, tmp_path):
     res = _invoke(["physical", "--model", str(model_file), "--n", "16", "--eps", "0.2", "--eot-samples", "2",
                    "--device", "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "phys.md").read_text().count("| identity | 0.0% |") == 1
     assert "eot_bim" in res.output and json.loads(out.read_text())["attacks"]["bim"]["rates"]["identity"]["destruction_rate"] == 0
 
 
 def test_defences_command_writes_the_table(tmp_path):
     out = tmp_path / "table"
-    settings_ = ["epochs=1", "test_limit=12", "train_limit=128", "ensemble_steps=2", "square_queries=10", "smoothing_n0=5",
+    settings_ = ["epochs=1", "test_limit=12", "train_limit=128", "ensemble_steps=2", "square_queries=10", "cost_rounds=1", "smoothing_n0=5",
                  "smoothing_n=20", "smoothing_limit=4", "noise_samples=2", 'arch_kwargs={"width": 4, "hidden": 8}',
                  'defences=["standard", "fast", "ibp", "gaussian"]']
     res = _invoke(["defences", "--out", str(out), "--device", "cpu", *sum((["--set", s] for s in settings_), [])])

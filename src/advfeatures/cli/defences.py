@@ -114,10 +114,18 @@ def physical_command(model_path, loader, source, n_images, eps, eot_samples, see
     transforms = list(res["attacks"][names[0]]["rates"])
     rows = [[t] + [f"{100 * res['attacks'][a]['rates'][t]['destruction_rate']:.1f}%" for a in names] for t in transforms]
     rows.append(["(adversarial rate)"] + [f"{100 * res['attacks'][a]['adversarial_rate']:.1f}%" for a in names])
-    click.echo(f"destruction rate at Linf eps {eps:g} on {res['n']} images (clean accuracy {100 * res['clean_accuracy']:.1f}%)")
+    title = f"destruction rate at Linf eps {eps:g} on {res['n']} images (clean accuracy {100 * res['clean_accuracy']:.1f}%)"
+    click.echo(title)
     click.echo(_table(rows, ["transform"] + names))
     if out:
         write_result(out, res)
+        md = [f"# Physical-world destruction rates ({source.label}, model {Path(model_path).name})", "", title + ", "
+              f"EOT-BIM averaging {eot_samples} random photos per step.", "",
+              "| transform | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md += ["", "Destruction rate (Kurakin et al. 2017): the share of clean-correct, adversarially misclassified images that "
+               "the transformation returns to the right class. Last row: share of clean-correct images the attack fools."]
+        write_text_atomic(Path(out).with_suffix(".md"), "\n".join(md) + "\n")
 
 
 @main.command("defences")

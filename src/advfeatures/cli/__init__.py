@@ -78,8 +78,8 @@ def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> i
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors in the log; no progress bars.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 @click.option("--threads", type=int, default=None, callback=_threads, metavar="N",
-              help="Torch CPU threads for this command [default: the command's own choice; reproduce takes its preset's]. "
-                   "On a busy machine 1 is often fastest for small models.")
+              help="Torch CPU threads for this command [default: the cores not busy with other work (OMP_NUM_THREADS "
+                   "wins); reproduce then takes its preset's]. On a busy machine 1 is often fastest for small models.")
 @click.pass_context
 def main(ctx: click.Context, quiet: bool, verbose: bool, threads: int | None) -> None:
     """advfeatures: adversarial examples as features (Ilyas et al. 2019) and the tools around them."""
@@ -88,17 +88,20 @@ def main(ctx: click.Context, quiet: bool, verbose: bool, threads: int | None) ->
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["threads"] = threads
-    from ..distributed import tune_allocator
     from ..progress import set_progress_enabled
+    from ..runtime import set_threads, tune_allocator
 
     set_progress_enabled(not quiet)
     # glibc's default malloc thresholds caused page-fault storms in CPU PyTorch on our machines
     # (benchmarks/RESULTS.md); ADVFEATURES_MALLOC=default or an explicit GLIBC_TUNABLES opts out.
     tune_allocator()
-    if threads is not None:
-        import torch
+    # torch's default of one thread per core made one-off commands 10-20x slower on a busy 2-core
+    # machine: without --threads, only the free cores (advfeatures.runtime.threads); restored after
+    import torch
 
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    set_threads(threads)
+    ctx.call_on_close(lambda: torch.set_num_threads(before))
 
 
 def threads_given() -> int | None:

@@ -29,10 +29,13 @@ from . import main
 @click.option("--seeds", "seed_list", metavar="LIST", help="Run every seed of a list (0,1,2 or 0-4), each in DIR/seed<N>, and "
               "write an aggregate report (mean ± std over seeds) in DIR [default DIR: runs/<preset>-seeds<LIST>].")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the final summary.")
+@click.option("--estimate/--no-estimate", default=None,
+              help="Print the run's estimated time first, from a few timed passes of its model here [default: on, "
+                   "except for the digits preset, which finishes in minutes].")
 @click.pass_context
 def reproduce(ctx: click.Context, preset: str, config_file: str | None, overrides: tuple[str, ...], out: str | None,
               dataset: str | None, data_root: str | None, data: str | None, robust_model: str | None, robust_arch: str | None,
-              device: str | None, seed: int | None, seed_list: str | None, quiet: bool) -> None:
+              device: str | None, seed: int | None, seed_list: str | None, quiet: bool, estimate: bool | None) -> None:
     """The paper end to end: models, D_R, D_NR, D_rand and D_det, a model on each, the report.
 
     Trains standard and robust models, builds D_R, D_NR, D_rand and D_det, trains on each, evaluates
@@ -48,7 +51,9 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
         set_progress_enabled(False)
-    direct = {"dataset": dataset, "data_root": data_root, "device": device, "seed": seed}
+    from . import threads_given
+
+    direct = {"dataset": dataset, "data_root": data_root, "device": device, "seed": seed, "threads": threads_given()}
     if data is not None:
         from ..data import load_data
         from ..experiments.config import choose_preset
@@ -67,6 +72,10 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
     elif robust_arch is not None:
         raise ConfigError("--robust-arch describes --robust-model: give the model file too")
     cfg, given = resolve_config(preset or "digits", config_file=config_file, overrides=list(overrides), **direct)
+    from ..experiments.pipeline import load_data as load_run_data
+
+    checked = load_run_data(cfg)  # the data is read (and so checked) before any estimate or work
+    _before_a_long_run(cfg, estimate, checked)
     # default run folders: the preset's name, or your data's and the preset's
     name = cfg.preset if data is None else f"{Path(data).stem}-{cfg.preset}"
     if seed_list is not None:
@@ -80,9 +89,28 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         click.echo(aggregate_table(results))
     else:
         out_dir = Path(out) if out else Path("runs") / f"{name}-seed{cfg.seed}"
-        results = Reproduction(cfg, given, out_dir).execute()
+        results = Reproduction(cfg, given, out_dir, data=checked).execute()
         click.echo(summary_table(results))
     click.echo(f"\nreport: {out_dir / 'report.md'}\nresults: {out_dir / 'results.json'}")
+
+
+def _before_a_long_run(cfg, estimate: bool | None, data) -> None:
+    """A preset that needs a GPU says so on a CPU (one line, exit 2) before anything starts; then
+    the estimated time (calibrated by a few timed passes here, at this machine's current load)."""
+    from ..errors import ConfigError
+    from ..experiments.estimate import estimate_reproduce_time, format_estimate, gpu_warning
+    from ..runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    warning = gpu_warning(cfg, device)
+    if warning is not None:
+        if cfg.device == "auto":
+            raise ConfigError(f"{warning}; to run it on this CPU all the same, pass --device cpu")
+        click.echo(f"warning: {warning}", err=True)
+    if estimate or (estimate is None and cfg.preset != "digits"):
+        train, test = data
+        sizes = {"n_train": len(train), "n_test": len(test), "shape": tuple(train.image_shape), "num_classes": train.num_classes}
+        click.echo(format_estimate(estimate_reproduce_time(cfg, device, **sizes)), err=True)
 
 
 def _as_overrides(settings: dict, prefix: str = "") -> list[str]:

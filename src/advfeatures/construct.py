@@ -9,6 +9,12 @@
   t ~ Uniform(other classes) (``mode="random"``) or t = (y + 1) mod C (``mode="det"``), relabelled
   with t.
 
+g is the model's representation in the sense of :func:`advfeatures.models.representation`: its
+``features`` where it has them, else the input of its last ``nn.Linear``, or the layer named by
+``layer=`` (any ``named_modules()`` name), so a user's ``nn.Module`` works too. The fake ReLU is
+applied only where the model has our ``PenultimateReLU`` (inside the named layer); the manifest's
+``matching.fake_relu`` records whether it was actually applied (``fake_relu_requested`` what was asked).
+
 Constructions are written shard by shard (``shard-00000.safetensors`` …, then ``manifest.json``).
 Each shard's randomness comes from (seed, shard index) and the start-image pairing from the seed
 alone, so a resumed construction, or one split across ``torchrun`` ranks, produces the same tensors
@@ -36,8 +42,9 @@ from .data.dataset import ImageDataset
 from .data.source import RowFileSource
 from .distributed import barrier
 from .errors import ConfigError, DataError
-from .models.base import as_classifier, fake_relu
+from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
+from .seeding import generator
 from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_sharded, safetensors_layout,
                       save_safetensors_atomic, shard_path, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
@@ -83,9 +90,7 @@ class RelabelConfig:
 
 def shard_generator(seed: int, shard: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator of one shard: independent of how shards are split across processes."""
-    g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + 7919 * (shard + 1)) % (2**63 - 1))
-    return g
+    return generator(seed, 7919 * (shard + 1), device=device)
 
 
 def random_pairing(n: int, seed: int) -> torch.Tensor:
@@ -106,24 +111,27 @@ def random_pairing(n: int, seed: int) -> torch.Tensor:
     return p
 
 
-def match_representation(model: nn.Module, x_target: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise ‖g(x) − g(x_target)‖₂ (/ ‖g(x_target)‖₂) from ``x_start``; returns (x, final distance)."""
+def match_representation(model: nn.Module, x_target: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig, *,
+                         layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ‖g(x) − g(x_target)‖₂ (/ ‖g(x_target)‖₂) from ``x_start``; returns (x, final distance).
+    g is ``model``'s representation, or the output of its layer named ``layer``."""
     with torch.no_grad(), eval_mode(model):
-        goal = as_classifier(model).features(x_target).flatten(1)
-    return match_goal(model, goal, x_start, cfg)
+        goal = as_classifier(model, layer).features(x_target).flatten(1)
+    return match_goal(model, goal, x_start, cfg, layer=layer)
 
 
-def match_goal(model: nn.Module, goal: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def match_goal(model: nn.Module, goal: torch.Tensor, x_start: torch.Tensor, cfg: MatchingConfig, *,
+               layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ‖g(x) − goal‖₂ (/ ‖goal‖₂ with ``cfg.normalize``) from ``x_start`` for given
     representation vectors ``goal`` (N, D), by L2-normalised steps inside [0, 1] with no ε limit."""
-    clf = as_classifier(model)
+    clf = as_classifier(model, layer)
     goal = goal.detach().flatten(1)
     scale = goal.norm(dim=1).clamp_min(1e-12) if cfg.normalize else torch.ones(goal.shape[0], device=goal.device)
 
     def distance(x: torch.Tensor) -> torch.Tensor:
         return (clf.features(x).flatten(1) - goal).norm(dim=1) / scale
 
-    with eval_mode(model), fake_relu(model, cfg.fake_relu):
+    with eval_mode(model), fake_relu(model, cfg.fake_relu, layer=layer):
         res = optimize_inputs(distance, x_start, threat=L2Ball(float("inf")), steps=cfg.steps, step_size=cfg.step_size,
                               maximize=False, keep_best=True)
     return res.x, res.loss
@@ -150,6 +158,7 @@ def build_dataset(
     rank: int = 0,
     world_size: int = 1,
     key: str = "",
+    layer: str | None = None,
 ) -> dict[str, Any] | None:
     """Build D_R / D_NR (``kind`` "d_r"/"d_nr", through ``model``'s representation) or D_rand / D_det
     ("d_rand"/"d_det", targeted PGD on ``model``) from ``source`` into ``folder``.
@@ -158,6 +167,9 @@ def build_dataset(
     (mod ``world_size``); rank 0 writes the manifest once all shards exist and returns it (other
     ranks, or rank 0 while shards are missing, return None). Under ``torchrun`` (``torch.distributed``
     initialised) every rank waits for the others before rank 0 looks for missing shards.
+
+    ``layer`` names the layer of ``model`` whose output is g for D_R / D_NR (default: the model's
+    representation, see :func:`advfeatures.models.representation`).
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown construction {kind!r}; choose one of {', '.join(KINDS)}")
@@ -171,6 +183,8 @@ def build_dataset(
     matching = (matching or MatchingConfig()).validate() if kind in ("d_r", "d_nr") else None
     relabel = (relabel or RelabelConfig()).validate() if kind in ("d_rand", "d_det") else None
     pairing = random_pairing(n, seed) if matching is not None and matching.start == "random_image" else None
+    if matching is not None:
+        as_classifier(model, layer)  # an unknown layer name fails here, before any work
     model = model.to(device)
     for shard in progress(todo, desc=f"{kind} shards"):
         lo, hi = shard * shard_size, min(n, (shard + 1) * shard_size)
@@ -185,7 +199,7 @@ def build_dataset(
                     start = source.batch(pairing[idx])[0].to(device)
                 else:
                     start = (0.5 + 0.25 * torch.randn(x.shape, generator=gen, device=device)).clamp_(0, 1)
-                x_new, dist = match_representation(model, x, start, matching)
+                x_new, dist = match_representation(model, x, start, matching, layer=layer)
                 new_label, stat = y, dist
                 extra = {"start_index": pairing[idx] if pairing is not None else torch.full_like(idx, -1),
                          "pixel_l2_to_source": (x_new - x).flatten(1).norm(dim=1)}
@@ -207,9 +221,13 @@ def build_dataset(
     barrier()  # every rank's shards are on disk before rank 0 writes the manifest
     if rank != 0 or missing_shards(folder, num_shards):
         return None
+    matching_record = None
+    if matching is not None:  # what was applied, not only what was asked: the fake ReLU needs our PenultimateReLU
+        matching_record = {**asdict(matching), "fake_relu": bool(matching.fake_relu and fake_relu_applies(model, layer)),
+                           "fake_relu_requested": matching.fake_relu, "layer": layer}
     return finish_manifest(folder, kind=kind, num_shards=num_shards, config={
         "kind": kind, "seed": seed, "shard_size": shard_size, "source": source.name, "source_count": n,
-        "matching": asdict(matching) if matching else None, "relabel": asdict(relabel) if relabel else None}, key=key)
+        "matching": matching_record, "relabel": asdict(relabel) if relabel else None}, key=key)
 
 
 def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[str, Any], key: str) -> dict[str, Any]:

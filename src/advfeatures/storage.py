@@ -28,15 +28,37 @@ from .errors import DataError
 MANIFEST = "manifest.json"
 
 
+def current_umask() -> int:
+    """This process's umask (read from ``/proc`` where possible: setting it to read it back is not
+    thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
+
+    The file ends with the mode any new file of the user gets, ``0o666 & ~umask`` (0644 under the
+    usual umask 022, 0600 under 077): the temporary file ``mkstemp`` makes is private (0600) while it
+    is written, and would otherwise stay so, leaving reports and models unreadable to the colleagues
+    the user's umask lets read them. Folders made on the way get ``0o777 & ~umask`` (``mkdir``'s own).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .attacks.loop import eval_mode
 from .attacks.pgd import PGD
 from .data.augment import augment_batch
 from .data.dataset import ImageDataset
+from .defences import DefenceConfig, build_objective, check_objective
 from .errors import ConfigError
 from .progress import progress
 from .storage import atomic_path
@@ -68,6 +67,10 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     adversary: AdversaryConfig | None = None
+    # the training objective (advfeatures.defences): "standard" (PGD training when adversary is set),
+    # "pgd", "trades", "fast", "free", "logit_pairing", "ibp", "gaussian"; their settings in defence
+    objective: str = "standard"
+    defence: DefenceConfig = field(default_factory=DefenceConfig)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ConfigError("need 0 ≤ momentum < 1, weight_decay ≥ 0 and 0 < gamma ≤ 1")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of training in (0, 1), got {list(self.milestones)}")
+        check_objective(self.objective, self.adversary is not None)
+        self.defence.validate()
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,7 +99,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
-    passed = sum(epoch >= math.floor(m * cfg.epochs + 1e-9) for m in cfg.milestones)
+    """The learning rate of ``epoch`` (counted from 0) under the step schedule.
+
+    A milestone ``m`` (a fraction of training) falls at epoch ``max(1, floor(m · epochs))``: the
+    paper's 1/3 and 2/3 of 150 epochs are epochs 50 and 100, and from epoch 3 on nothing changes;
+    but a milestone never falls at epoch 0, so the first epoch always runs at the rate asked for
+    (``floor`` alone put both milestones at epoch 0 of a one-epoch run, which then trained at 1% of
+    its rate, and a two-epoch fine-tuning at 10% then 1%). A milestone at or past the last epoch
+    has no effect: a one-epoch run never decays, a two-epoch run decays at epoch 1.
+    """
+    passed = sum(epoch >= max(1, math.floor(m * cfg.epochs + 1e-9)) for m in cfg.milestones)
     return cfg.lr * cfg.gamma**passed
 
 
@@ -136,6 +150,9 @@ def train_model(
     opt = make_optimizer(model, cfg)
     # rank 0 keeps the single-process seed; other ranks draw their own random starts
     adversary = cfg.adversary.build(cfg.seed + 1 + 1_000_003 * rank) if cfg.adversary else None
+    objective = build_objective(cfg.objective, cfg.defence, adversary, seed=cfg.seed + 2 + 1_000_003 * rank)
+    if world > 1 and objective.name == "ibp":
+        raise ConfigError("ibp training runs in one process; start it without torchrun")
     speed = {"compile": compile, "bf16": bf16, "channels_last": channels_last, "device": device}
     attack_net = distributed.accelerate(model, **speed)
     history: list[dict[str, float]] = []
@@ -148,6 +165,8 @@ def train_model(
         gen.set_state(state["generator"])
         history, start_epoch = list(state["history"]), int(state["epoch"])
         log.info("%s: resuming at epoch %d/%d from %s", desc, start_epoch, cfg.epochs, ckpt)
+        if history and history[-1].get("stopped"):  # an objective ended training early (fast AT's check)
+            start_epoch = cfg.epochs
     train_net = attack_net
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -157,6 +176,7 @@ def train_model(
     data = data.to(device)
     n = len(data)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    objective.begin(model, data)
     for epoch in range(start_epoch, cfg.epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(epoch, cfg)
@@ -165,28 +185,17 @@ def train_model(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         batches = data.iter_batches(cfg.batch_size, order=perm, device=device)
-        for x, y in progress(batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}"):
+        for b, (x, y) in enumerate(progress(batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}")):
             if cfg.crop_padding or cfg.flip:  # the whole batch on every rank: the generators stay in step
                 x = augment_batch(x, crop_padding=cfg.crop_padding, flip=cfg.flip, generator=gen)
             batch = y.shape[0]
             if world > 1:
                 x, y = x[rank::world], y[rank::world]
-            if adversary is not None and y.shape[0]:
-                # the attack's own hook: the batch comes from a checked dataset, so skip the argument
-                # checks of Attack.__call__ and their host synchronisations on every batch
-                with eval_mode(attack_net):
-                    x = adversary.perturb(attack_net, x, y, None).detach()
-            logits = train_net(x)
-            if world > 1:
-                # DDP averages over ranks: scale each rank's sum so that the result is the batch mean
-                ce_sum = F.cross_entropy(logits, y, reduction="sum")
-                loss = ce_sum * (world / batch)
-            else:
-                loss = F.cross_entropy(logits, y)
-                ce_sum = loss.detach() * batch
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            # the objective's training step (advfeatures.defences): DDP averages over ranks, so each
+            # rank's sum is scaled to make the result the batch mean
+            done = (epoch * steps_per_epoch + b) / (cfg.epochs * steps_per_epoch)
+            ce_sum, logits = objective.step(train_net, attack_net, x, y, opt, scale=world / batch if world > 1 else None,
+                                            progress=done)
             loss_sum += ce_sum.detach()
             correct += (logits.detach().argmax(1) == y).sum()
         if world > 1:
@@ -195,11 +204,14 @@ def train_model(
             for buf in model.buffers():  # BatchNorm running statistics: rank 0's, on every rank
                 torch.distributed.broadcast(buf, 0)
         record = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
+        record.update(objective.end_epoch(model, epoch) or {})
         history.append(record)
         log.debug("%s epoch %d: %s", desc, epoch + 1, record)
         if ckpt is not None:
             if rank == 0:
                 _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history)
             distributed.barrier()
+        if record.get("stopped"):
+            break
     model.eval()
     return history

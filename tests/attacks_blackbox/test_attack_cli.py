@@ -66,9 +66,38 @@ def test_evaluate_runs_ensemble_and_sanity_checks(model_file, tmp_path):
     assert r.exit_code == 0, r.output
     assert "worst-case robust accuracy" in r.output and "sanity checks" in r.output
     data = json.loads(out.read_text())
-    assert [m["name"] for m in data["members"]] == ["apgd-ce", "apgd-t", "square"]
+    assert [m["name"] for m in data["members"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert data["version"] == "standard"
     assert data["robust_accuracy"] <= data["members"][0]["robust_accuracy"] <= data["clean_accuracy"]
     assert "x_adv" not in data and data["sanity_checks"]["warnings"] == []
+
+
+def test_attack_step_size_and_restarts_reach_the_attack(model_file, tmp_path):
+    out = tmp_path / "bim.json"
+    r = _run(["attack", "--model", str(model_file), "--attack", "bim", "--eps", "0.1", "--steps", "10", "--step-size", "0.02",
+              "--n", "20", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["attack"]["step_size"] == 0.02
+    r = _run(["attack", "--model", str(model_file), "--attack", "pgd", "--norm", "L2", "--eps", "0.5", "--steps", "5",
+              "--restarts", "2", "--random-start", "--n", "20", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    info = json.loads(out.read_text())["attack"]
+    assert info["restarts"] == 2 and info["random_start"] is True
+
+
+def test_evaluate_rand_and_custom_versions(model_file, tmp_path):
+    out = tmp_path / "rand.json"
+    r = _run(["evaluate", "--model", str(model_file), "--norm", "L2", "--eps", "1.0", "--n", "30", "--steps", "5",
+              "--eot-iter", "2", "--version", "rand", "--no-sanity", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert [m["name"] for m in data["members"]] == ["apgd-ce", "apgd-dlr"] and data["members"][0]["attack"]["eot_iter"] == 2
+    out = tmp_path / "custom.json"
+    r = _run(["evaluate", "--model", str(model_file), "--norm", "L2", "--eps", "1.0", "--n", "30", "--steps", "5",
+              "--version", "custom", "--attacks", "fab-t,pgd", "--no-sanity", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["version"] == "custom" and [m["name"] for m in data["members"]] == ["fab-t", "pgd"]
 
 
 @pytest.mark.parametrize(
@@ -80,6 +109,9 @@ def test_evaluate_runs_ensemble_and_sanity_checks(model_file, tmp_path):
         (["attack", "--attack", "fgsm", "--eps", "0.1", "--n", "0"], "--n must be"),
         (["attack", "--attack", "universal", "--eps", "0.1", "--target", "random"], "untargeted only"),
         (["evaluate", "--eps", "0"], "--eps must be"),
+        (["attack", "--attack", "square", "--eps", "0.1", "--step-size", "0.01"], "takes no option 'step_size'"),
+        (["evaluate", "--eps", "0.1", "--version", "custom"], "needs --attacks"),
+        (["evaluate", "--eps", "0.1", "--attacks", "pgd"], "needs --version custom"),
     ],
 )
 def test_bad_arguments_exit_with_one_line(model_file, args, message):

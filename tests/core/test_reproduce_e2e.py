@@ -4,13 +4,17 @@ import json
 
 import pytest
 
+from advfeatures.evaluate import accuracy
+from advfeatures.experiments import open_run
 from advfeatures.experiments.config import resolve_config
 from advfeatures.experiments.pipeline import MODEL_NAMES, Reproduction
+from advfeatures.experiments.state import SETS
 
 REDUCED = [
     "standard.epochs=15", "adversarial.epochs=15", "train_d_r.epochs=15", "train_d_nr.epochs=15",
     "train_d_rand.epochs=15", "train_d_det.epochs=15", "construction.matching.steps=100",
     "extras.transfer=false", "extras.distillation=false",
+    "evaluation.sanity.steps=10", "evaluation.sanity.square_queries=100",
 ]
 
 
@@ -35,6 +39,13 @@ def test_results_shape(run):
         assert len([r for r in m["robust_accuracy"] if r["attack"] == "pgd" and r["norm"] == "L2"]) == 2
         for r in m["robust_accuracy"]:
             assert set(r) >= {"attack", "norm", "eps", "steps", "accuracy"} and 0 <= r["accuracy"] <= 1
+            assert r["interval"][0] <= r["accuracy"] <= r["interval"][1]
+        # the headline: the worst case at every radius of the single attacks, never above clean accuracy
+        assert [(w["norm"], w["eps"]) for w in m["worst_case"]] == [("L2", 0.5), ("L2", 1.0), ("Linf", 0.1)]
+        for w in m["worst_case"]:
+            assert 0 <= w["robust_accuracy"] <= m["clean_accuracy"] and w["n"] == on_disk["dataset"]["test_count"]
+            assert [x["name"] for x in w["members"]] == ["apgd-ce", "apgd-t", "square"]
+        assert m["sanity"]["norm"] == "L2" and isinstance(m["sanity"]["flags"], list)
     assert on_disk["config"]["resolved"]["preset"] == "digits" and "torch" in on_disk["versions"]
     for kind in ("d_rand", "d_det"):
         assert on_disk["constructions"][kind]["summary"]["share"] > 0.9  # the targets were reached
@@ -42,6 +53,9 @@ def test_results_shape(run):
         assert (out / fig).is_file()
     report = (out / "report.md").read_text()
     assert "D_rand" in report and "95.3%" in report  # our numbers beside the paper's
+    for needed in ("worst case L2 ε=0.5", "Sanity checks", "Departures from the paper", "Wilson", "test images",
+                   "standard errors"):
+        assert needed in report, needed
     peaks = [t["peak_rss_mib_after"] for t in on_disk["timing"]["steps"].values()]
     assert all(p is not None and p > 50 for p in peaks) and peaks == sorted(peaks)  # a high-water mark only rises
 
@@ -59,6 +73,7 @@ def test_paper_findings_hold(run):
     assert m["d_rand"]["clean_accuracy"] > chance + 0.15
     assert m["d_det"]["clean_accuracy"] > chance + 0.1
     assert all(f["holds"] for f in results["findings"] if "D_NR" not in f["claim"]), results["findings"]
+    assert all(f["verdict"] in ("shown", "not shown", "contradicted") and f["standard_error"] >= 0 for f in results["findings"])
 
 
 @pytest.mark.slow
@@ -67,3 +82,13 @@ def test_asking_again_reuses_every_step(run):
     again = Reproduction(cfg, given, out).execute()
     assert all(t["reused"] for t in again["timing"]["steps"].values())
     assert again["models"] == first["models"]
+
+
+@pytest.mark.slow
+def test_open_run_reopens_the_finished_run(run):
+    out, results, cfg, _ = run
+    state = open_run(out)
+    assert state.config == cfg and set(state.models) == set(MODEL_NAMES) and set(state.datasets) == set(SETS)
+    assert state.results["models"] == json.loads((out / "results.json").read_text())["models"]
+    for name in MODEL_NAMES:  # the reopened models give the recorded numbers
+        assert accuracy(state.models[name], state.test) == results["models"][name]["clean_accuracy"]

@@ -52,7 +52,9 @@ def test_single_process_without_torchrun(monkeypatch):
 
 
 def test_allocator_tuning(monkeypatch):
-    monkeypatch.setattr(distributed, "_TUNED", None)
+    from advfeatures.runtime import allocator
+
+    monkeypatch.setattr(allocator, "_TUNED", None)  # the state lives in advfeatures.runtime.allocator
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1")
     assert distributed.tune_allocator() is None  # the user's own settings win
     monkeypatch.delenv("GLIBC_TUNABLES")

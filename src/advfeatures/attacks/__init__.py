@@ -5,6 +5,7 @@ from .base import Attack, AttackResult, least_likely_targets, random_targets
 from .bim import BIM, IterativeLeastLikely
 from .cw import CWL2, CWLinf
 from .deepfool import DeepFool
+from .fab import FAB, FABT
 from .lbfgs import LBFGSAttack
 from .loop import OptimizationResult, eval_mode, optimize_inputs
 from .losses import cross_entropy, dlr, margin
@@ -37,6 +38,8 @@ __all__ = [
     "CWLinf",
     "DIFGSM",
     "DeepFool",
+    "FAB",
+    "FABT",
     "IterativeLeastLikely",
     "LBFGSAttack",
     "MIFGSM",

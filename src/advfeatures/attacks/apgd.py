@@ -28,6 +28,13 @@ against each of the ``num_targets`` (default 9) classes ranked most likely after
 clean input, each run only on the examples no earlier run has fooled; success is misclassification.
 ``restarts > 1`` likewise reruns on the examples still robust.
 
+``early_stop`` (on by default: APGD is an evaluation attack): an example leaves the working batch at
+its first successful iterate, which is what it returns anyway, and the batch is compacted, so later
+steps cost less; the examples that stay follow exactly the steps they would have (examples never
+interact and the random start is drawn for the whole batch first). ``eot_iter > 1`` averages the
+loss and its gradient over that many calls of a randomised model per step (AutoAttack's EOT; 20 in
+its ``rand`` version); success is judged on the last call.
+
 Usage::
 
     x_adv = APGD(eps=8 / 255, loss="dlr")(model, x, y)
@@ -88,6 +95,8 @@ class APGD(Attack):
         momentum: float = 0.75,
         random_start: bool = True,
         restarts: int = 1,
+        early_stop: bool = True,
+        eot_iter: int = 1,
         seed: int = 0,
         **threat_kwargs,
     ) -> None:
@@ -106,13 +115,16 @@ class APGD(Attack):
         self.loss, self.targeted_loss, self.rho, self.momentum = loss, targeted_loss, float(rho), float(momentum)
         self.random_start = bool(random_start)
         self.restarts = check_steps(restarts, "restarts")
+        self.early_stop = bool(early_stop)
+        self.eot_iter = check_steps(eot_iter, "eot_iter")
         self.initial_step = (1.0 if self.norm == "L1" else 2.0) * self.eps
         self.checkpoints = checkpoints(self.steps)
 
     def describe(self) -> dict:
         return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "loss": self.loss,
                 "targeted_loss": self.targeted_loss, "rho": self.rho, "momentum": self.momentum,
-                "random_start": self.random_start, "restarts": self.restarts}
+                "random_start": self.random_start, "restarts": self.restarts, "early_stop": self.early_stop,
+                "eot_iter": self.eot_iter}
 
     def _check_classes(self, model, x, targeted: bool) -> None:
         k = num_classes_of(model, x)
@@ -150,55 +162,88 @@ class APGD(Attack):
             fooled[idx] = ok
         return best
 
+    _compact = True  # tests and benchmarks switch it off to check that the active set changes nothing
+
     @torch.enable_grad()  # also when called inside a no_grad block
     def run(self, model, x0, y, target, judge) -> APGDRun:
         """One APGD run (Algorithm 1) on a batch, ``judge`` as in :meth:`sweep`."""
         view = (-1,) + (1,) * (x0.ndim - 1)
-        loss_fn = self.loss_fn(y, target)
+        n = x0.shape[0]
 
-        def evaluate(x):
+        def evaluate(x, rows):
             x = x.detach().requires_grad_(True)
-            logits = model(x)
-            loss = loss_fn(logits)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
+            loss_fn = self.loss_fn(y[rows], None if target is None else target[rows])
+            loss = grad = 0
+            for _ in range(self.eot_iter):
+                logits = model(x)
+                value = loss_fn(logits)
+                (g,) = torch.autograd.grad(value.sum(), x)
+                loss, grad = loss + value.detach(), grad + g
             pred = logits.detach().argmax(1)
-            return loss.detach(), grad, (pred != y) if judge is None else (pred == judge)
+            ok = (pred != y[rows]) if judge is None else (pred == judge[rows])
+            return loss / self.eot_iter, grad / self.eot_iter, ok
 
         threat = self.threat
         x = threat.random_start(x0, self.generator(x0.device)) if self.random_start else x0
-        loss, grad, ok = evaluate(x)
-        x_max, f_max, grad_max = x, loss, grad
-        x_adv, found = x, ok
-        eta = torch.full((x0.shape[0],), self.initial_step, device=x0.device, dtype=x0.dtype)
-        x_prev, loss_prev = x, loss
-        increases = torch.zeros_like(loss)
-        halved_last = torch.zeros_like(found)
-        f_max_last = f_max
+        rows = torch.arange(n, device=x0.device)
+        out_x, out_found = x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device)
+        out_loss = torch.full((n,), -math.inf, device=x0.device)
+        out_eta = torch.full((n,), self.initial_step, device=x0.device, dtype=x0.dtype)
+        loss, grad, ok = evaluate(x, rows)
+        s = {"x0": x0, "x": x, "x_max": x, "f_max": loss, "grad_max": grad, "x_adv": x, "found": ok, "grad": grad,
+             "eta": out_eta.clone(), "x_prev": x, "loss_prev": loss, "increases": torch.zeros_like(loss),
+             "halved_last": torch.zeros_like(ok), "f_max_last": loss, "rows": rows}
+
+        def retire(done):
+            """Write the finished examples' results out and (with compaction) drop them from the state."""
+            r = s["rows"][done]
+            out_x[r], out_found[r] = torch.where(s["found"][done].view(view), s["x_adv"][done], s["x_max"][done]), s["found"][done]
+            out_loss[r], out_eta[r] = s["f_max"][done], s["eta"][done]
+            if self._compact:
+                keep = ~done
+                for key in s:
+                    s[key] = s[key][keep]
+
         for k in range(self.steps):
+            if self.early_stop and self._compact and bool(s["found"].any()):  # one host sync per step
+                retire(s["found"])
+                if s["rows"].numel() == 0:
+                    break
+            x, x_prev, x0c = s["x"], s["x_prev"], s["x0"]
             a = 1.0 if k == 0 else self.momentum
             with torch.no_grad():
-                z = threat.project(threat.step(x, grad, eta), x0)
-                x_prev, x = x, threat.project(x + a * (z - x) + (1 - a) * (x - x_prev), x0)
-            loss, grad, ok = evaluate(x)
+                z = threat.project(threat.step(x, s["grad"], s["eta"]), x0c)
+                x_new = threat.project(x + a * (z - x) + (1 - a) * (x - x_prev), x0c)
+                if self.early_stop and not self._compact:  # the found examples stay in the batch, frozen
+                    x_new = torch.where(s["found"].view(view), x, x_new)
+                s["x_prev"], x = x, x_new
+            loss, grad, ok = evaluate(x, s["rows"])
             with torch.no_grad():
-                increases += (loss > loss_prev).to(increases.dtype)
-                loss_prev = loss
-                better = loss > f_max
-                x_max = torch.where(better.view(view), x, x_max)
-                grad_max = torch.where(better.view(view), grad, grad_max)
-                f_max = torch.where(better, loss, f_max)
-                x_adv = torch.where(ok.view(view), x, x_adv)
-                found = found | ok
+                if self.early_stop and not self._compact:
+                    frozen = s["found"]
+                    loss, grad, ok = (torch.where(frozen.view(view) if v.ndim > 1 else frozen, old, v)
+                                      for v, old in ((loss, s["loss_prev"]), (grad, s["grad"]), (ok, frozen)))
+                s["increases"] += (loss > s["loss_prev"]).to(loss.dtype)
+                s["loss_prev"] = loss
+                better = loss > s["f_max"]
+                s["x_max"] = torch.where(better.view(view), x, s["x_max"])
+                s["grad_max"] = torch.where(better.view(view), grad, s["grad_max"])
+                s["f_max"] = torch.where(better, loss, s["f_max"])
+                s["x_adv"] = torch.where((ok & ~s["found"]).view(view) if self.early_stop else ok.view(view), x, s["x_adv"])
+                s["found"] = s["found"] | ok
                 span = self.checkpoints.get(k + 1)
                 if span is not None:
-                    halve = (increases < self.rho * span) | (~halved_last & (f_max <= f_max_last))
-                    eta = torch.where(halve, eta / 2, eta)
-                    x = torch.where(halve.view(view), x_max, x)
-                    grad = torch.where(halve.view(view), grad_max, grad)
-                    loss_prev = torch.where(halve, f_max, loss_prev)
-                    halved_last, f_max_last = halve, f_max
-                    increases.zero_()
-        return APGDRun(torch.where(found.view(view), x_adv, x_max), found, f_max, eta)
+                    halve = (s["increases"] < self.rho * span) | (~s["halved_last"] & (s["f_max"] <= s["f_max_last"]))
+                    s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
+                    x = torch.where(halve.view(view), s["x_max"], x)
+                    grad = torch.where(halve.view(view), s["grad_max"], grad)
+                    s["loss_prev"] = torch.where(halve, s["f_max"], s["loss_prev"])
+                    s["halved_last"], s["f_max_last"] = halve, s["f_max"]
+                    s["increases"].zero_()
+                s["x"], s["grad"] = x, grad
+        if s["rows"].numel():
+            retire(torch.ones_like(s["rows"], dtype=torch.bool))
+        return APGDRun(out_x, out_found, out_loss, out_eta)
 
 
 class APGDT(APGD):
@@ -208,9 +253,10 @@ class APGDT(APGD):
 
     def __init__(self, *, norm: str = "Linf", eps: float, steps: int = 100, num_targets: int = 9,
                  targeted_loss: str = "dlr", rho: float = 0.75, momentum: float = 0.75, random_start: bool = True,
-                 restarts: int = 1, seed: int = 0, **threat_kwargs) -> None:
+                 restarts: int = 1, early_stop: bool = True, eot_iter: int = 1, seed: int = 0, **threat_kwargs) -> None:
         super().__init__(norm=norm, eps=eps, steps=steps, targeted_loss=targeted_loss, rho=rho, momentum=momentum,
-                         random_start=random_start, restarts=restarts, seed=seed, **threat_kwargs)
+                         random_start=random_start, restarts=restarts, early_stop=early_stop, eot_iter=eot_iter, seed=seed,
+                         **threat_kwargs)
         self.num_targets = check_steps(num_targets, "num_targets")
 
     def describe(self) -> dict:

@@ -10,6 +10,11 @@ Paper defaults: α = 1/255 (one grey level), no random start, and
 final iterate is returned (``keep_best=False``). Otherwise it is :class:`~.pgd.PGD` with other
 defaults, so it shares the one optimisation loop.
 
+Kurakin's count makes the steps travel ``steps · α ≥ ε`` (1.25 ε for small ε, ε + 4/255 for large),
+so the ε-ball's surface is within reach. When the caller chooses ``steps`` but not ``step_size``,
+:func:`bim_step_size` keeps that property: α = ``max(1/255, 1.25 ε / steps)``, capped at ε (a single
+step is then FGSM). With α fixed at 1/255, ten steps at ε = 16/255 could move only 10/255.
+
 The iterative least-likely class method ("iter. l.l.") is the same iteration aimed at the class the
 model finds least likely on the clean input, ``y_LL = argmin_i f_i(x)``, descending
 ``CE(f(xₙ), y_LL)``: :class:`IterativeLeastLikely` does this by default, and is equivalent to
@@ -23,7 +28,7 @@ Usage::
 
 from __future__ import annotations
 
-from ..threats import check_positive
+from ..threats import check_positive, check_steps
 from .pgd import PGD
 
 
@@ -32,8 +37,18 @@ def kurakin_steps(eps: float) -> int:
     return max(1, int(min(eps * 255 + 4, 1.25 * eps * 255) + 1e-9))  # 1e-9: ε = k/255 in floats
 
 
+def bim_step_size(eps: float, steps: int | None) -> float:
+    """BIM's default α: Kurakin's 1/255 with Kurakin's step count (``steps=None``); for a chosen
+    count, ``max(1/255, 1.25 ε / steps)`` capped at ε, so that the steps can reach the ball's surface
+    (they travel at least 1.25 ε, as Kurakin's own count does for small ε)."""
+    if steps is None:
+        return 1 / 255
+    return min(eps, max(1 / 255, 1.25 * eps / steps))
+
+
 class BIM(PGD):
-    """Basic iterative method (Linf): PGD from the clean input with α = 1/255 and Kurakin's steps."""
+    """Basic iterative method (Linf): PGD from the clean input with Kurakin's α = 1/255 and steps;
+    with a chosen ``steps`` and no ``step_size``, α = :func:`bim_step_size` so that ε is reachable."""
 
     name = "bim"
 
@@ -42,12 +57,15 @@ class BIM(PGD):
         *,
         eps: float,
         steps: int | None = None,
-        step_size: float = 1 / 255,
+        step_size: float | None = None,
         loss: str = "ce",
         keep_best: bool = False,
         seed: int = 0,
     ) -> None:
         eps = check_positive("eps", eps)
+        steps = None if steps is None else check_steps(steps)
+        if step_size is None:
+            step_size = bim_step_size(eps, steps)
         super().__init__(norm="Linf", eps=eps, steps=kurakin_steps(eps) if steps is None else steps,
                          step_size=step_size, random_start=False, loss=loss, keep_best=keep_best, seed=seed)
 

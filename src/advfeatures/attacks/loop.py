@@ -27,6 +27,7 @@ class OptimizationResult:
     x: torch.Tensor  # the best iterate per example (or the last one with keep_best=False)
     loss: torch.Tensor | None  # (N,) the objective at ``x`` (None when not asked for: final_loss=False)
     trace: torch.Tensor | None = None  # (steps + 1, N) objective per step, when asked for
+    decided: torch.Tensor | None = None  # (N,) bool, with stop=True: the rows frozen at a deciding iterate
 
 
 @contextmanager
@@ -54,6 +55,8 @@ def optimize_inputs(
     record_trace: bool = False,
     step_schedule: Callable[[int], float] | None = None,
     final_loss: bool = True,
+    stop: bool = False,
+    compact: bool = True,
 ) -> OptimizationResult:
     """Maximise (or minimise) ``objective`` over inputs in ``threat``'s set around ``x0``.
 
@@ -66,7 +69,18 @@ def optimize_inputs(
     returned without evaluating the objective there, so ``loss`` is None: ``steps`` forward and
     backward passes and nothing more (Madry et al.'s PGD needs no extra forward pass, which would
     cost 5% of a 10-step attack).
+
+    With ``stop=True`` (active sets, for evaluation) ``objective(x, rows)`` receives the indices
+    ``rows`` (into ``x0``) of the rows it sees and returns ``(loss, decided)``: ``decided`` marks the
+    rows whose outcome is settled at ``x`` (an attack: misclassified inside the ball). Such a row is
+    frozen there, that iterate is its result, and it leaves the batch, which is compacted so that
+    later steps cost less. Rows never interact, so the rows that stay see exactly the steps they
+    would have seen; ``compact=False`` keeps frozen rows in the batch (same results, full cost: for
+    tests and benchmarks). The step size may be a per-row tensor only without ``stop``.
     """
+    if stop:
+        return _optimize_active(objective, x0, threat=threat, steps=steps, step_size=step_size, x_init=x_init,
+                                maximize=maximize, step_schedule=step_schedule, compact=compact)
     steps = check_steps(steps)
     sign = 1.0 if maximize else -1.0
     x = (x0 if x_init is None else x_init).detach()
@@ -99,3 +113,54 @@ def optimize_inputs(
         x = torch.where(improved.view(-1, *([1] * (x.ndim - 1))), x, best_x)
         final = torch.where(improved, final, (sign * best_score).to(final.dtype))
     return OptimizationResult(x.detach(), final, torch.stack(trace) if record_trace else None)
+
+
+def _optimize_active(objective, x0, *, threat, steps, step_size, x_init, maximize, step_schedule, compact):
+    """:func:`optimize_inputs` with ``stop=True``: each row returns its first deciding iterate, or
+    (never decided) its iterate of best objective, including the last one."""
+    steps = check_steps(steps)
+    if isinstance(step_size, torch.Tensor) and step_size.ndim > 0:
+        raise ValueError("stop=True takes a scalar step size")
+    sign = 1.0 if maximize else -1.0
+    view = (-1,) + (1,) * (x0.ndim - 1)
+    out = (x0 if x_init is None else x_init).detach().clone()
+    out_loss = torch.full((x0.shape[0],), -torch.inf, device=x0.device, dtype=torch.float32)
+    decided_all = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+    rows = torch.arange(x0.shape[0], device=x0.device)
+    x, base = out.clone(), x0.detach()
+    best_x, best_score = x, torch.full_like(out_loss, -torch.inf)
+    frozen = torch.zeros_like(decided_all)  # compact=False only: rows kept in the batch but done
+    for t in range(steps + 1):
+        if rows.numel() == 0:
+            break
+        last = t == steps
+        with torch.set_grad_enabled(not last):  # works inside a caller's no_grad block too
+            x = x.detach().requires_grad_(not last)
+            loss, decided = objective(x, rows)
+            grad = None if last else torch.autograd.grad(loss.sum(), x)[0]
+        with torch.no_grad():
+            x = x.detach()
+            score = sign * loss.detach().float()
+            decided = decided & ~frozen
+            improved = (score > best_score) & ~frozen
+            best_score = torch.where(improved, score, best_score)
+            best_x = torch.where(improved.view(view), x, best_x)
+            if bool(decided.any()):  # one host sync per step: the price of a shrinking batch
+                done = rows[decided]
+                out[done], out_loss[done], decided_all[done] = x[decided], score[decided], True
+                if compact:
+                    keep = ~decided
+                    rows, x, base, best_x, best_score, frozen = (v[keep] for v in (rows, x, base, best_x, best_score, frozen))
+                    grad = None if grad is None else grad[keep]
+                else:
+                    frozen = frozen | decided
+            if grad is None:
+                break
+            size = step_size if step_schedule is None else step_size * step_schedule(t)
+            moved = threat.project(threat.step(x, sign * grad, size), base)
+            x = torch.where(frozen.view(view), x, moved)
+    with torch.no_grad():
+        live = ~frozen
+        out[rows[live]] = best_x[live]
+        out_loss[rows[live]] = best_score[live]
+    return OptimizationResult(out, sign * out_loss, decided=decided_all)

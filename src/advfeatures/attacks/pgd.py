@@ -6,7 +6,17 @@ steepest-ascent step (sign for Linf, normalised gradient for L2, sparse for L1) 
 projection onto the ball and the [0, 1] box. With ``restarts > 1`` every example keeps its strongest
 run: a successful one first, then the one with the highest loss.
 
-Defaults: ``step_size = 2.5 · eps / steps`` (Madry et al.'s rule), random start on.
+Defaults: ``step_size = 2.5 · eps / steps`` (Madry et al.'s rule). Random start: ``random_start=None``
+(the default) starts the first restart from x itself and every later one from a random point of the
+ball, because any random start costs something against a single run (50-step L2 PGD at ε = 0.5 on
+a digits CNN: 16.7% robust from x, 19.4–25.3% from random starts); ``True`` starts every restart at
+random (Madry et al.'s PGD), ``False`` none.
+
+``early_stop`` (active sets, for evaluation; off for training and the dataset constructions, which
+keep their fixed step counts): a point is frozen at its first misclassified iterate (the target
+reached, for a targeted attack) and leaves the working batch, and restarts run only on the points
+still robust. Random starts are drawn for the whole batch before it is narrowed, so each point sees
+the same randomness with or without the active set.
 """
 
 from __future__ import annotations
@@ -31,10 +41,11 @@ class PGD(Attack):
         eps: float,
         steps: int = 10,
         step_size: float | None = None,
-        random_start: bool = True,
+        random_start: bool | None = None,
         restarts: int = 1,
         loss: str = "ce",
         keep_best: bool = True,
+        early_stop: bool = False,
         seed: int = 0,
         **threat_kwargs,
     ) -> None:
@@ -44,16 +55,18 @@ class PGD(Attack):
         self.eps = self.threat.eps
         self.steps = check_steps(steps)
         self.step_size = check_positive("step_size", step_size) if step_size is not None else 2.5 * self.eps / self.steps
-        self.random_start = bool(random_start)
+        self.random_start = None if random_start is None else bool(random_start)
         self.restarts = check_steps(restarts, "restarts")
         if loss not in LOSSES:
             raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self.loss = loss
         self.keep_best = bool(keep_best)
+        self.early_stop = bool(early_stop)
 
     def describe(self) -> dict:
         return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
-                "random_start": self.random_start, "restarts": self.restarts, "loss": self.loss}
+                "random_start": "after the first restart" if self.random_start is None else self.random_start,
+                "restarts": self.restarts, "loss": self.loss, "early_stop": self.early_stop}
 
     def objective(self, model: nn.Module, y: torch.Tensor, target: torch.Tensor | None):
         loss_fn = LOSSES[self.loss]
@@ -61,13 +74,19 @@ class PGD(Attack):
             return lambda x: loss_fn(model(x), y)
         return lambda x: -loss_fn(model(x), target)
 
+    def _start(self, x, restart: int):
+        if self.random_start is False or (self.random_start is None and restart == 0):
+            return x
+        return self.threat.random_start(x, self.generator(x.device))
+
     def perturb(self, model, x, y, target):
+        if self.early_stop:
+            return self._perturb_until_fooled(model, x, y, target)
         objective = self.objective(model, y, target)
         best_x, best_key = x, None
-        for _ in range(self.restarts):
-            start = self.threat.random_start(x, self.generator(x.device)) if self.random_start else x
+        for r in range(self.restarts):
             res = optimize_inputs(objective, x, threat=self.threat, steps=self.steps, step_size=self.step_size,
-                                  x_init=start, keep_best=self.keep_best, final_loss=self.restarts > 1)
+                                  x_init=self._start(x, r), keep_best=self.keep_best, final_loss=self.restarts > 1)
             if self.restarts == 1:
                 return res.x
             with torch.no_grad():
@@ -81,6 +100,34 @@ class PGD(Attack):
                 best_x = torch.where(better.view(-1, 1, 1, 1), res.x, best_x)
                 best_key = torch.where(better, key, best_key)
         return best_x
+
+    _compact = True  # tests and benchmarks switch it off to check that the active set changes nothing
+
+    def _perturb_until_fooled(self, model, x, y, target):
+        loss_fn = LOSSES[self.loss]
+        view = (-1,) + (1,) * (x.ndim - 1)
+        out, best_loss = x.clone(), torch.full((x.shape[0],), -torch.inf, device=x.device)
+        todo = torch.arange(x.shape[0], device=x.device)
+        for r in range(self.restarts):
+            start = self._start(x, r)  # drawn for the whole batch: the randomness does not depend on who is left
+            if todo.numel() == 0:
+                continue
+            ys, ts = y[todo], None if target is None else target[todo]
+
+            def objective(xb, rows, ys=ys, ts=ts):
+                logits = model(xb)
+                pred = logits.detach().argmax(1)
+                if ts is None:
+                    return loss_fn(logits, ys[rows]), pred != ys[rows]
+                return -loss_fn(logits, ts[rows]), pred == ts[rows]
+
+            res = optimize_inputs(objective, x[todo], threat=self.threat, steps=self.steps, step_size=self.step_size,
+                                  x_init=start[todo], stop=True, compact=self._compact)
+            better = res.decided | (res.loss.float() > best_loss[todo])
+            out[todo] = torch.where(better.view(view), res.x, out[todo])
+            best_loss[todo] = torch.where(better, res.loss.float(), best_loss[todo])
+            todo = todo[~res.decided]
+        return out
 
 
 class FGSM(PGD):

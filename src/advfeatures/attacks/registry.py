@@ -1,72 +1,97 @@
-"""Every attack by name, configured from a few common options (used by the CLI and by the
-evaluation suites of configs): ``build_attack("apgd-t", norm="L2", eps=0.5, steps=100)``."""
+"""Every attack by name, built from a name and keyword arguments (used by the CLI and by the
+evaluation suites of configs)::
+
+    build_attack("apgd-t", norm="L2", eps=0.5, steps=100)
+    build_attack("pgd", norm="L2", eps=0.5, steps=50, step_size=0.05, restarts=3, random_start=True)
+
+The common options (``norm``, ``eps``, ``steps``, ``queries``, ``seed``) reach every attack that
+takes them (``steps`` is ``epochs`` for ``universal``, ``queries`` is ``max_queries``); any other
+keyword goes to the attack's constructor, and a keyword the attack does not take is a one-line
+:class:`ConfigError` naming the ones it does (never silently dropped).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
 
 NORMS = ("Linf", "L2", "L1")
+_LP = ("Linf", "L2")
+# other libraries' names for our keywords: a clear pointer instead of "unknown keyword"
+_ALIASES = {"alpha": "step_size", "eps_step": "step_size", "abs_stepsize": "step_size", "n_restarts": "restarts",
+            "n_iter": "steps", "max_iter": "steps", "n_queries": "queries", "num_random_init": "random_start"}
 
 
 @dataclass(frozen=True)
 class AttackEntry:
-    build: Callable[..., Any]  # (norm, eps, steps, queries, seed) -> Attack
-    norms: tuple[str, ...]  # the norms it works in
+    cls: str  # "module:Class" inside advfeatures.attacks
+    norms: tuple[str, ...]  # the norms it works in (empty: spatial attacks, no norm)
     needs_eps: bool = True  # False: minimal-norm or spatial attacks
+    fixed: dict[str, Any] = field(default_factory=dict)  # what the name itself sets (e.g. loss="dlr")
+    steps_key: str = "steps"
+
+    def load(self) -> type:
+        import importlib
+
+        module, name = self.cls.split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
-def _kw(**pairs: Any) -> dict[str, Any]:
-    return {k: v for k, v in pairs.items() if v is not None}
+REGISTRY: dict[str, AttackEntry] = {
+    "pgd": AttackEntry("pgd:PGD", NORMS, fixed={"early_stop": True}),
+    "fgsm": AttackEntry("pgd:FGSM", NORMS, steps_key=""),
+    "bim": AttackEntry("bim:BIM", ("Linf",)),
+    "iterative-ll": AttackEntry("bim:IterativeLeastLikely", ("Linf",)),
+    "mifgsm": AttackEntry("momentum:MIFGSM", _LP),
+    "difgsm": AttackEntry("momentum:DIFGSM", _LP),
+    "apgd": AttackEntry("apgd:APGD", NORMS),
+    "apgd-dlr": AttackEntry("apgd:APGD", NORMS, fixed={"loss": "dlr"}),
+    "apgd-t": AttackEntry("apgd:APGDT", NORMS),
+    "fab": AttackEntry("fab:FAB", NORMS, needs_eps=False),
+    "fab-t": AttackEntry("fab:FABT", NORMS, needs_eps=False),
+    "cw-linf": AttackEntry("cw:CWLinf", ("Linf",)),
+    "cw-l2": AttackEntry("cw:CWL2", ("L2",), needs_eps=False),
+    "deepfool": AttackEntry("deepfool:DeepFool", _LP, needs_eps=False),
+    "lbfgs": AttackEntry("lbfgs:LBFGSAttack", ("L2",), needs_eps=False),
+    "nes": AttackEntry("nes:NES", _LP),
+    "square": AttackEntry("square:Square", _LP),
+    "universal": AttackEntry("universal:Universal", _LP, steps_key="epochs"),
+    "spatial": AttackEntry("spatial:SpatialGrid", (), needs_eps=False, steps_key=""),
+    "stadv": AttackEntry("spatial:StAdv", (), needs_eps=False),
+}
+ATTACK_NAMES = tuple(REGISTRY)
 
 
-def _registry() -> dict[str, AttackEntry]:
-    # imported here so that importing the package (and `advfeatures --help`) stays fast
-    from . import apgd, bim, cw, deepfool, lbfgs, momentum, pgd
-    from .nes import NES
-    from .spatial import SpatialGrid, StAdv
-    from .square import Square
-    from .universal import Universal
-
-    lp = ("Linf", "L2")
-    return {
-        "pgd": AttackEntry(lambda n, e, s, q, seed: pgd.PGD(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
-        "fgsm": AttackEntry(lambda n, e, s, q, seed: pgd.FGSM(norm=n, eps=e, seed=seed), NORMS),
-        "bim": AttackEntry(lambda n, e, s, q, seed: bim.BIM(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
-        "iterative-ll": AttackEntry(lambda n, e, s, q, seed: bim.IterativeLeastLikely(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
-        "mifgsm": AttackEntry(lambda n, e, s, q, seed: momentum.MIFGSM(norm=n, eps=e, seed=seed, **_kw(steps=s)), lp),
-        "difgsm": AttackEntry(lambda n, e, s, q, seed: momentum.DIFGSM(norm=n, eps=e, seed=seed, **_kw(steps=s)), lp),
-        "apgd": AttackEntry(lambda n, e, s, q, seed: apgd.APGD(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
-        "apgd-dlr": AttackEntry(lambda n, e, s, q, seed: apgd.APGD(norm=n, eps=e, loss="dlr", seed=seed, **_kw(steps=s)), NORMS),
-        "apgd-t": AttackEntry(lambda n, e, s, q, seed: apgd.APGDT(norm=n, eps=e, seed=seed, **_kw(steps=s)), NORMS),
-        "cw-linf": AttackEntry(lambda n, e, s, q, seed: cw.CWLinf(eps=e, seed=seed, **_kw(steps=s)), ("Linf",)),
-        "cw-l2": AttackEntry(lambda n, e, s, q, seed: cw.CWL2(seed=seed, **_kw(steps=s)), ("L2",), needs_eps=False),
-        "deepfool": AttackEntry(lambda n, e, s, q, seed: deepfool.DeepFool(norm=n, seed=seed, **_kw(steps=s)), lp, needs_eps=False),
-        "lbfgs": AttackEntry(lambda n, e, s, q, seed: lbfgs.LBFGSAttack(seed=seed, **_kw(steps=s)), ("L2",), needs_eps=False),
-        "nes": AttackEntry(lambda n, e, s, q, seed: NES(norm=n, eps=e, seed=seed, **_kw(max_queries=q)), lp),
-        "square": AttackEntry(lambda n, e, s, q, seed: Square(norm=n, eps=e, seed=seed, **_kw(max_queries=q)), lp),
-        "universal": AttackEntry(lambda n, e, s, q, seed: Universal(norm=n, eps=e, seed=seed, **_kw(epochs=s)), lp),
-        "spatial": AttackEntry(lambda n, e, s, q, seed: SpatialGrid(seed=seed), (), needs_eps=False),
-        "stadv": AttackEntry(lambda n, e, s, q, seed: StAdv(seed=seed, **_kw(steps=s)), (), needs_eps=False),
-    }
+def accepted_keywords(cls: type) -> list[str]:
+    """The keyword arguments ``cls``'s constructor takes (``sparsity`` too where it passes threat options on)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    names = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        names.append("sparsity")
+    return names
 
 
-ATTACK_NAMES = ("pgd", "fgsm", "bim", "iterative-ll", "mifgsm", "difgsm", "apgd", "apgd-dlr", "apgd-t", "cw-linf", "cw-l2",
-                "deepfool", "lbfgs", "nes", "square", "universal", "spatial", "stadv")
-
-
-def build_attack(name: str, *, norm: str, eps: float | None, steps: int | None = None, queries: int | None = None, seed: int = 0):
-    """An attack by its CLI name, configured from the common options (``steps``: iterations, or
-    epochs for ``universal``; ``queries``: the black-box budget)."""
-    registry = _registry()
-    if name not in registry:
-        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(registry)}")
-    entry = registry[name]
+def build_attack(name: str, *, norm: str, eps: float | None, steps: int | None = None, queries: int | None = None,
+                 seed: int = 0, **options: Any):
+    """An attack by its CLI name: the common options where the attack takes them, ``options`` (any
+    other constructor keyword, ``None`` meaning the attack's default) checked against its constructor."""
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown attack {name!r}; choose one of {', '.join(REGISTRY)}")
     if entry.norms and norm not in entry.norms:
         raise ConfigError(f"{name} works in {' or '.join(entry.norms)}, not {norm}; pass --norm {entry.norms[0]}")
     if entry.needs_eps and eps is None:
         raise ConfigError(f"{name} needs a budget: pass --eps")
-    return entry.build(norm, eps, steps, queries, seed)
+    cls = entry.load()
+    valid = accepted_keywords(cls)
+    for key in options:
+        if key not in valid:
+            hint = f" (did you mean {_ALIASES[key]}?)" if key in _ALIASES and _ALIASES[key] in valid else ""
+            raise ConfigError(f"{name} takes no option {key!r}{hint}; it takes {', '.join(k for k in valid if k != 'seed')}")
+    common = {"norm": norm if entry.norms else None, "eps": eps, entry.steps_key: steps, "max_queries": queries, "seed": seed}
+    kwargs = {k: v for k, v in {**common, **entry.fixed}.items() if k in valid and v is not None}
+    kwargs.update({k: v for k, v in options.items() if v is not None})
+    return cls(**kwargs)

@@ -11,8 +11,11 @@ negative), cross-entropy to the target for targeted attacks. Linf starts from ve
 L2 from a tiling of pseudo-Gaussian squares.
 
 Queries are counted per example: one for the start, then one per iteration while the example is
-still not adversarial; examples that succeed stop querying. Window positions and signs are drawn per
-example from the attack's generator (AutoAttack's implementation shares them across the batch).
+still not adversarial; examples that succeed stop querying and leave the working batch (the active
+set; ``early_stop=False`` keeps them in the batch, frozen, at full cost, with the same results).
+Window positions and signs are drawn per example from the attack's generator (AutoAttack's
+implementation shares them across the batch), for the whole batch at every iteration, so the
+randomness an example sees does not depend on which others are still active.
 
 Defaults (AutoAttack's): p_init = 0.8, 5 000 queries.
 Measured (``max_queries=5000``) on an undefended MLP (one hidden layer of 64 units) trained for a
@@ -80,7 +83,8 @@ def _l2(delta: torch.Tensor) -> torch.Tensor:
 class Square(Attack):
     name = "square"
 
-    def __init__(self, *, norm: str = "Linf", eps: float, max_queries: int = 5000, p_init: float = 0.8, seed: int = 0) -> None:
+    def __init__(self, *, norm: str = "Linf", eps: float, max_queries: int = 5000, p_init: float = 0.8,
+                 early_stop: bool = True, seed: int = 0) -> None:
         super().__init__(seed=seed)
         if str(norm).lower() not in ("linf", "l2"):
             raise ConfigError(f"Square supports norm 'Linf' or 'L2', got {norm!r}")
@@ -92,9 +96,11 @@ class Square(Attack):
         if not 0.0 < p_init <= 1.0:
             raise ConfigError(f"p_init must be in (0, 1], got {p_init}")
         self.p_init = float(p_init)
+        self.early_stop = bool(early_stop)
 
     def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "max_queries": self.max_queries, "p_init": self.p_init}
+        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "max_queries": self.max_queries, "p_init": self.p_init,
+                "early_stop": self.early_stop}
 
     # --- pieces -----------------------------------------------------------------------------------
     def _margin_and_loss(self, logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,15 +111,19 @@ class Square(Attack):
             return own - other, own - other
         return other - own, torch.nn.functional.cross_entropy(logits, labels, reduction="none")
 
-    def _window_index(self, n: int, h: int, w: int, s: int, g: torch.Generator, device):
-        """Per-example row/column indices (n, s) of a random s×s window."""
+    def _window_index(self, n: int, h: int, w: int, s: int, g: torch.Generator, device, pick=None):
+        """Per-example row/column indices (n, s) of a random s×s window (drawn for all ``n`` rows,
+        then the rows ``pick`` kept)."""
         top = torch.randint(0, h - s + 1, (n, 1), generator=g, device=device)
         left = torch.randint(0, w - s + 1, (n, 1), generator=g, device=device)
+        if pick is not None:
+            top, left = top[pick], left[pick]
         ar = torch.arange(s, device=device)
         return top + ar, left + ar
 
-    def _signs(self, shape, g: torch.Generator, device, dtype) -> torch.Tensor:
-        return torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
+    def _signs(self, shape, g: torch.Generator, device, dtype, pick=None) -> torch.Tensor:
+        signs = torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
+        return signs if pick is None else signs[pick]
 
     def _init(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -129,17 +139,19 @@ class Square(Attack):
                 delta[:, :, top : top + s, left : left + s] += pattern * self._signs((n, c, 1, 1), g, x.device, x.dtype)
         return (x + delta / _l2(delta).clamp_min(1e-12) * self.eps).clamp(0.0, 1.0)
 
-    def _propose(self, x: torch.Tensor, x_best: torch.Tensor, it: int, n_iters: int, g: torch.Generator) -> torch.Tensor:
+    def _propose(self, x: torch.Tensor, x_best: torch.Tensor, it: int, n_iters: int, g: torch.Generator,
+                 pick: torch.Tensor, n_all: int) -> torch.Tensor:
+        """A proposal for the rows ``pick`` of the batch of ``n_all`` (``x``, ``x_best``: those rows)."""
         n, c, h, w = x.shape
         p = p_selection(self.p_init, it, n_iters)
         rows_n = torch.arange(n, device=x.device).view(n, 1, 1, 1)
         chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
         if self.norm == "Linf":
             s = min(max(int(round(math.sqrt(p * c * h * w / c))), 1), h, w)
-            r, q = self._window_index(n, h, w, s, g, x.device)
+            r, q = self._window_index(n_all, h, w, s, g, x.device, pick)
             idx = (rows_n, chans, r.view(n, 1, s, 1), q.view(n, 1, 1, s))
             delta = x_best - x
-            delta[idx] = (self.eps * self._signs((n, c, 1, 1), g, x.device, x.dtype)).expand(n, c, s, s)
+            delta[idx] = (self.eps * self._signs((n_all, c, 1, 1), g, x.device, x.dtype, pick)).expand(n, c, s, s)
             x_new = (x + delta).clamp(0.0, 1.0)
             # a window of pixels already clipped at 0 or 1 may not change at all: flip its sign once
             same = (x_new == x_best).flatten(1).all(1)
@@ -147,8 +159,8 @@ class Square(Attack):
             return (x + delta).clamp(0.0, 1.0)
         s = max(int(round(math.sqrt(p * c * h * w / c))), 3)
         s = min(s + 1 if s % 2 == 0 else s, h, w)
-        r1, q1 = self._window_index(n, h, w, s, g, x.device)
-        r2, q2 = self._window_index(n, h, w, s, g, x.device)
+        r1, q1 = self._window_index(n_all, h, w, s, g, x.device, pick)
+        r2, q2 = self._window_index(n_all, h, w, s, g, x.device, pick)
         win1 = (rows_n, chans, r1.view(n, 1, s, 1), q1.view(n, 1, 1, s))
         win2 = (rows_n, chans, r2.view(n, 1, s, 1), q2.view(n, 1, 1, s))
         delta = x_best - x
@@ -160,7 +172,8 @@ class Square(Attack):
         old = delta[win1]
         old = old / old.pow(2).sum((-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
         t = bool(torch.rand((), generator=g, device=x.device) > 0.5)
-        new = pseudo_gaussian(s, transpose=t, device=x.device).to(x.dtype) * self._signs((n, c, 1, 1), g, x.device, x.dtype) + old
+        new = pseudo_gaussian(s, transpose=t, device=x.device).to(x.dtype) * self._signs((n_all, c, 1, 1), g, x.device, x.dtype,
+                                                                                         pick) + old
         budget = ((self.eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
         new = new / new.pow(2).sum((-2, -1), keepdim=True).sqrt().clamp_min(1e-12) * budget
         delta[win2] = 0.0
@@ -177,18 +190,21 @@ class Square(Attack):
             x_best = self._init(x, g)
             margin_min, loss_min = self._margin_and_loss(model(x_best), labels, targeted)
             queries = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
+            everyone = torch.arange(x.shape[0], device=x.device)
             for it in range(n_iters):
-                active = (margin_min >= 0).nonzero().squeeze(1)  # one host sync per query, as in AutoAttack
-                if active.numel() == 0:
+                open_ = margin_min >= 0
+                active = open_.nonzero().squeeze(1) if self.early_stop else everyone  # one host sync per query
+                if active.numel() == 0 or not bool(open_.any()):
                     break
                 x0, xb, lab = x[active], x_best[active], labels[active]
-                x_new = self._propose(x0, xb, it, n_iters, g)
+                x_new = self._propose(x0, xb, it, n_iters, g, active, x.shape[0])
                 margin, loss = self._margin_and_loss(model(x_new), lab, targeted)
                 better = loss < loss_min[active]
                 if self.norm == "L2":
                     better |= margin < 0
+                better &= open_[active]  # without the active set, finished examples stay as they are
                 loss_min[active] = torch.where(better, loss, loss_min[active])
                 margin_min[active] = torch.where(better, margin, margin_min[active])
                 x_best[active] = torch.where(better.view(-1, 1, 1, 1), x_new, xb)
-                queries[active] += 1
+                queries[active] += open_[active].long()
         return x_best, {"queries": queries}

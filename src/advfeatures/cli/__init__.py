@@ -1,6 +1,9 @@
 """The ``advfeatures`` command-line tool.
 
-Each subcommand lives in its own module of this package and registers itself on :data:`main`.
+Each subcommand lives in a module of this package and registers itself on :data:`main`. Modules
+are imported only when their command runs (or shows its own help), so ``advfeatures --help`` lists
+the commands without importing torch; :data:`COMMANDS` names each command's module and its one-line
+summary (a test checks that the summary is the first line of the command's own docstring).
 Errors the library raises on purpose (:class:`~advfeatures.errors.AdvFeaturesError`) are printed
 as one line and end the process with exit status 2; anything else is a bug and keeps its traceback.
 """
@@ -13,20 +16,49 @@ import sys
 
 import click
 
-from ..errors import AdvFeaturesError
+from ..errors import AdvFeaturesError, ConfigError
 
-# Modules (in this package) that define subcommands; each one imports `main` and decorates.
-COMMAND_MODULES = [
-    "reproduce",
-    "attack",
-    "theory",
-    "represent",
-    "science",
-    "construct",
-]
+# command name -> (module in this package, one-line summary shown by `advfeatures --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "reproduce": ("reproduce", "The paper end to end: models, D_R, D_NR, D_rand and D_det, a model on each, the report."),
+    "train": ("train", "Train a model (ours or your own architecture) on any supported data, standard or adversarially."),
+    "attack": ("attack", "Run one attack on a saved model and report its success rate and robust accuracy."),
+    "evaluate": ("attack", "Worst-case robust accuracy under AutoAttack's ensemble (APGD-CE, APGD-T, FAB-T, Square), and the sanity checks."),
+    "construct": ("construct", "Build one of the paper's four training sets, shard by shard (resumable; torchrun shards it by example index)."),
+    "export": ("export", "Write a dataset (built-in, your own, or a constructed one) as an ImageFolder, .npz or MadryLab tensors."),
+    "invert": ("represent", "Recover images from their representations g(x), standard vs robust."),
+    "visualize": ("represent", "Maximise representation coordinates; feature addition; units vs directions."),
+    "generate": ("represent", "Class-conditional generation from one robust classifier."),
+    "saliency": ("represent", "Saliency maps and the cascading-randomisation sanity check."),
+    "transfer": ("represent", "Transfer source representations to --dataset: linear probe and fine-tuning."),
+    "planted": ("science", "The planted-features benchmark: which feature D_R, D_NR, D_rand and D_det keep, with ground truth."),
+    "leakage": ("science", "Robust-feature leakage: how much of a constructed set's accuracy a linear model on robust features recovers."),
+    "distill": ("science", "Distillation control: train a fresh model only on a teacher's mistakes, with its wrong labels."),
+    "transferability": ("science", "Transferability vs learning from D_rand across architectures (Ilyas et al., Fig. 3)."),
+    "certify": ("defences", "Certified accuracy of a saved model: IBP (Linf) or randomized smoothing (L2)."),
+    "physical": ("defences", "Destruction rates (Kurakin et al. 2017) of simulated print-and-photograph transformations."),
+    "defences": ("defences", "Train every defence on one dataset and write the defence table (clean, robust, certified, cost)."),
+    "theory": ("theory", "Simulate the two-Gaussian, Tsipras and logistic models and check them against their closed forms."),
+}
 
 
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the summaries from the table, so that listing the commands imports none of their modules
+        rows = [(name, COMMANDS[name][1] if name in COMMANDS else (self.commands[name].get_short_help_str()))
+                for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -35,25 +67,48 @@ class _Group(click.Group):
             sys.exit(2)
 
 
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise click.BadParameter("must be a whole number ≥ 1", ctx=ctx, param=param)
+    return value
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="advfeatures")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors in the log; no progress bars.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.option("--threads", type=int, default=None, callback=_threads, metavar="N",
+              help="Torch CPU threads for this command [default: the cores not busy with other work (OMP_NUM_THREADS "
+                   "wins); reproduce then takes its preset's]. On a busy machine 1 is often fastest for small models.")
 @click.pass_context
-def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
+def main(ctx: click.Context, quiet: bool, verbose: bool, threads: int | None) -> None:
     """advfeatures: adversarial examples as features (Ilyas et al. 2019) and the tools around them."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
-    from ..distributed import tune_allocator
+    ctx.obj["threads"] = threads
     from ..progress import set_progress_enabled
+    from ..runtime import set_threads, tune_allocator
 
     set_progress_enabled(not quiet)
     # glibc's default malloc thresholds caused page-fault storms in CPU PyTorch on our machines
     # (benchmarks/RESULTS.md); ADVFEATURES_MALLOC=default or an explicit GLIBC_TUNABLES opts out.
     tune_allocator()
+    # torch's default of one thread per core made one-off commands 10-20x slower on a busy 2-core
+    # machine: without --threads, only the free cores (advfeatures.runtime.threads); restored after
+    import torch
+
+    before = torch.get_num_threads()
+    set_threads(threads)
+    ctx.call_on_close(lambda: torch.set_num_threads(before))
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}")
+def threads_given() -> int | None:
+    """The global ``--threads`` of the running command (None when not given or outside the CLI)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj.get("threads") if isinstance(obj, dict) else None
+
+
+__all__ = ["COMMANDS", "ConfigError", "main", "threads_given"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from . import main
-from ..data import DATASETS
+from .options import data_options, device_option, model_file_option, model_options, seed_option
 
 
 def _fingerprint(settings: dict) -> str:
@@ -32,9 +32,9 @@ def _fingerprint(settings: dict) -> str:
 @main.command("construct")
 @click.option("--kind", type=click.Choice(["d_r", "d_nr", "d_rand", "d_det"]), required=True,
               help="d_r / d_nr: representation matching through --model (robust / standard); d_rand / d_det: targeted PGD on it.")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="Model file written by save_model (.safetensors).")
-@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True, help="Dataset whose training split is transformed.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Folder holding the dataset files.")
+@model_file_option("--model", "model_path")
+@model_options
+@data_options("Dataset whose training split is transformed.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the shards and manifest.json.")
 @click.option("--steps", type=int, default=None, help="Optimisation steps [d_r/d_nr: 1000, d_rand/d_det: 100].")
 @click.option("--step-size", type=float, default=None, help="Step length in L2 pixel units [0.1].")
@@ -42,23 +42,21 @@ def _fingerprint(settings: dict) -> str:
 @click.option("--matching-start", "start", type=click.Choice(["random_image", "noise"]), default=None, help="d_r / d_nr start [random_image].")
 @click.option("--shard-size", type=int, default=5000, show_default=True, help="Images per shard (the unit of resuming and of sharding).")
 @click.option("--batch-size", type=int, default=500, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pairing, the targets and every shard's randomness.")
+@seed_option
 @click.option("--n", "--num-images", "n", type=int, default=None,
               help="Use the first N training images (all by default); spell it --num-images under torchrun, whose own parser takes --n.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
+@device_option
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (speed only).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (faster on recent CPUs and GPUs; bf16 rounding).")
 @click.option("--channels-last", is_flag=True, help="Channels-last memory format (speed only).")
-def construct_command(kind, model_path, dataset, data_root, out, steps, step_size, eps, start, shard_size, batch_size, seed, n,
+def construct_command(kind, model_path, loader, source, out, steps, step_size, eps, start, shard_size, batch_size, seed, n,
                       device, compile_, bf16, channels_last):
     """Build one of the paper's four training sets, shard by shard (resumable; torchrun shards it by example index)."""
     from dataclasses import asdict, replace
 
     from ..construct import MatchingConfig, RelabelConfig, build_dataset
-    from ..data import load_dataset
     from ..distributed import accelerate, barrier, init_distributed, shutdown, tune_allocator
     from ..errors import ConfigError
-    from ..models import load_model
     from ..storage import MANIFEST, file_sha256, read_json, write_json_atomic
 
     tune_allocator()
@@ -80,10 +78,11 @@ def construct_command(kind, model_path, dataset, data_root, out, steps, step_siz
 
     ctx, dev = init_distributed(device)
     try:
-        model = load_model(model_path, device=dev)
-        train, _ = load_dataset(dataset, root=data_root)
-        source = train.head(n)
-        settings = {"kind": kind, "model_sha256": file_sha256(model_path), "dataset": dataset, "n": len(source), "seed": seed,
+        train, _ = source.load()
+        model = loader.load(model_path, dev, train)
+        images = train.head(n)
+        settings = {"kind": kind, "model_sha256": file_sha256(model_path), **loader.describe(), **source.describe(),
+                    "n": len(images), "seed": seed,
                     "shard_size": shard_size, "matching": asdict(matching) if matching else None,
                     "relabel": asdict(relabel) if relabel else None}
         key = _fingerprint(settings)
@@ -103,7 +102,7 @@ def construct_command(kind, model_path, dataset, data_root, out, steps, step_siz
             write_json_atomic(settings_path, {"key": key, "settings": settings})
         net = accelerate(model, compile=compile_, bf16=bf16, channels_last=channels_last, device=dev)
         began = time.perf_counter()
-        manifest = build_dataset(kind, net, source, out, matching=matching, relabel=relabel, seed=seed, batch_size=batch_size,
+        manifest = build_dataset(kind, net, images, out, matching=matching, relabel=relabel, seed=seed, batch_size=batch_size,
                                  shard_size=shard_size, device=dev, rank=ctx.rank, world_size=ctx.world_size, key=key)
         if manifest is not None:
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in manifest["summary"].items()

@@ -17,45 +17,12 @@ import click
 import torch
 
 from . import main
-from ..data import DATASETS, load_dataset
 from ..errors import ConfigError
-from ..storage import write_json_atomic
+from .options import (data_options, device_option, model_file_option, model_options, out_option, resolve_device, seed_option,
+                      write_result)
 
-_OUT = click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNG and JSON files.")
-_DATASET = click.option("--dataset", default="digits", show_default=True, type=click.Choice(DATASETS), help="Dataset (its test split is used, the training split where one is needed).")
-_ROOT = click.option("--data-root", default=None, type=click.Path(file_okay=False, path_type=Path), help="Folder holding the dataset files (if not in the default place).")
-_SEED = click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of every random choice.")
-_DEVICE = click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
-
-
-def _model_option(*names: str, required: bool = True, help: str = "A model file written by advfeatures.models.save_model.", **kw):
-    return click.option(*names, required=required, type=click.Path(dir_okay=False, path_type=Path), help=help, **kw)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
-def _load(path: Path | None, device: torch.device):
-    from ..models import load_model
-
-    return None if path is None else load_model(path, device=device)
-
-
-def _split(dataset: str, root: Path | None, which: str):
-    train, test = load_dataset(dataset, root=root)
-    return train if which == "train" else test
-
-
-def _check_shape(model, data) -> None:
-    expected = tuple(getattr(model, "arch", {}).get("in_shape", data.image_shape))
-    if tuple(expected) != tuple(data.image_shape):
-        raise ConfigError(f"the model expects {tuple(expected)} images but {data.name} has {data.image_shape}; "
-                          "pick the dataset the model was trained on")
+_OUT = out_option(folder=True, help="Folder for the PNG and JSON files.")
+_DATA = data_options("Dataset (its test split is used, the training split where one is needed).")
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -68,20 +35,20 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 
 
 @main.command()
-@_model_option("--model")
-@_model_option("--robust-model", required=False, help="A robust model: --model is then the standard one, compared side by side.")
-@_model_option("--held-out-model", required=False, help="A classifier (ideally of another architecture) scoring the inverted images.")
-@_DATASET
-@_ROOT
+@model_file_option("--model")
+@model_file_option("--robust-model", required=False, help="A robust model: --model is then the standard one, compared side by side.")
+@model_file_option("--held-out-model", required=False, help="A classifier (ideally of another architecture) scoring the inverted images.")
+@_DATA
+@model_options
 @_OUT
 @click.option("--n", default=16, show_default=True, type=click.IntRange(min=1), help="Test images to invert.")
 @click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--step-size", default=0.1, show_default=True, type=float)
 @click.option("--start", default="noise", show_default=True, type=click.Choice(["noise", "image"]), help="Seeds: N(0.5, 0.05²) noise or other test images.")
 @click.option("--interpolate", "interp", default=0, show_default=True, type=click.IntRange(min=0), help="Also invert this many points between pairs of images (0: no).")
-@_SEED
-@_DEVICE
-def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, dataset: str, data_root: Path | None,
+@seed_option
+@device_option
+def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, source, loader,
            out: Path, n: int, steps: int, step_size: float, start: str, interp: int, seed: int, device: str) -> None:
     """Recover images from their representations g(x), standard vs robust.
 
@@ -89,13 +56,12 @@ def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, 
     from ..represent.figures import image_grid
     from ..represent.inversion import compare_inversions, interpolate
 
-    dev = _device(device)
-    data = _split(dataset, data_root, "test")
-    m = _load(model, dev)
-    _check_shape(m, data)
-    models = {"standard": m, "robust": _load(robust_model, dev)} if robust_model else {"model": m}
+    dev = resolve_device(device)
+    data = source.split("test", seed=seed)
+    m = loader.load(model, dev, data)
+    models = {"standard": m, "robust": loader.load(robust_model, dev, data)} if robust_model else {"model": m}
     res = compare_inversions(models, data, out, n=n, steps=steps, step_size=step_size, start=start, seed=seed,
-                             held_out_model=_load(held_out_model, dev))
+                             held_out_model=loader.load(held_out_model, dev, data))
     if interp:
         gen = torch.Generator().manual_seed(seed)
         pairs = torch.randperm(len(data), generator=gen)[:8].view(2, 4)
@@ -107,7 +73,7 @@ def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, 
             path = image_grid(rows, out / f"interpolation-{name}.png", col_labels=[f"α={a:.2f}" for a in alphas.tolist()],
                               title=f"Inverting (1−α)·g(a) + α·g(b) through the {name} model")
             res["interpolation"][name] = {**inv.summary(), "alphas": alphas.tolist(), "figure": str(path)}
-        write_json_atomic(out / "inversion.json", res)
+        write_result(out / "inversion.json", res)
     for name in models:
         r = res[name]
         click.echo(f"{name:9s} pixel L2 to target {r['pixel_l2']:.3f}  representation distance {r['representation_distance']:.4f}"
@@ -116,9 +82,9 @@ def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, 
 
 
 @main.command()
-@_model_option("--model")
-@_DATASET
-@_ROOT
+@model_file_option("--model")
+@_DATA
+@model_options
 @_OUT
 @click.option("--coordinates", default=None, help="Representation coordinates to maximise, e.g. 0,5,9 (default: --num random live ones).")
 @click.option("--num", default=8, show_default=True, type=click.IntRange(min=1), help="Coordinates (and random directions) to show.")
@@ -126,12 +92,11 @@ def invert(model: Path, robust_model: Path | None, held_out_model: Path | None, 
 @click.option("--step-size", default=1.0, show_default=True, type=float)
 @click.option("--eps", default=None, type=float, help="Feature addition's L2 radius (default 0.1·√pixels).")
 @click.option("--units-vs-directions", "units", is_flag=True, help="Also the test images that most activate units vs random directions.")
-@click.option("--layer", default=None, help="Layer for --units-vs-directions, by module name (default: the representation).")
 @click.option("--top-k", default=8, show_default=True, type=click.IntRange(min=1))
-@_SEED
-@_DEVICE
-def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coordinates: str | None, num: int, steps: int,
-              step_size: float, eps: float | None, units: bool, layer: str | None, top_k: int, seed: int, device: str) -> None:
+@seed_option
+@device_option
+def visualize(model: Path, source, loader, out: Path, coordinates: str | None, num: int, steps: int,
+              step_size: float, eps: float | None, units: bool, top_k: int, seed: int, device: str) -> None:
     """Maximise representation coordinates; feature addition; units vs directions.
 
     Engstrom et al. 2019 (visualisation, addition); Szegedy et al. 2014 (units vs directions)."""
@@ -140,10 +105,9 @@ def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coor
     from ..represent.units import layer_activations, units_vs_directions
     from ..represent.visualize import add_feature, random_directions, visualize as visualize_fn
 
-    dev = _device(device)
-    data = _split(dataset, data_root, "test")
-    m = _load(model, dev)
-    _check_shape(m, data)
+    dev = resolve_device(device)
+    data = source.split("test", seed=seed)
+    m = loader.load(model, dev, data)
     gen = torch.Generator().manual_seed(seed)
     coords = _ints(coordinates, "--coordinates")
     if coords is None:
@@ -175,7 +139,7 @@ def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coor
                      title=f"Maximising representation coordinates ({steps} steps of {step_size:g})")
     results["figure"] = str(fig)
     if units:
-        uvd = units_vs_directions(m, data, layer=layer, num=min(num, 8), top_k=top_k, seed=seed)
+        uvd = units_vs_directions(m, data, num=min(num, 8), top_k=top_k, seed=seed)
         grid = [data.images[r["indices"]] for r in uvd["units"] + uvd["directions"]]
         names = [f"unit {r['unit']}" for r in uvd["units"]] + [f"direction {i}" for i in range(len(uvd["directions"]))]
         uvd["figure"] = str(image_grid(grid, out / "units.png", row_labels=names,
@@ -183,7 +147,7 @@ def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coor
         results["units_vs_directions"] = uvd
         click.echo(f"top-{top_k} label purity: units {uvd['mean_purity_units']:.3f}, random directions "
                    f"{uvd['mean_purity_directions']:.3f}, random images {uvd['chance_purity']:.3f}")
-    write_json_atomic(out / "visualize.json", results)
+    write_result(out / "visualize.json", results)
     for key in ("coordinate_from_noise", "coordinate_from_image", "direction_from_noise", "feature_addition"):
         r = results[key]
         click.echo(f"{key:22s} activation {r['start_activation']:.3f} → {r['final_activation']:.3f} (raised for {r['share_raised']:.0%})")
@@ -191,18 +155,18 @@ def visualize(model: Path, dataset: str, data_root: Path | None, out: Path, coor
 
 
 @main.command()
-@_model_option("--model", help="A (robust) classifier written by advfeatures.models.save_model.")
-@_DATASET
-@_ROOT
+@model_file_option("--model", help="A (robust) classifier written by advfeatures.models.save_model.")
+@_DATA
+@model_options
 @_OUT
 @click.option("--per-class", default=4, show_default=True, type=click.IntRange(min=1), help="Images per class.")
 @click.option("--eps", default=None, type=float, help="L2 radius (default 0.1·√pixels).")
 @click.option("--steps", default=60, show_default=True, type=click.IntRange(min=1))
 @click.option("--step-size", default=None, type=float, help="Default 2.5·eps/steps.")
 @click.option("--max-dim", default=1024, show_default=True, type=click.IntRange(min=1), help="Fit the Gaussians at a resolution with at most this many values.")
-@_SEED
-@_DEVICE
-def generate(model: Path, dataset: str, data_root: Path | None, out: Path, per_class: int, eps: float | None, steps: int,
+@seed_option
+@device_option
+def generate(model: Path, source, loader, out: Path, per_class: int, eps: float | None, steps: int,
              step_size: float | None, max_dim: int, seed: int, device: str) -> None:
     """Class-conditional generation from one robust classifier.
 
@@ -210,10 +174,9 @@ def generate(model: Path, dataset: str, data_root: Path | None, out: Path, per_c
     from ..represent.figures import image_grid
     from ..represent.generate import fit_class_gaussians, generate as generate_fn
 
-    dev = _device(device)
-    train = _split(dataset, data_root, "train")
-    m = _load(model, dev)
-    _check_shape(m, train)
+    dev = resolve_device(device)
+    train = source.split("train", seed=seed)
+    m = loader.load(model, dev, train)
     gauss = fit_class_gaussians(train, max_dim=max_dim)
     labels = torch.arange(train.num_classes).repeat_interleave(per_class)
     res = generate_fn(m, labels, gaussians=gauss, eps=eps, steps=steps, step_size=step_size,
@@ -228,22 +191,22 @@ def generate(model: Path, dataset: str, data_root: Path | None, out: Path, per_c
                                        title=f"Generated from class Gaussians by targeted L2 PGD ({steps} steps)"))
     summary["seeds_figure"] = str(image_grid(seed_rows, out / "generate-seeds.png", row_labels=train.classes,
                                              title="Seeds: samples of each class's Gaussian"))
-    write_json_atomic(out / "generate.json", summary)
+    write_result(out / "generate.json", summary)
     click.echo(f"classified as the requested class: {summary['target_reached']:.1%} (mean confidence "
                f"{summary['mean_confidence']:.3f}); wrote {summary['figure']} and {out / 'generate.json'}")
 
 
 @main.command()
-@_model_option("--model")
-@_DATASET
-@_ROOT
+@model_file_option("--model")
+@_DATA
+@model_options
 @_OUT
 @click.option("--n", default=8, show_default=True, type=click.IntRange(min=1), help="Test images.")
 @click.option("--methods", default="gradient,gradient_x_input,smoothgrad,edge", show_default=True)
 @click.option("--ssim", "with_ssim", is_flag=True, help="Also score SSIM.")
-@_SEED
-@_DEVICE
-def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: int, methods: str, with_ssim: bool,
+@seed_option
+@device_option
+def saliency(model: Path, source, loader, out: Path, n: int, methods: str, with_ssim: bool,
              seed: int, device: str) -> None:
     """Saliency maps and the cascading-randomisation sanity check.
 
@@ -251,10 +214,9 @@ def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: in
     from ..represent.figures import cascade_plot, saliency_grid
     from ..represent.saliency import cascading_randomization
 
-    dev = _device(device)
-    data = _split(dataset, data_root, "test")
-    m = _load(model, dev)
-    _check_shape(m, data)
+    dev = resolve_device(device)
+    data = source.split("test", seed=seed)
+    m = loader.load(model, dev, data)
     names = tuple(v.strip() for v in methods.split(",") if v.strip())
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
     x = data.images[idx].to(dev)
@@ -264,7 +226,7 @@ def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: in
     res["maps_figure"] = str(saliency_grid(x.cpu(), {k: v[0] for k, v in maps.items()}, out / "saliency.png",
                                            title="Saliency maps of the trained model"))
     res["figure"] = str(cascade_plot(res, out / "cascade.png"))
-    write_json_atomic(out / "saliency.json", res)
+    write_result(out / "saliency.json", res)
     click.echo("Spearman rank correlation with the trained model's map, all layers randomised:")
     for name, scores in res["methods"].items():
         click.echo(f"  {name:18s} {scores['spearman'][-1]:+.3f}")
@@ -272,10 +234,10 @@ def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: in
 
 
 @main.command("transfer")  # the adversarial-transferability experiment is `advfeatures transferability`
-@_model_option("--model", multiple=True, help="A source model; repeat to compare (e.g. standard and robust).")
+@model_file_option("--model", multiple=True, help="A source model; repeat to compare (e.g. standard and robust).")
 @click.option("--name", "names", multiple=True, help="A name per --model (default: the file names).")
-@_DATASET
-@_ROOT
+@_DATA
+@model_options
 @_OUT
 @click.option("--n-train", default=None, type=click.IntRange(min=2), help="Use only the first N training images.")
 @click.option("--n-test", default=None, type=click.IntRange(min=1), help="Use only the first N test images.")
@@ -283,9 +245,9 @@ def saliency(model: Path, dataset: str, data_root: Path | None, out: Path, n: in
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Fine-tuning epochs.")
 @click.option("--lr", default=0.01, show_default=True, type=float, help="Fine-tuning learning rate (SGD).")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
-@_SEED
-@_DEVICE
-def transfer_learning(model: tuple[Path, ...], names: tuple[str, ...], dataset: str, data_root: Path | None, out: Path,
+@seed_option
+@device_option
+def transfer_learning(model: tuple[Path, ...], names: tuple[str, ...], source, loader, out: Path,
              n_train: int | None, n_test: int | None, modes: str, epochs: int, lr: float, batch_size: int, seed: int,
              device: str) -> None:
     """Transfer source representations to --dataset: linear probe and fine-tuning.
@@ -300,15 +262,16 @@ def transfer_learning(model: tuple[Path, ...], names: tuple[str, ...], dataset: 
     labels = list(names) if names else [p.stem for p in model]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"source names must differ, got {labels}; pass --name for each --model")
-    dev = _device(device)
-    train, test = load_dataset(dataset, root=data_root)
+    dev = resolve_device(device)
+    train, test = source.load(seed=seed)
     train, test = train.head(n_train), test.head(n_test)
-    sources = {name: _load(p, dev) for name, p in zip(labels, model, strict=True)}
+    # the sources were trained on other classes: only their input shape must fit the target data
+    sources = {name: loader.load(p, dev, train, same_classes=False) for name, p in zip(labels, model, strict=True)}
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, crop_padding=0, flip=False, seed=seed)
     table = transfer_table(sources, train, test, modes=tuple(v.strip() for v in modes.split(",") if v.strip()),
                            fine_tune_config=cfg, device=dev)
     table["figure"] = str(transfer_plot(table, out / "transfer.png"))
-    write_json_atomic(out / "transfer.json", table)
+    write_result(out / "transfer.json", table)
     click.echo(f"test accuracy on {table['target']} ({table['n_train']} training images):")
     click.echo(f"  {'source':16s} " + " ".join(f"{m:>17s}" for m in table["modes"]))
     for name, row in table["table"].items():

@@ -1,6 +1,8 @@
-"""Experiments: presets, the ``reproduce`` pipeline, and its report."""
+"""Experiments: presets, the ``reproduce`` pipeline (one :class:`RunState` per run), and its report."""
 
 from .config import PRESETS, ReproduceConfig, resolve_config
-from .pipeline import Reproduction
+from .pipeline import Reproduction, open_run, run_reproduction, run_seeds
+from .state import RunState
 
-__all__ = ["PRESETS", "ReproduceConfig", "Reproduction", "resolve_config"]
+__all__ = ["PRESETS", "ReproduceConfig", "Reproduction", "RunState", "open_run", "resolve_config", "run_reproduction",
+           "run_seeds"]

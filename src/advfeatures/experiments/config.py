@@ -39,6 +39,29 @@ class ConstructionConfig:
 
 
 @dataclass
+class WorstCaseConfig:
+    """The headline: the per-image worst case over an ensemble (APGD-CE, APGD-T, Square; each run
+    only on the images still robust), at every radius of ``evaluation.attacks``. The defaults are
+    AutoAttack's standard settings; presets shrink them to fit their time budget (see the report)."""
+
+    enabled: bool = True
+    steps: int = 100  # APGD-CE and APGD-T iterations (AutoAttack: 100)
+    n_target_classes: int = 9  # APGD-T target classes (AutoAttack: 9)
+    square_queries: int = 5000  # Square's query budget (AutoAttack: 5000)
+
+
+@dataclass
+class SanityConfig:
+    """AutoAttack-style warning signs of gradient masking, checked for every model at the largest
+    L2 radius of ``evaluation.attacks`` (see :func:`advfeatures.evaluate.sanity_checks`)."""
+
+    enabled: bool = True
+    steps: int = 50  # PGD steps of the checks
+    square_queries: int = 1000  # the black-box comparison's budget
+    test_limit: int | None = None  # check on the first N test images (None: all evaluated ones)
+
+
+@dataclass
 class EvaluationConfig:
     attacks: list[AttackSpec] = field(default_factory=lambda: [
         AttackSpec(attack="pgd", norm="L2", eps=0.25, steps=20),
@@ -48,6 +71,9 @@ class EvaluationConfig:
     ])
     batch_size: int = 500
     test_limit: int | None = None  # evaluate on the first N test images (None: all)
+    worst_case: WorstCaseConfig = field(default_factory=WorstCaseConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    margin_se: float = 2.0  # a finding holds when its difference exceeds this many standard errors
 
 
 @dataclass
@@ -70,6 +96,15 @@ class ReproduceConfig:
     preset: str = "cifar10"
     dataset: str = "cifar10"
     data_root: str | None = None
+    # the user's own data instead of `dataset` (advfeatures.data.load_data reads ImageFolder trees,
+    # .npz/.npy, MadryLab tensors); `data_test` names a built-in set whose test split evaluates it
+    data: str | None = None
+    data_test: str | None = None
+    # a robust model the user already has (any file advfeatures.models.load_any_model reads) used
+    # for D_R instead of training one; `robust_model_arch` for files that record no architecture
+    robust_model: str | None = None
+    robust_model_arch: str | None = None
+    robust_model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     train_limit: int | None = None  # use the first N training images (None: all)
@@ -88,6 +123,10 @@ class ReproduceConfig:
     def validate(self) -> ReproduceConfig:
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.data_test is not None and self.data_test not in DATASETS:
+            raise ConfigError(f"unknown data_test {self.data_test!r}; choose one of {', '.join(DATASETS)}")
+        if self.data_test is not None and self.data is None:
+            raise ConfigError("data_test evaluates a model trained on your own data: set data (--data PATH) too")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name in ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det"):
@@ -102,9 +141,16 @@ class ReproduceConfig:
         _within("evaluation.batch_size", lambda: check_steps(self.evaluation.batch_size, "value"))
         for name, value in (("threads", self.threads), ("train_limit", self.train_limit),  # None: not limited
                             ("extras.transfer_train_limit", self.extras.transfer_train_limit),
-                            ("evaluation.test_limit", self.evaluation.test_limit)):
+                            ("evaluation.test_limit", self.evaluation.test_limit),
+                            ("evaluation.sanity.test_limit", self.evaluation.sanity.test_limit)):
             if value is not None:
                 _within(name, lambda v=value: check_steps(v, "value"))
+        wc = self.evaluation.worst_case
+        for name, value in (("steps", wc.steps), ("n_target_classes", wc.n_target_classes), ("square_queries", wc.square_queries)):
+            _within(f"evaluation.worst_case.{name}", lambda v=value: check_steps(v, "value"))
+        for name, value in (("steps", self.evaluation.sanity.steps), ("square_queries", self.evaluation.sanity.square_queries)):
+            _within(f"evaluation.sanity.{name}", lambda v=value: check_steps(v, "value"))
+        _within("evaluation.margin_se", lambda: check_positive("margin_se", self.evaluation.margin_se))
         if not self.evaluation.attacks:
             raise ConfigError("evaluation.attacks is empty; give at least one attack")
         for i, spec in enumerate(self.evaluation.attacks):
@@ -178,9 +224,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                                          batch=128, pad=2, base_lr=0.05, adv_eps=1.5, eval_l2=(0.75, 1.5), eval_linf=0.1,
                                          relabel_eps=4.0, matching_steps=100, relabel_steps=25, shard_size=5000,
                                          eval_batch=1000),
-    "mnist": _small_image_preset(dataset="mnist", arch_kwargs={"width": 32, "hidden": 128}, epochs=10, batch=128, pad=2,
+    # MNIST: the same image size and count as Fashion-MNIST, so sized like it to finish on a 2-core
+    # CPU (issue 14): a width-8 CNN, 8 epochs, 100 matching steps, 25 relabelling steps, attacks on
+    # the first 5000 test images (it was a width-32 CNN with 200 matching steps: many hours here).
+    # The radii stay MNIST's (larger than Fashion-MNIST's: its digits are far apart in L2).
+    "mnist": _small_image_preset(dataset="mnist", arch_kwargs={"width": 8, "hidden": 64}, epochs=8, batch=128, pad=2,
                                  base_lr=0.05, adv_eps=2.0, eval_l2=(1.0, 2.0), eval_linf=0.3, relabel_eps=3.0,
-                                 matching_steps=200, relabel_steps=50, shard_size=5000, eval_batch=1000),
+                                 matching_steps=100, relabel_steps=25, shard_size=5000, eval_batch=1000),
     "cifar10": {"dataset": "cifar10", "model": {"arch": "resnet50", "kwargs": {
         "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}}},  # the paper's values are the defaults
 }
@@ -188,11 +238,34 @@ PRESETS: dict[str, dict[str, Any]] = {
 # trains the digits CNN 1.3–3× faster than two (the gap grows with any other load).
 PRESETS["digits"]["threads"] = 1
 PRESETS["digits"]["extras"] = {"transfer": True, "distillation": True}
+# The worst case and the sanity checks sized to keep the whole digits run near 4 minutes on 2 cores
+# (measured, see the README): 20 APGD steps instead of 100, 3 APGD-T targets instead of 9, 300 Square
+# queries instead of 5000. On the adversarially trained model at L2 ε=0.5 this ensemble reached
+# 60.3% where the full one (100/9/5000) reached 57.8% (issue 11): the headline is an upper bound, stated
+# in the report's departures.
+PRESETS["digits"]["evaluation"]["worst_case"] = {"steps": 20, "n_target_classes": 3, "square_queries": 300}
+PRESETS["digits"]["evaluation"]["sanity"] = {"steps": 20, "square_queries": 200}
 # Two threads: a 28×28 CNN at batch 128-512 runs 2.2x faster on two cores than on one (measured).
 PRESETS["fashion-mnist"]["threads"] = 2
 PRESETS["fashion-mnist"]["construction"]["batch_size"] = 512
 PRESETS["fashion-mnist"]["evaluation"]["test_limit"] = 5000
 PRESETS["fashion-mnist"]["extras"] = {"transfer": True, "distillation": True, "transfer_train_limit": 10000}
+# not measured on Fashion-MNIST yet: the digits sizes, the sanity checks on the first 1000 test images
+for _name in ("fashion-mnist", "mnist"):
+    PRESETS[_name]["evaluation"]["worst_case"] = {"steps": 20, "n_target_classes": 3, "square_queries": 300}
+    PRESETS[_name]["evaluation"]["sanity"] = {"steps": 20, "square_queries": 200, "test_limit": 1000}
+
+for _name in ("mnist",):  # sized like fashion-mnist (above), for the same reasons
+    PRESETS[_name]["threads"] = 2
+    PRESETS[_name]["construction"]["batch_size"] = 512
+    PRESETS[_name]["evaluation"]["test_limit"] = 5000
+    PRESETS[_name]["extras"] = {"transfer": True, "distillation": True, "transfer_train_limit": 10000}
+
+# Presets that need a GPU, and why: ``reproduce`` says so up front on a CPU-only machine
+# (experiments.estimate.gpu_warning) instead of starting a run that cannot finish.
+GPU_PRESETS: dict[str, str] = {
+    "cifar10": "the paper's ResNet-50, 150 epochs and 1000 matching steps on 50 000 images",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +406,15 @@ def resolve_config(preset: str = "digits", *, config_file: str | Path | None = N
     data = deep_merge(to_dict(ReproduceConfig()), PRESETS[preset])
     data["preset"] = preset
     given: dict[str, Any] = {"preset": preset}
+    data = _layers(data, given, config_file, overrides, direct)
+    cfg = from_dict(ReproduceConfig, data)
+    return cfg.validate(), given
+
+
+def _layers(data: dict[str, Any], given: dict[str, Any], config_file: str | Path | None, overrides: list[str],
+            direct: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a settings file, then ``--set`` overrides, then a command's own options (dotted
+    keys allowed; None means not given) laid over it; ``given`` records each layer."""
     if config_file is not None:
         file_data = load_config_file(config_file)
         data = deep_merge(data, file_data)
@@ -343,7 +425,51 @@ def resolve_config(preset: str = "digits", *, config_file: str | Path | None = N
     given["overrides"] = list(overrides)
     for k, v in direct.items():
         if v is not None:
-            data[k] = v
+            _set_path(data, k.split("."), v)
             given[k] = v
-    cfg = from_dict(ReproduceConfig, data)
-    return cfg.validate(), given
+    return data
+
+
+def choose_preset(image_shape: tuple[int, int, int], count: int) -> tuple[str, dict[str, Any], str]:
+    """A preset for the user's own images: (name, settings laid over it, why), by image size.
+
+    Up to 12×12 pixels the digits preset; up to 28×28 the Fashion-MNIST one; larger images take
+    the CIFAR-10 preset (the paper's ResNet-50 protocol). Every L2 radius (robust training, the
+    D_rand / D_det relabelling, the evaluation) is scaled by √(pixels / the preset's pixels), as the
+    presets themselves scale ε with the image size."""
+    c, h, w = image_shape
+    name, (pc, ph, pw) = (("digits", (1, 8, 8)) if max(h, w) <= 12 else
+                          ("fashion-mnist", (1, 28, 28)) if max(h, w) <= 28 else ("cifar10", (3, 32, 32)))
+    scale = ((c * h * w) / (pc * ph * pw)) ** 0.5
+    base = deep_merge(to_dict(ReproduceConfig()), PRESETS[name])
+    settings: dict[str, Any] = {}
+    if abs(scale - 1.0) > 1e-9:
+        adv = base["adversarial"]["adversary"]
+        settings["adversarial"] = {"adversary": {"eps": round(adv["eps"] * scale, 4)} if adv["norm"] == "L2" else {}}
+        settings["construction"] = {"relabel": {"eps": round(base["construction"]["relabel"]["eps"] * scale, 4),
+                                                "step_size": round(base["construction"]["relabel"]["step_size"] * scale, 4)}}
+        settings["evaluation"] = {"attacks": [{**a, "eps": round(a["eps"] * scale, 4)} if a["norm"] == "L2" else a
+                                              for a in base["evaluation"]["attacks"]]}
+    why = (f"{count} images of {c}×{h}×{w}: the {name} preset" +
+           (f", every L2 radius scaled by √(pixels ratio) = {scale:.3g}" if settings else ""))
+    return name, settings, why
+
+
+TRAIN_STAGES = ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det")
+
+
+def resolve_train_config(preset: str | None = None, stage: str = "standard", *, config_file: str | Path | None = None,
+                         overrides: list[str] = (), **direct: Any) -> tuple[TrainConfig, dict[str, Any]]:
+    """One training stage's settings in the same layers as :func:`resolve_config`: the defaults
+    (the paper's), a preset's stage (e.g. ``digits`` / ``adversarial``), a JSON or TOML file of
+    training settings, ``--set key=value`` overrides, then the command's own options."""
+    if stage not in TRAIN_STAGES:
+        raise ConfigError(f"unknown training stage {stage!r}; choose one of {', '.join(TRAIN_STAGES)}")
+    data = to_dict(getattr(ReproduceConfig(), stage))
+    given: dict[str, Any] = {"preset": preset, "stage": stage}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        data = deep_merge(data, PRESETS[preset].get(stage, {}))
+    data = _layers(data, given, config_file, overrides, direct)
+    return from_dict(TrainConfig, data).validate(), given

@@ -8,13 +8,14 @@
 * ``transfer``: the paper's Fig. 3, several architectures' transfer rates against how well each
   learns from D_rand.
 
-Each returns a JSON-ready dict with a ``markdown`` section for the report and its ``figures``.
+Each takes the run's :class:`~.state.RunState` and returns plain JSON-ready data (its numbers and
+the paths of its ``figures``); :mod:`.report` renders them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -22,9 +23,7 @@ from ..models import build_model
 from ..train import train_model
 from .config import to_dict
 from .rundir import digest
-
-if TYPE_CHECKING:
-    from .pipeline import Reproduction
+from .state import RunState
 
 TRANSFER_ARCHS = [
     {"name": "mlp", "kwargs": {"hidden": [256]}, "label": "MLP 256"},
@@ -35,146 +34,85 @@ TRANSFER_ARCHS = [
 ]
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
-
-
-def run_extras(rep: Reproduction) -> dict[str, Any]:
-    ex = rep.cfg.extras
+def run_extras(state: RunState) -> dict[str, Any]:
+    ex = state.config.extras
     out: dict[str, Any] = {}
     if ex.inversion:
-        out["inversion"] = inversion(rep)
+        out["inversion"] = inversion(state)
     if ex.leakage:
-        out["leakage"] = leakage(rep)
+        out["leakage"] = leakage(state)
     if ex.distillation:
-        out["distillation"] = distillation(rep)
+        out["distillation"] = distillation(state)
     if ex.transfer:
-        out["transfer"] = transfer(rep)
+        out["transfer"] = transfer(state)
     return out
 
 
-def inversion(rep: Reproduction, *, n: int = 16) -> dict[str, Any]:
+def inversion(state: RunState, *, n: int = 16) -> dict[str, Any]:
     from ..represent import inversion_comparison
 
-    steps = rep.cfg.construction.matching.steps * 2
-    key = digest({"std": rep.model_keys["standard"], "adv": rep.model_keys["adversarial"], "n": n, "steps": steps,
-                  "data": rep.data_key, "seed": rep.cfg.seed, "held_out": "mlp256"})
-    folder = rep.run.path("extras", "inversion")
+    steps = state.config.construction.matching.steps * 2
+    key = digest({"std": state.keys["standard"], "adv": state.keys["adversarial"], "n": n, "steps": steps,
+                  "data": state.data_key, "seed": state.config.seed, "held_out": "mlp256"})
+    folder = state.run.path("extras", "inversion")
 
     def compute() -> dict[str, Any]:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(rep.seed_for(700))
-            held_out = build_model("mlp", rep.train.image_shape, rep.train.num_classes, hidden=(256,))
-        train_model(held_out, rep.train, dataclasses.replace(rep.cfg.standard, seed=rep.seed_for(701)), device=rep.device,
-                    desc="held-out MLP")
-        res = inversion_comparison(rep.models["standard"], rep.models["adversarial"], rep.test, folder, n=n, steps=steps,
-                                   step_size=rep.cfg.construction.matching.step_size, start="noise", seed=rep.seed_for(702),
-                                   held_out_model=held_out)
+            torch.manual_seed(state.seeds["inversion_held_out_init"])
+            held_out = build_model("mlp", state.train.image_shape, state.train.num_classes, hidden=(256,))
+        train_model(held_out, state.train, dataclasses.replace(state.config.standard, seed=state.seeds["inversion_held_out_train"]),
+                    device=state.device, desc="held-out MLP")
+        res = inversion_comparison(state.models["standard"], state.models["adversarial"], state.test, folder, n=n, steps=steps,
+                                   step_size=state.config.construction.matching.step_size, start="noise",
+                                   seed=state.seeds["inversion"], held_out_model=held_out)
         return {k: res[k] for k in ("standard", "robust", "robust_closer", "start_pixel_l2", "held_out_accuracy_on_targets",
                                     "n", "steps", "step_size", "start")}
 
-    res = rep.run.step("extra_inversion", key, compute, artifacts=[folder / "inversion.png"])
-    s, r = res["standard"], res["robust"]
-    md = "\n".join([
-        "## Inverting representations (Engstrom et al. 2019)",
-        "",
-        f"{res['n']} test images inverted from noise seeds through each model ({res['steps']} L2 steps of {res['step_size']:g}): "
-        "lower pixel distance to the target image, and higher accuracy of a held-out MLP on the inverted images, mean the "
-        "representation kept more of what a person sees.",
-        "",
-        "| model | pixel L2 to target | representation distance reached | held-out MLP accuracy on inversions |",
-        "|---|---|---|---|",
-        f"| standard | {s['pixel_l2']:.2f} | {s['representation_distance']:.3f} | {_pct(s['held_out_accuracy'])} |",
-        f"| robust | {r['pixel_l2']:.2f} | {r['representation_distance']:.3f} | {_pct(r['held_out_accuracy'])} |",
-        "",
-        f"Seeds start at pixel L2 {res['start_pixel_l2']:.2f}; the held-out MLP scores {_pct(res['held_out_accuracy_on_targets'])} "
-        f"on the target images themselves. Robust inversions closer: **{'yes' if res['robust_closer'] else 'no'}**.",
-        "",
-        "![inversion](extras/inversion/inversion.png)",
-    ])
-    return {**res, "markdown": md, "figures": {"inversion": "extras/inversion/inversion.png"}}
+    res = state.run.step("extra_inversion", key, compute, artifacts=[folder / "inversion.png"])
+    return {**res, "figures": {"inversion": "extras/inversion/inversion.png"}}
 
 
-def leakage(rep: Reproduction) -> dict[str, Any]:
+def leakage(state: RunState) -> dict[str, Any]:
     from ..science.leakage import leakage_audit
 
-    eps = rep.cfg.construction.relabel.eps
+    eps = state.config.construction.relabel.eps
     rows = {}
     for kind in ("d_rand", "d_det"):
-        key = digest({"data": rep.model_keys[f"data_{kind}"], "eps": eps, "test": rep.data_key})
-        rows[kind] = rep.run.step(f"extra_leakage_{kind}", key, lambda kind=kind: leakage_audit(
-            rep.datasets[kind], rep.train, rep.test, eps=eps, norm=rep.cfg.construction.relabel.norm))
-    lines = [
-        "## Robust-feature leakage (the Distill discussion)",
-        "",
-        "A linear classifier that sees only a few provably robust features (projections whose change under the",
-        f"construction's L2 ε = {eps:g} is bounded), trained on the constructed set with its new labels and tested on the",
-        "real test set. Accuracy it recovers is accuracy that robust features could explain.",
-        "",
-        "| set | model trained on it (real test) | leakage classifier (real test) | same classifier trained on D | chance |",
-        "|---|---|---|---|---|",
-    ]
-    for kind, label in (("d_rand", "D_rand"), ("d_det", "D_det")):
-        r = rows[kind]
-        lines.append(f"| {label} | {_pct(rep.evaluations[kind]['clean_accuracy'])} | {_pct(r['leakage_accuracy'])} | "
-                     f"{_pct(r['real_accuracy'])} | {_pct(r['chance'])} |")
-    return {**rows, "markdown": "\n".join(lines)}
+        key = digest({"data": state.keys[f"data_{kind}"], "eps": eps, "test": state.data_key})
+        rows[kind] = state.run.step(f"extra_leakage_{kind}", key, lambda kind=kind: leakage_audit(
+            state.datasets[kind], state.train, state.test, eps=eps, norm=state.config.construction.relabel.norm))
+    return {**rows, "eps": eps}
 
 
-def distillation(rep: Reproduction) -> dict[str, Any]:
+def distillation(state: RunState) -> dict[str, Any]:
     from ..science.distill import distillation_control
 
-    cfg = rep.cfg
-    key = digest({"data": rep.data_key, "train": dataclasses.asdict(cfg.standard), "model": to_dict(cfg.model), "seed": cfg.seed})
-    res = rep.run.step("extra_distillation", key, lambda: distillation_control(
-        None, rep.train, rep.test, arch=cfg.model.arch, arch_kwargs=cfg.model.kwargs, train_cfg=cfg.standard,
-        seed=rep.seed_for(800), device=rep.device))
-    if res.get("trained"):
-        body = (f"A weak teacher ({res['teacher']['epochs']} epochs; {_pct(res['teacher']['test_accuracy'])} on the test set) "
-                f"got {res['mistakes']} training images wrong ({_pct(res['mistake_share'])}). A fresh model trained only on those "
-                f"images, with the teacher's wrong labels, scores **{_pct(res['student_test_accuracy'])}** on the real test set "
-                f"(chance {_pct(res['chance'])}; the same images with random wrong labels: "
-                f"{_pct(res.get('control_random_wrong_labels_test_accuracy'))}; labels drawn uniformly from the other classes "
-                "teach a model to avoid the true class, so this control may fall below chance).")
-    else:
-        body = f"Not run: {res.get('note')}."
-    md = "\n".join(["## Learning from incorrectly labelled data (distillation control)", "", body])
-    return {**res, "markdown": md}
+    cfg = state.config
+    key = digest({"data": state.data_key, "train": dataclasses.asdict(cfg.standard), "model": to_dict(cfg.model), "seed": cfg.seed})
+    return state.run.step("extra_distillation", key, lambda: distillation_control(
+        None, state.train, state.test, arch=cfg.model.arch, arch_kwargs=cfg.model.kwargs, train_cfg=cfg.standard,
+        seed=state.seeds["distillation"], device=state.device))
 
 
-def transfer(rep: Reproduction) -> dict[str, Any]:
+def transfer(state: RunState) -> dict[str, Any]:
     from ..science.transfer import plot_transfer, transfer_experiment
 
-    cfg = rep.cfg
+    cfg = state.config
     relabel = cfg.construction.relabel
-    key = digest({"src": rep.model_keys["standard"], "d_rand": rep.model_keys["data_d_rand"], "archs": TRANSFER_ARCHS,
+    key = digest({"src": state.keys["standard"], "d_rand": state.keys["data_d_rand"], "archs": TRANSFER_ARCHS,
                   "train": dataclasses.asdict(cfg.standard), "d_rand_train": dataclasses.asdict(cfg.train_d_rand),
                   "eps": relabel.eps, "seed": cfg.seed, "train_limit": cfg.extras.transfer_train_limit})
-    figure = rep.run.path("extras", "transfer.png")
+    figure = state.run.path("extras", "transfer.png")
 
     def compute() -> dict[str, Any]:
         limit = cfg.extras.transfer_train_limit
-        res = transfer_experiment(rep.models["standard"], rep.train.head(limit), rep.test, rep.datasets["d_rand"].head(limit),
-                                  archs=TRANSFER_ARCHS,
-                                  train_cfg=cfg.standard, d_rand_cfg=cfg.train_d_rand, eps=relabel.eps, norm=relabel.norm,
-                                  steps=relabel.steps, step_size=relabel.step_size, seed=rep.seed_for(850),
-                                  batch_size=cfg.evaluation.batch_size, device=rep.device)
+        res = transfer_experiment(state.models["standard"], state.train.head(limit), state.test,
+                                  state.datasets["d_rand"].head(limit), archs=TRANSFER_ARCHS, train_cfg=cfg.standard, d_rand_cfg=cfg.train_d_rand, eps=relabel.eps, norm=relabel.norm,
+                                  steps=relabel.steps, step_size=relabel.step_size, seed=state.seeds["transfer"],
+                                  batch_size=cfg.evaluation.batch_size, device=state.device)
         plot_transfer(res, figure)
         return res
 
-    res = rep.run.step("extra_transfer", key, compute, artifacts=[figure])
-    lines = ["## Transferability and learning from D_rand (the paper's Figure 3)", "",
-             f"Adversarial examples of the standard model (targeted L2 PGD, ε = {relabel.eps:g}, as in D_rand) tested on several "
-             "architectures trained on D; beside each, its real test accuracy when trained on D_rand"
-             + (f" (each trained on the first {cfg.extras.transfer_train_limit} images of D and of D_rand)." if cfg.extras.transfer_train_limit else "."), "",
-             "| architecture | accuracy (trained on D) | targeted transfer rate | untargeted transfer rate | accuracy when trained on D_rand |",
-             "|---|---|---|---|---|"]
-    for a in res["archs"]:
-        lines.append(f"| {a['label']} | {_pct(a['real_test_accuracy'])} | {_pct(a['transfer_targeted'])} | "
-                     f"{_pct(a['transfer_untargeted'])} | {_pct(a['d_rand_test_accuracy'])} |")
-    corr = res["correlation"]["targeted_vs_d_rand"]
-    if corr.get("pearson") is not None:
-        lines += ["", f"Correlation of targeted transfer rate with D_rand accuracy over {corr['n']} architectures: "
-                      f"Pearson {corr['pearson']:.2f}, Spearman {corr['spearman']:.2f}."]
-    lines += ["", "![transfer](extras/transfer.png)"]
-    return {**res, "markdown": "\n".join(lines), "figures": {"transfer": "extras/transfer.png"}}
+    res = state.run.step("extra_transfer", key, compute, artifacts=[figure])
+    return {**res, "eps": relabel.eps, "train_limit": cfg.extras.transfer_train_limit,
+            "figures": {"transfer": "extras/transfer.png"}}

@@ -2,12 +2,15 @@
 
 1. load the data (fixed split); 2. train a standard and an adversarially trained model on D;
 3. build D_R (robust model), D_NR, D_rand and D_det (standard model); 4. train a fresh model on each;
-5. evaluate all six on the original test set (clean, L2 PGD at two radii, Linf PGD, FGSM);
+5. evaluate all six on the original test set: the single attacks of ``evaluation.attacks`` (PGD,
+   FGSM), the worst-case ensemble at each of their radii (the headline), and the sanity checks;
 6. optional extras (inversion, leakage audit, distillation control, transferability);
 7. write ``results.json``, ``report.md`` and the figures.
 
 Every step is cached in the run directory (see :mod:`.rundir`), so asking again reuses finished
-work and an interrupted run resumes.
+work and an interrupted run resumes. The steps fill one :class:`~.state.RunState`;
+:func:`run_seeds` repeats the whole run for several seeds and aggregates them;
+:func:`open_run` reopens a finished run.
 """
 
 from __future__ import annotations
@@ -23,179 +26,279 @@ import torch
 
 from .. import __version__
 from ..construct import build_dataset, is_finished, load_constructed
+from ..data import load_data as load_any_data
 from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
 from ..distributed import resolve_device
-from ..evaluate import accuracy, evaluate_suite
-from ..models import build_model, load_model, save_model
-from ..storage import tensor_digest
+from ..errors import DataError, ModelError
+from ..evaluate import accuracy, evaluate_suite, sanity_checks, worst_case_evaluation
+from ..models import build_model, load_any_model, load_model, save_model
+from ..storage import file_sha256, read_json, tensor_digest, write_json_atomic
 from ..train import TrainConfig, train_model
-from .config import ReproduceConfig, to_dict
+from . import findings as findings_mod
+from .config import ReproduceConfig, from_dict, to_dict
+from .extras import run_extras
+from .report import write_aggregate_report, write_report
 from .rundir import RunDir, digest
+from .state import CONSTRUCTION_MODEL, MODEL_NAMES, SETS, TRAINING_SETS, RunState, named_seeds
+from .stats import MARGIN_TEXT, count_of, summary, wilson_interval
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("standard", "adversarial", "d_r", "d_nr", "d_rand", "d_det")
-TRAINING_SETS = {"standard": "D", "adversarial": "D (adversarial training)", "d_r": "D_R", "d_nr": "D_NR",
-                 "d_rand": "D_rand", "d_det": "D_det"}
-CONSTRUCTION_MODEL = {"d_r": "adversarial", "d_nr": "standard", "d_rand": "standard", "d_det": "standard"}
+__all__ = ["MODEL_NAMES", "Reproduction", "open_run", "run_reproduction", "run_seeds"]
 
 
 def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
-    train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
+    """The run's (train, test): the built-in ``dataset``, or the user's ``data`` (with the test
+    split of ``data_test`` where given)."""
+    if cfg.data is not None:
+        train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed)
+    else:
+        train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)
 
 
+def data_digest(train: ImageDataset, test: ImageDataset) -> str:
+    return digest([tensor_digest(train.images, train.labels), tensor_digest(test.images, test.labels)])
+
+
+def new_state(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
+              data: tuple[ImageDataset, ImageDataset] | None = None) -> RunState:
+    """A run's state before any step: the data is loaded (and so checked) before anything is written."""
+    train, test = data if data is not None else load_data(cfg)
+    return RunState(config=cfg, given=given, run=RunDir(out_dir), device=resolve_device(cfg.device), train=train, test=test,
+                    data_key=data_digest(train, test), seeds=named_seeds(cfg.seed))
+
+
+# -- steps --------------------------------------------------------------------------------------
+def given_model_step(state: RunState, name: str, path: str, arch: str | None, kwargs: dict[str, Any]) -> None:
+    """Use the user's model file as ``name`` instead of training it (``reproduce --robust-model``)."""
+    model = load_any_model(path, arch=arch, arch_kwargs=kwargs, in_shape=state.train.image_shape,
+                           num_classes=state.train.num_classes, device=state.device)
+    shape = (getattr(model, "arch", None) or {}).get("in_shape")
+    if shape is not None and tuple(shape) != tuple(state.train.image_shape):
+        raise ModelError(f"{path} was built for {tuple(shape)} images but the data has {tuple(state.train.image_shape)}; "
+                         "pick the data the model was trained on")
+    state.models[name] = model
+    state.keys[name] = digest({"file": file_sha256(path), "arch": arch, "kwargs": kwargs})
+    state.histories[name] = []
+
+
+def train_step(state: RunState, name: str, data: ImageDataset, tcfg: TrainConfig, input_key: str) -> None:
+    cfg = state.config
+    tcfg = dataclasses.replace(tcfg, seed=state.seeds[f"train_{name}"] + tcfg.seed)
+    key = digest({"model": to_dict(cfg.model), "train": dataclasses.asdict(tcfg), "data": input_key,
+                  "classes": data.num_classes, "shape": list(data.image_shape)})
+    path = state.run.path("models", f"{name}.safetensors")
+
+    def compute() -> dict[str, Any]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tcfg.seed)  # weight initialisation only; the global state is restored
+            model = build_model(cfg.model.arch, data.image_shape, data.num_classes, **cfg.model.kwargs)
+        ckpt = state.run.path("models", f".{name}.{key}.ckpt")
+        history = train_model(model, data, tcfg, device=state.device, checkpoint=ckpt, desc=f"train {name}")
+        save_model(model, path, extra={"key": key, "training_set": TRAINING_SETS[name]})
+        ckpt.unlink(missing_ok=True)
+        return {"history": history, "train_count": len(data)}
+
+    result = state.run.step(f"train_{name}", key, compute, artifacts=[path])
+    state.models[name] = load_model(path, device=state.device)
+    state.keys[name] = key
+    state.histories[name] = result["history"]
+
+
+def construct_step(state: RunState, kind: str) -> None:
+    source_model = CONSTRUCTION_MODEL[kind]
+    c = state.config.construction
+    settings = {"matching": dataclasses.asdict(c.matching)} if kind in ("d_r", "d_nr") else {"relabel": dataclasses.asdict(c.relabel)}
+    seed = state.seeds[f"construct_{kind}"]
+    key = digest({"kind": kind, **settings, "model": state.keys[source_model], "data": state.data_key,
+                  "seed": seed, "shard_size": c.shard_size})
+    folder = state.run.path("datasets", kind)
+
+    def compute() -> dict[str, Any]:
+        if not is_finished(folder, key):
+            state.run.reset_folder(folder, key)
+            build_dataset(kind, state.models[source_model], state.train, folder, matching=c.matching, relabel=c.relabel,
+                          seed=seed, batch_size=c.batch_size, shard_size=c.shard_size, device=state.device, key=key)
+        _, manifest = load_constructed(folder, classes=state.train.classes)
+        return {"summary": manifest["summary"], "count": manifest["count"], "built_with": source_model}
+
+    result = state.run.step(f"construct_{kind}", key, compute, artifacts=[folder / "manifest.json"])
+    state.datasets[kind], state.manifests[kind] = load_constructed(folder, classes=state.train.classes, name=kind)
+    state.manifests[kind]["result"] = result
+    state.keys[f"data_{kind}"] = key
+
+
+def evaluate_step(state: RunState, name: str) -> None:
+    """The single attacks of ``evaluation.attacks`` (the PGD / FGSM columns)."""
+    cfg, ev = state.config, state.config.evaluation
+    key = digest({"model": state.keys[name], "attacks": [dataclasses.asdict(a) for a in ev.attacks],
+                  "data": state.data_key, "seed": cfg.seed})
+    state.evaluations[name] = state.run.step(f"evaluate_{name}", key, lambda: evaluate_suite(
+        state.models[name], state.test, ev.attacks, batch_size=ev.batch_size, device=state.device,
+        seed=state.seeds["evaluation"], desc=f"eval {name}"))
+
+
+def radii(cfg: ReproduceConfig) -> list[tuple[str, float]]:
+    """The distinct (norm, ε) of the evaluation's attacks, in their order: where the worst case is measured."""
+    out: list[tuple[str, float]] = []
+    for spec in cfg.evaluation.attacks:
+        if (spec.norm, spec.eps) not in out:
+            out.append((spec.norm, spec.eps))
+    return out
+
+
+def worst_case_step(state: RunState, name: str) -> None:
+    """The headline: the per-image worst case over APGD-CE, APGD-T and Square at each radius."""
+    ev = state.config.evaluation
+    wc = ev.worst_case
+    key = digest({"model": state.keys[name], "radii": radii(state.config), "settings": dataclasses.asdict(wc),
+                  "data": state.data_key, "seed": state.seeds["worst_case"]})
+
+    def compute() -> dict[str, Any]:
+        rows = []
+        for norm, eps in radii(state.config):
+            rep = worst_case_evaluation(state.models[name], state.test.images, state.test.labels, norm=norm, eps=eps,
+                                        batch_size=ev.batch_size, seed=state.seeds["worst_case"], steps=wc.steps,
+                                        n_target_classes=wc.n_target_classes, square_queries=wc.square_queries)
+            rows.append({k: rep[k] for k in ("norm", "eps", "n", "clean_accuracy", "robust_accuracy", "members")})
+        return {"radii": rows}
+
+    state.worst_case[name] = state.run.step(f"worst_case_{name}", key, compute)["radii"]
+
+
+def sanity_radius(cfg: ReproduceConfig) -> tuple[str, float]:
+    """The radius of the sanity checks: the largest L2 radius evaluated (else the first radius)."""
+    l2 = [r for r in radii(cfg) if r[0] == "L2"]
+    return max(l2, key=lambda r: r[1]) if l2 else radii(cfg)[0]
+
+
+def sanity_step(state: RunState, name: str) -> None:
+    ev, sc = state.config.evaluation, state.config.evaluation.sanity
+    norm, eps = sanity_radius(state.config)
+    test = state.test.head(sc.test_limit)
+    key = digest({"model": state.keys[name], "norm": norm, "eps": eps, "settings": dataclasses.asdict(sc),
+                  "data": state.data_key, "seed": state.seeds["sanity"]})
+
+    def compute() -> dict[str, Any]:
+        meas: dict[str, Any] = {}
+        found = sanity_checks(state.models[name], test.images, test.labels, norm=norm, eps=eps, steps=sc.steps,
+                              square_queries=sc.square_queries, batch_size=ev.batch_size, seed=state.seeds["sanity"],
+                              measurements=meas)
+        return {"norm": norm, "eps": eps, "n": len(test), "flags": [f["check"] for f in found], "findings": found,
+                "measurements": meas}
+
+    state.sanity[name] = state.run.step(f"sanity_{name}", key, compute)
+
+
+# -- the whole pipeline -------------------------------------------------------------------------
+def run_reproduction(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
+                     data: tuple[ImageDataset, ImageDataset] | None = None) -> RunState:
+    """Run (or resume) the whole pipeline in ``out_dir``; the returned state holds ``results``."""
+    state = new_state(cfg, given, out_dir, data=data)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        _execute(state)
+    finally:
+        torch.set_num_threads(threads)
+    return state
+
+
+def _execute(state: RunState) -> None:
+    cfg = state.config
+    started = time.perf_counter()
+    state.run.root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(state.run.path("config.json"), {"given": state.given, "resolved": to_dict(cfg)})
+    log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", cfg.dataset,
+             len(state.train), len(state.test), state.device, cfg.seed, state.run.root)
+    train_step(state, "standard", state.train, cfg.standard, state.data_key)
+    if cfg.robust_model is not None:
+        given_model_step(state, "adversarial", cfg.robust_model, cfg.robust_model_arch, cfg.robust_model_kwargs)
+    else:
+        train_step(state, "adversarial", state.train, cfg.adversarial, state.data_key)
+    for kind in SETS:
+        construct_step(state, kind)
+    train_cfgs = {"d_r": cfg.train_d_r, "d_nr": cfg.train_d_nr, "d_rand": cfg.train_d_rand, "d_det": cfg.train_d_det}
+    for kind in SETS:
+        train_step(state, kind, state.datasets[kind], train_cfgs[kind], state.keys[f"data_{kind}"])
+    for name in MODEL_NAMES:
+        evaluate_step(state, name)
+        if cfg.evaluation.worst_case.enabled:
+            worst_case_step(state, name)
+        if cfg.evaluation.sanity.enabled:
+            sanity_step(state, name)
+    state.extras = run_extras(state)
+    state.results = results_of(state, time.perf_counter() - started)
+    write_report(state, state.results)
+
+
 class Reproduction:
-    """One run of the pipeline in one run directory."""
+    """One run of the pipeline in one run directory (``Reproduction(cfg, given, out).execute()``)."""
 
-    def __init__(self, cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *, data: tuple[ImageDataset, ImageDataset] | None = None) -> None:
-        self.cfg = cfg
-        self.given = given
-        self.device = resolve_device(cfg.device)
-        # load (and so check) the data before anything is written
-        self.train, self.test = data if data is not None else load_data(cfg)
-        self.run = RunDir(out_dir)
-        self.data_key = digest([tensor_digest(self.train.images, self.train.labels), tensor_digest(self.test.images, self.test.labels)])
-        self.models: dict[str, torch.nn.Module] = {}
-        self.model_keys: dict[str, str] = {}
-        self.histories: dict[str, list] = {}
-        self.datasets: dict[str, ImageDataset] = {}
-        self.manifests: dict[str, dict[str, Any]] = {}
-        self.evaluations: dict[str, dict[str, Any]] = {}
+    def __init__(self, cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
+                 data: tuple[ImageDataset, ImageDataset] | None = None) -> None:
+        self.cfg, self.given, self.out_dir, self.data = cfg, given, Path(out_dir), data
+        self.state: RunState | None = None
 
-    # -- steps ------------------------------------------------------------------------------
-    def seed_for(self, offset: int) -> int:
-        return self.cfg.seed * 1000 + offset
-
-    def train_step(self, name: str, data: ImageDataset, tcfg: TrainConfig, input_key: str, offset: int) -> None:
-        tcfg = dataclasses.replace(tcfg, seed=self.seed_for(offset) + tcfg.seed)
-        key = digest({"model": to_dict(self.cfg.model), "train": dataclasses.asdict(tcfg), "data": input_key,
-                      "classes": data.num_classes, "shape": list(data.image_shape)})
-        path = self.run.path("models", f"{name}.safetensors")
-
-        def compute() -> dict[str, Any]:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(tcfg.seed)  # weight initialisation only; the global state is restored
-                model = build_model(self.cfg.model.arch, data.image_shape, data.num_classes, **self.cfg.model.kwargs)
-            ckpt = self.run.path("models", f".{name}.{key}.ckpt")
-            history = train_model(model, data, tcfg, device=self.device, checkpoint=ckpt, desc=f"train {name}")
-            save_model(model, path, extra={"key": key, "training_set": TRAINING_SETS[name]})
-            ckpt.unlink(missing_ok=True)
-            return {"history": history, "train_count": len(data)}
-
-        result = self.run.step(f"train_{name}", key, compute, artifacts=[path])
-        self.models[name] = load_model(path, device=self.device)
-        self.model_keys[name] = key
-        self.histories[name] = result["history"]
-
-    def construct_step(self, kind: str, offset: int) -> None:
-        source_model = CONSTRUCTION_MODEL[kind]
-        c = self.cfg.construction
-        settings = {"matching": dataclasses.asdict(c.matching)} if kind in ("d_r", "d_nr") else {"relabel": dataclasses.asdict(c.relabel)}
-        seed = self.seed_for(offset)
-        key = digest({"kind": kind, **settings, "model": self.model_keys[source_model], "data": self.data_key,
-                      "seed": seed, "shard_size": c.shard_size})
-        folder = self.run.path("datasets", kind)
-
-        def compute() -> dict[str, Any]:
-            if not is_finished(folder, key):
-                self.run.reset_folder(folder, key)
-                build_dataset(kind, self.models[source_model], self.train, folder, matching=c.matching, relabel=c.relabel,
-                              seed=seed, batch_size=c.batch_size, shard_size=c.shard_size, device=self.device, key=key)
-            _, manifest = load_constructed(folder, classes=self.train.classes)
-            return {"summary": manifest["summary"], "count": manifest["count"], "built_with": source_model}
-
-        result = self.run.step(f"construct_{kind}", key, compute, artifacts=[folder / "manifest.json"])
-        self.datasets[kind], self.manifests[kind] = load_constructed(folder, classes=self.train.classes, name=kind)
-        self.manifests[kind]["result"] = result
-        self.model_keys[f"data_{kind}"] = key
-
-    def evaluate_step(self, name: str) -> dict[str, Any]:
-        ev = self.cfg.evaluation
-        key = digest({"model": self.model_keys[name], "attacks": [dataclasses.asdict(a) for a in ev.attacks],
-                      "data": self.data_key, "seed": self.cfg.seed})
-        return self.run.step(f"evaluate_{name}", key, lambda: evaluate_suite(
-            self.models[name], self.test, ev.attacks, batch_size=ev.batch_size, device=self.device,
-            seed=self.seed_for(900), desc=f"eval {name}"))
-
-    # -- the whole pipeline -----------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
-        threads = torch.get_num_threads()
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
-        try:
-            return self._execute()
-        finally:
-            torch.set_num_threads(threads)
+        self.state = run_reproduction(self.cfg, self.given, self.out_dir, data=self.data)
+        return self.state.results
 
-    def _execute(self) -> dict[str, Any]:
-        cfg = self.cfg
-        started = time.perf_counter()
-        self.run.root.mkdir(parents=True, exist_ok=True)
-        from ..storage import write_json_atomic
 
-        write_json_atomic(self.run.path("config.json"), {"given": self.given, "resolved": to_dict(cfg)})
-        log.info("reproduce: %s, %d training / %d test images, device %s, run directory %s", cfg.dataset,
-                 len(self.train), len(self.test), self.device, self.run.root)
-        self.train_step("standard", self.train, cfg.standard, self.data_key, 1)
-        self.train_step("adversarial", self.train, cfg.adversarial, self.data_key, 2)
-        for i, kind in enumerate(("d_r", "d_nr", "d_rand", "d_det")):
-            self.construct_step(kind, 10 + i)
-        train_cfgs = {"d_r": cfg.train_d_r, "d_nr": cfg.train_d_nr, "d_rand": cfg.train_d_rand, "d_det": cfg.train_d_det}
-        for i, kind in enumerate(("d_r", "d_nr", "d_rand", "d_det")):
-            self.train_step(kind, self.datasets[kind], train_cfgs[kind], self.model_keys[f"data_{kind}"], 20 + i)
-        self.evaluations = {name: self.evaluate_step(name) for name in MODEL_NAMES}
-        extras = self.extras()
-        results = self.results(self.evaluations, extras, time.perf_counter() - started)
-        from .report import write_report
+# -- results.json -------------------------------------------------------------------------------
+def _with_interval(acc: float, n: int) -> list[float]:
+    return list(wilson_interval(count_of(acc, n), n))
 
-        write_report(self, results)
-        return results
 
-    def extras(self) -> dict[str, Any]:
-        from .extras import run_extras
-
-        return run_extras(self)
-
-    def results(self, evaluations: dict[str, Any], extras: dict[str, Any], seconds: float) -> dict[str, Any]:
-        cfg = self.cfg
-        models = {}
-        for name in MODEL_NAMES:
-            ev = evaluations[name]
-            models[name] = {
-                "training_set": TRAINING_SETS[name],
-                "clean_accuracy": ev["clean_accuracy"],
-                "robust_accuracy": ev["robust_accuracy"],
-                "train_accuracy_final": self.histories[name][-1]["train_accuracy"] if self.histories[name] else None,
-            }
-        constructions = {}
-        for kind in ("d_r", "d_nr", "d_rand", "d_det"):
-            m = self.manifests[kind]
-            constructions[kind] = {"built_with": CONSTRUCTION_MODEL[kind], "count": m["count"], "summary": m["summary"],
-                                   "settings": m["config"]["matching"] or m["config"]["relabel"]}
-        # accuracy of the models used for construction on the constructed sets, with the new labels
-        for kind in ("d_rand", "d_det"):
-            constructions[kind]["standard_model_accuracy_on_new_labels"] = accuracy(
-                self.models["standard"], self.datasets[kind], batch_size=cfg.evaluation.batch_size, device=self.device)
-        out = {
-            "format": "advfeatures-results/1",
-            "preset": cfg.preset,
-            "dataset": {"name": cfg.dataset, "train_count": len(self.train), "test_count": len(self.test),
-                        "image_shape": list(self.train.image_shape), "classes": self.train.classes,
-                        "chance_accuracy": 1.0 / self.train.num_classes},
-            "config": {"given": self.given, "resolved": to_dict(cfg)},
-            "seeds": {"run": cfg.seed, "data_split": cfg.seed, "derivation": "stage seed = run seed × 1000 + stage offset (+ the stage's own seed)"},
-            "versions": versions(),
-            "device": str(self.device),
-            "models": models,
-            "constructions": constructions,
-            "extras": extras,
-            "timing": {"total_seconds": seconds, "steps": self.run.timings},
+def results_of(state: RunState, seconds: float) -> dict[str, Any]:
+    cfg, n = state.config, len(state.test)
+    models = {}
+    for name in MODEL_NAMES:
+        ev = state.evaluations[name]
+        models[name] = {
+            "training_set": TRAINING_SETS[name],
+            "clean_accuracy": ev["clean_accuracy"],
+            "clean_interval": _with_interval(ev["clean_accuracy"], n),
+            "robust_accuracy": [{**r, "interval": _with_interval(r["accuracy"], n)} for r in ev["robust_accuracy"]],
+            "worst_case": [{**r, "interval": _with_interval(r["robust_accuracy"], r["n"])} for r in state.worst_case.get(name, [])],
+            "sanity": state.sanity.get(name),
+            "train_accuracy_final": state.histories[name][-1]["train_accuracy"] if state.histories[name] else None,
         }
-        out["findings"] = findings(out)
-        out["paper_reference"] = PAPER_REFERENCE
-        return out
+    constructions = {}
+    for kind in SETS:
+        m = state.manifests[kind]
+        constructions[kind] = {"built_with": CONSTRUCTION_MODEL[kind], "count": m["count"], "summary": m["summary"],
+                               "settings": m["config"]["matching"] or m["config"]["relabel"]}
+    # accuracy of the models used for construction on the constructed sets, with the new labels
+    for kind in ("d_rand", "d_det"):
+        constructions[kind]["standard_model_accuracy_on_new_labels"] = accuracy(
+            state.models["standard"], state.datasets[kind], batch_size=cfg.evaluation.batch_size, device=state.device)
+    out = {
+        "format": "advfeatures-results/2",
+        "preset": cfg.preset,
+        "dataset": {"name": cfg.dataset, "train_count": len(state.train), "test_count": n,
+                    "image_shape": list(state.train.image_shape), "classes": state.train.classes,
+                    "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key},
+        "config": {"given": state.given, "resolved": to_dict(cfg)},
+        "seeds": {"run": cfg.seed, "data_split": cfg.seed, "streams": state.seeds,
+                  "derivation": "stream seed = advfeatures.seeding.derive_seed(run seed, stream) = "
+                                "(run seed × 1000003 + stream) mod (2^63 − 1); training adds the stage's own seed"},
+        "robust_accuracy_definition": "share of test images classified correctly both clean and under attack",
+        "interval": "Wilson score interval, 95%",
+        "versions": versions(),
+        "device": str(state.device),
+        "models": models,
+        "constructions": constructions,
+        "extras": state.extras,
+        "timing": {"total_seconds": seconds, "steps": state.run.timings},
+    }
+    out["findings"] = findings_mod.findings([out], margin=cfg.evaluation.margin_se)
+    out["margin"] = MARGIN_TEXT.format(margin=cfg.evaluation.margin_se)
+    out["paper_reference"] = PAPER_REFERENCE
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -221,41 +324,108 @@ PAPER_REFERENCE = {
 }
 
 
-def _l2_entries(model: dict[str, Any]) -> list[dict[str, Any]]:
-    return sorted((r for r in model["robust_accuracy"] if r["norm"] == "L2" and r["attack"] == "pgd"), key=lambda r: r["eps"])
+# -- several seeds ------------------------------------------------------------------------------
+def seed_dir(out_dir: str | Path, seed: int) -> Path:
+    return Path(out_dir) / f"seed{seed}"
 
 
-def findings(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The paper's qualitative claims, checked against this run's numbers (never assumed)."""
-    m = results["models"]
-    chance = results["dataset"]["chance_accuracy"]
-    n = results["dataset"]["test_count"]
-    margin = 3 * (chance * (1 - chance) / max(n, 1)) ** 0.5  # 3 standard errors above chance
-    out = []
+def run_seeds(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, seeds: list[int], *,
+              data: tuple[ImageDataset, ImageDataset] | None = None, run_dirs: dict[int, Path] | None = None) -> dict[str, Any]:
+    """Run the pipeline once per seed (each in its own run directory, each reusing its finished
+    steps), then write the aggregate ``results.json`` and ``report.md`` in ``out_dir``.
 
-    def add(claim: str, holds: bool, detail: str) -> None:
-        out.append({"claim": claim, "holds": bool(holds), "detail": detail})
+    Each seed draws its own data split (unless ``data`` fixes one), initialisations and attacks.
+    ``run_dirs`` may place a seed's run elsewhere (default ``out_dir/seed<N>``).
+    """
+    per_seed, dirs = [], {}
+    for s in seeds:
+        where = (run_dirs or {}).get(s, seed_dir(out_dir, s))
+        dirs[s] = str(where)
+        cfg_s = dataclasses.replace(cfg, seed=s)
+        per_seed.append(run_reproduction(cfg_s, {**given, "seed": s}, where, data=data).results)
+    agg = aggregate(per_seed, margin=cfg.evaluation.margin_se)
+    agg["runs"] = dirs
+    agg["config"] = {"given": {**given, "seeds": list(seeds)}, "resolved": to_dict(cfg)}
+    write_aggregate_report(Path(out_dir), agg)
+    return agg
 
-    std_l2, adv_l2, dr_l2 = _l2_entries(m["standard"]), _l2_entries(m["adversarial"]), _l2_entries(m["d_r"])
-    if std_l2:
-        big = std_l2[-1]
-        add("The standard model's robust accuracy at the larger L2 radius is far below its clean accuracy",
-            big["accuracy"] < 0.5 * m["standard"]["clean_accuracy"],
-            f"clean {m['standard']['clean_accuracy']:.3f}, L2 PGD ε={big['eps']:g}: {big['accuracy']:.3f}")
-        add("The adversarially trained model is much more robust than the standard one",
-            adv_l2[-1]["accuracy"] >= big["accuracy"] + 0.1,
-            f"L2 PGD ε={big['eps']:g}: adversarial {adv_l2[-1]['accuracy']:.3f} vs standard {big['accuracy']:.3f}")
-        small = 0  # the paper compares at ε = 0.25, half its training radius: our smaller radius
-        add("The model trained on D_R is more robust than the standard model (at the smaller L2 radius, as in the paper)",
-            dr_l2[small]["accuracy"] > std_l2[small]["accuracy"],
-            f"L2 PGD ε={std_l2[small]['eps']:g}: D_R {dr_l2[small]['accuracy']:.3f} vs standard {std_l2[small]['accuracy']:.3f}; "
-            f"at ε={big['eps']:g}: {dr_l2[-1]['accuracy']:.3f} vs {big['accuracy']:.3f}")
-        nr_l2 = _l2_entries(m["d_nr"])
-        add("The model trained on D_NR is less robust than the one trained on D_R",
-            nr_l2[small]["accuracy"] < dr_l2[small]["accuracy"],
-            f"L2 PGD ε={std_l2[small]['eps']:g}: D_NR {nr_l2[small]['accuracy']:.3f} vs D_R {dr_l2[small]['accuracy']:.3f}")
-    for kind, label in (("d_rand", "D_rand"), ("d_det", "D_det")):
-        acc = m[kind]["clean_accuracy"]
-        add(f"The model trained on {label} is well above chance on the original test set",
-            acc > chance + max(margin, 0.1), f"{acc:.3f} vs chance {chance:.3f}")
-    return out
+
+def aggregate(per_seed: list[dict[str, Any]], *, margin: float = 2.0) -> dict[str, Any]:
+    """Mean ± std over seeds and the pooled Wilson interval of every accuracy; findings re-judged
+    with the seeds' spread (see :func:`.stats.judge`)."""
+    first = per_seed[0]
+    counts = [r["dataset"]["test_count"] for r in per_seed]
+    models = {}
+    for name, m in first["models"].items():
+        runs = [r["models"][name] for r in per_seed]
+        models[name] = {
+            "training_set": m["training_set"],
+            "clean_accuracy": summary([r["clean_accuracy"] for r in runs], counts),
+            "worst_case": [{"norm": w["norm"], "eps": w["eps"], "members": [x["name"] for x in w["members"]],
+                            **summary([r["worst_case"][i]["robust_accuracy"] for r in runs], counts)}
+                           for i, w in enumerate(m.get("worst_case") or [])],
+            "robust_accuracy": [{"attack": a["attack"], "norm": a["norm"], "eps": a["eps"], "steps": a["steps"],
+                                 **summary([r["robust_accuracy"][i]["accuracy"] for r in runs], counts)}
+                                for i, a in enumerate(m["robust_accuracy"])],
+            "sanity_flags": [sorted((r.get("sanity") or {}).get("flags", [])) if r.get("sanity") else None for r in runs],
+        }
+    return {
+        "format": "advfeatures-results-seeds/1",
+        "preset": first["preset"],
+        "seeds": [r["seeds"]["run"] for r in per_seed],
+        "dataset": {**{k: first["dataset"][k] for k in ("name", "train_count", "image_shape", "classes", "chance_accuracy")},
+                    "test_count_per_seed": counts},
+        "robust_accuracy_definition": first["robust_accuracy_definition"],
+        "interval": "Wilson score interval, 95%, of the counts pooled over seeds; ± is the sample std over seeds",
+        "models": models,
+        "findings": findings_mod.findings(per_seed, margin=margin),
+        "margin": MARGIN_TEXT.format(margin=margin),
+        "timing": {"per_seed_seconds": [r["timing"]["total_seconds"] for r in per_seed]},
+        "device": first["device"],
+        "versions": first["versions"],
+        "paper_reference": first["paper_reference"],
+        "config": first["config"],
+        "worst_case_settings": first["config"]["resolved"]["evaluation"]["worst_case"],
+    }
+
+
+# -- reopening a finished run ---------------------------------------------------------------------
+def open_run(path: str | Path, *, data: tuple[ImageDataset, ImageDataset] | None = None, device: str | None = None) -> RunState:
+    """A finished (or partly finished) run directory as a :class:`RunState`: its configuration,
+    data, trained models, constructed datasets and, when written, its results.
+
+    The data is reloaded from its source with the run's configuration (or taken from ``data``) and
+    checked against the digest the run recorded, so a changed dataset is an error, not silently
+    other numbers. Nothing is recomputed.
+    """
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise DataError(f"{root} is not a reproduce run directory (no config.json); pass the --out folder of a run")
+    saved = read_json(root / "config.json")
+    resolved = dict(saved["resolved"])
+    if device is not None:
+        resolved["device"] = device
+    cfg = from_dict(ReproduceConfig, resolved).validate()
+    state = new_state(cfg, saved.get("given", {}), root, data=data)
+    results = read_json(root / "results.json") if (root / "results.json").is_file() else None
+    recorded = (results or {}).get("dataset", {}).get("digest")
+    if recorded is not None and recorded != state.data_key:
+        raise DataError(f"the data loaded for {root} differs from the data the run used (digest {state.data_key} vs "
+                        f"{recorded}); pass the run's data with data=(train, test)")
+    for name in MODEL_NAMES:
+        file = root / "models" / f"{name}.safetensors"
+        if file.is_file():
+            state.models[name] = load_model(file, device=state.device)
+    for kind in SETS:
+        if (root / "datasets" / kind / "manifest.json").is_file():
+            state.datasets[kind], state.manifests[kind] = load_constructed(root / "datasets" / kind,
+                                                                           classes=state.train.classes, name=kind)
+    state.results = results
+    if results is not None:
+        for name, m in results["models"].items():
+            state.evaluations[name] = {"clean_accuracy": m["clean_accuracy"], "robust_accuracy": m["robust_accuracy"]}
+            state.worst_case[name] = m.get("worst_case") or []
+            if m.get("sanity"):
+                state.sanity[name] = m["sanity"]
+        state.extras = results.get("extras") or {}
+    return state

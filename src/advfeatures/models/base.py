@@ -4,10 +4,22 @@ Every model here is an ``nn.Module`` mapping images in [0,1] (NCHW, float32) to 
 ``head(features(x))``: ``features`` is everything but the last linear layer (the representation
 ``g`` of Ilyas et al. 2019) and ``head`` is that layer. Normalisation (mean/std) is a layer at the
 start of ``features``, so attacks always see [0,1] inputs.
+
+Any other ``nn.Module`` (a user's, or one loaded from outside) has a representation too, read in the
+same forward pass that computes its logits, by a forward hook:
+
+* by default the *input of its last* ``nn.Linear`` (in ``named_modules()`` order), which is the
+  penultimate representation of every classifier that ends in a linear layer;
+* or the *output* of the layer the user names by its ``named_modules()`` name, flattened to (N, D).
+
+The fake ReLU (identity backward) exists only where a model has our :class:`PenultimateReLU`; on any
+other model :func:`fake_relu` leaves the gradient as it is and says so once, and
+:func:`fake_relu_applies` tells callers (the constructions' manifests) whether it took effect.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -15,6 +27,9 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+_warned_no_fake_relu: set[str] = set()
 
 
 class Normalize(nn.Module):
@@ -59,10 +74,30 @@ class PenultimateReLU(nn.Module):
         return torch.relu(x)
 
 
+def _fake_relu_layers(model: nn.Module, layer: str | None = None) -> list[PenultimateReLU]:
+    """The :class:`PenultimateReLU` modules that shape the representation: all of ``model``'s, or
+    those inside the named ``layer`` (a fake ReLU elsewhere would not change its gradient)."""
+    root = model if layer is None else _named_module(model, layer)
+    return [m for m in root.modules() if isinstance(m, PenultimateReLU)]
+
+
+def fake_relu_applies(model: nn.Module, layer: str | None = None) -> bool:
+    """Whether :func:`fake_relu` changes the gradient of ``model``'s representation (at ``layer``)."""
+    return bool(_fake_relu_layers(model, layer))
+
+
 @contextmanager
-def fake_relu(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """Within the block, every :class:`PenultimateReLU` of ``model`` passes gradients through."""
-    layers = [m for m in model.modules() if isinstance(m, PenultimateReLU)]
+def fake_relu(model: nn.Module, enabled: bool = True, *, layer: str | None = None) -> Iterator[nn.Module]:
+    """Within the block, every :class:`PenultimateReLU` of ``model`` (inside ``layer`` when named)
+    passes gradients through. A model without one is left as it is, with a warning (once per model
+    class): its representation's ReLUs, if any, keep their true gradient."""
+    layers = _fake_relu_layers(model, layer)
+    if enabled and not layers:
+        kind = type(model).__name__
+        if kind not in _warned_no_fake_relu:
+            _warned_no_fake_relu.add(kind)
+            log.warning("%s has no advfeatures PenultimateReLU%s: the fake ReLU is not applied (gradients "
+                        "through its last ReLU stay true ones)", kind, f" inside layer {layer!r}" if layer else "")
     old = [m.fake for m in layers]
     for m in layers:
         m.fake = enabled
@@ -93,19 +128,110 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def as_classifier(model: nn.Module) -> nn.Module:
-    """A model with ``features`` and ``head``: returned as is when it has them; a Sequential-like
-    model whose last layer is ``nn.Linear`` is split into the two (sharing parameters)."""
+def layer_names(model: nn.Module) -> list[str]:
+    """The names a layer can be given by (``model.named_modules()``, without the root)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _few(names: list[str], k: int = 8) -> str:
+    if len(names) <= k:
+        return ", ".join(names)
+    half = k // 2
+    return ", ".join(names[:half]) + f", … ({len(names) - k} more) …, " + ", ".join(names[-half:])
+
+
+def _named_module(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule named ``layer``; inside a wrapper (``DataParallel``'s ``module.``, the speed
+    options' ``original.``) the name the wrapped model knows it by also works, when unambiguous."""
+    modules = dict(model.named_modules())
+    if layer and layer not in modules:
+        found = {id(m): m for name, m in modules.items() if name.endswith("." + layer)}
+        if len(found) == 1:
+            return next(iter(found.values()))
+    if not layer or layer not in modules:
+        raise ModelError(f"{type(model).__name__} has no layer {layer!r}; name one of model.named_modules(): "
+                         f"{_few(layer_names(model)) or '(none)'}")
+    return modules[layer]
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The name and module of ``model``'s last ``nn.Linear`` (in ``named_modules()`` order)."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ModelError(f"{type(model).__name__} exposes no representation: it has no nn.Linear layer; "
+                         "name a layer (layer=..., one of model.named_modules()) or give it `features` and `head`")
+    return found[-1]
+
+
+class LayerOutput(nn.Module):
+    """g(x) read by a forward hook during one forward pass of ``model``: the input of its last
+    ``nn.Linear`` (``layer=None``) or the output of the layer named ``layer``, flattened to (N, D).
+
+    The whole model runs (the layers after the hooked one too): a hook sees the tensor inside the
+    autograd graph, so gradients of g(x) reach the input exactly as through ``features``.
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = layer
+        if layer is None:
+            self.hooked_name, self.hooked = last_linear(model)
+        else:
+            self.hooked_name, self.hooked = layer, _named_module(model, layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        caught: list[object] = []
+        if self.layer is None:
+            handle = self.hooked.register_forward_pre_hook(lambda _m, args: caught.append(args[0] if args else None))
+        else:
+            handle = self.hooked.register_forward_hook(lambda _m, _i, out: caught.append(out))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        what = f"the input of {self.hooked_name!r}" if self.layer is None else f"layer {self.hooked_name!r}"
+        if not caught:
+            raise ModelError(f"{what} never ran in {type(self.model).__name__}'s forward pass; name a layer it uses")
+        out = caught[-1]  # a layer used twice: its last use, nearest to the logits
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(f"{what} gives a {type(out).__name__}, not a tensor; name a layer whose output is one")
+        return out.flatten(1)
+
+
+class HookedClassifier(nn.Module):
+    """Any ``nn.Module`` seen as a classifier with a representation: ``features`` is a
+    :class:`LayerOutput` and ``head`` the last ``nn.Linear`` (``layer=None``; an ``nn.Identity``
+    for a named layer, which has no linear head). ``forward`` is the model's own forward, so the
+    logits are exactly the model's."""
+
+    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+        super().__init__()
+        self.features = LayerOutput(model, layer)
+        self.head: nn.Module = self.features.hooked if layer is None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features.model(x)
+
+
+def as_classifier(model: nn.Module, layer: str | None = None) -> nn.Module:
+    """A model with ``features`` (g) and ``head``.
+
+    Without ``layer``: a model that has both is returned as is; an ``nn.Sequential`` ending in
+    ``nn.Linear`` is split into the two (sharing parameters); any other model becomes a
+    :class:`HookedClassifier` reading the input of its last ``nn.Linear``. With ``layer`` (a
+    ``named_modules()`` name): a :class:`HookedClassifier` reading that layer's output.
+    """
+    if layer is not None:
+        return HookedClassifier(model, layer)
     if hasattr(model, "features") and hasattr(model, "head"):
         return model
     if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[-1], nn.Linear):
         return Classifier(nn.Sequential(*list(model)[:-1]), model[-1])
-    raise ModelError(
-        f"{type(model).__name__} exposes no representation: give it `features` and `head` attributes, "
-        "or pass an nn.Sequential whose last layer is nn.Linear"
-    )
+    return HookedClassifier(model)
 
 
-def representation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The penultimate representation g(x), flattened to (N, D)."""
-    return as_classifier(model).features(x).flatten(1)
+def representation(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """The representation g(x) flattened to (N, D): ``features(x)``, the input of the last
+    ``nn.Linear``, or the output of the named ``layer`` (see :func:`as_classifier`)."""
+    return as_classifier(model, layer).features(x).flatten(1)

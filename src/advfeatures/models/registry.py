@@ -2,6 +2,13 @@
 
 A saved model is one safetensors file: the state dict as tensors, and in its metadata the
 architecture name and constructor arguments as JSON, so loading never executes code from the file.
+
+A model built from a user's factory (:func:`advfeatures.models.load_any_model` with
+``arch="module.path:factory"``, or :func:`advfeatures.models.build_from_factory`) is saved the same
+way, its metadata recording the factory's name and arguments. The name is only a record: loading
+never imports code a file names, so :func:`load_model` refuses such a file and
+``load_any_model(path, arch="module.path:factory")`` (the CLI's ``--arch``) re-loads it, with the
+recorded arguments unless others are given.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ from ..errors import ModelError
 from ..storage import save_safetensors_atomic
 from .resnet import resnet18, resnet50
 from .small import MLP, SmallCNN
+from .torchvision_resnet import tv_resnet18, tv_resnet50
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": SmallCNN,
     "resnet18": resnet18,
     "resnet50": resnet50,
+    "tv_resnet18": tv_resnet18,
+    "tv_resnet50": tv_resnet50,
 }
 
 
@@ -41,12 +51,18 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: 
 
 
 def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> None:
-    """Write ``model`` (built by :func:`build_model`) to ``path`` atomically as safetensors."""
+    """Write ``model`` (built by :func:`build_model`, or from a factory by
+    :func:`~advfeatures.models.load_any_model` / :func:`~advfeatures.models.build_from_factory`)
+    to ``path`` atomically as safetensors."""
     arch = getattr(model, "arch", None)
     if arch is None:
-        raise ModelError("only models made by advfeatures.models.build_model can be saved with their architecture")
+        raise ModelError("only models made by advfeatures.models.build_model, load_any_model or build_from_factory "
+                         "can be saved with their architecture")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    meta = {"arch": json.dumps(arch), "extra": json.dumps(extra or {})}
+    try:
+        meta = {"arch": json.dumps(arch), "extra": json.dumps(extra or {})}
+    except TypeError as exc:
+        raise ModelError(f"the model's architecture arguments must be JSON values to be saved ({exc})") from None
     save_safetensors_atomic(state, path, metadata=meta)
 
 
@@ -59,6 +75,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         arch = json.loads(meta["arch"])
+        if "factory" in arch:
+            raise ModelError(f"{path} holds a model built by the factory {arch['factory']!r}; loading never imports code a "
+                             f"file names: load it with load_any_model(path, arch={arch['factory']!r}) (--arch)")
         model = build_model(arch["name"], arch["in_shape"], arch["num_classes"], **arch["kwargs"])
         model.load_state_dict(load_file(str(path)))
     except (SafetensorError, KeyError, json.JSONDecodeError, RuntimeError) as exc:

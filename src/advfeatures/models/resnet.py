@@ -1,4 +1,6 @@
-"""CIFAR-style ResNets (He et al. 2016, as in the `robustness` library): 3×3 stem, no max-pool.
+"""ResNets (He et al. 2016). The default is CIFAR-style, as in the `robustness` library: 3×3 stem,
+no max-pool. ``stem="imagenet"`` gives the ImageNet layout of torchvision (7×7 stride-2 convolution
+and a 3×3 stride-2 max-pool); see :mod:`advfeatures.models.torchvision_resnet`.
 
 The last block's final ReLU is a :class:`PenultimateReLU`, so representation matching can use the
 reference implementation's fake ReLU.
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ModelError
 from .base import Classifier, Normalize, PenultimateReLU
 from .small import _check_shape
 
@@ -71,12 +74,18 @@ class ResNet(Classifier):
         width: int = 64,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        stem: str = "cifar",
     ) -> None:
         c, _, _ = _check_shape(in_shape)
+        if stem not in ("cifar", "imagenet"):
+            raise ModelError(f"ResNet stem must be 'cifar' (3×3) or 'imagenet' (7×7 and max-pool), got {stem!r}")
         layers: list[nn.Module] = []
         if mean is not None and std is not None:
             layers.append(Normalize(mean, std))
-        layers += [nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        if stem == "cifar":
+            layers += [nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        else:
+            layers += [nn.Conv2d(c, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
         in_planes = width
         for stage, n in enumerate(num_blocks):
             planes = width * 2**stage
@@ -87,6 +96,7 @@ class ResNet(Classifier):
         layers[-1].relu = PenultimateReLU()  # the representation's last non-linearity
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         super().__init__(nn.Sequential(*layers), nn.Linear(in_planes, num_classes))
+        self.num_blocks = tuple(int(n) for n in num_blocks)  # read by the torchvision key map
 
 
 def resnet18(in_shape: Sequence[int], num_classes: int, **kw) -> ResNet:

@@ -8,7 +8,11 @@ limit. This is exactly the representation matching behind D_R / D_NR, so :func:`
 (1 − α)·g(x_a) + α·g(x_b).
 
 Defaults: the paper's step 0.1 (its CIFAR range is 0.1–1) and 1000 steps (it allows up to 10 000).
-The fake ReLU (identity backward through the last ReLU of ``g``) is on, as in the reference code.
+The fake ReLU (identity backward through the last ReLU of ``g``) is on, as in the reference code
+(where the model has our ``PenultimateReLU``; other models keep their true gradient). Every entry
+point takes ``layer=``: g is then the output of that ``named_modules()`` layer, so any
+``nn.Module`` can be inverted (by default g is its ``features``, or the input of its last
+``nn.Linear``).
 
 Metrics make "robust representations are more invertible" a number: the final relative
 representation distance, and the pixel L2 distance of each inversion to its target image.
@@ -89,8 +93,10 @@ def invert(
     use_fake_relu: bool = True,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
+    layer: str | None = None,
 ) -> InversionResult:
-    """Invert ``model``'s representation of ``x_target`` from ``start`` (noise seeds when None)."""
+    """Invert ``model``'s representation (``layer``'s output when named) of ``x_target`` from
+    ``start`` (noise seeds when None)."""
     if start is None:
         start = noise_seeds(x_target, generator=generator)
     _check_pair(x_target, start, "inversion seeds")
@@ -98,7 +104,7 @@ def invert(
     check_steps(batch_size, "batch_size")
     images, dists = [], []
     for a, b in iter_chunks(x_target.shape[0], batch_size):
-        x, d = match_representation(model, x_target[a:b], start[a:b], cfg)
+        x, d = match_representation(model, x_target[a:b], start[a:b], cfg, layer=layer)
         images.append(x)
         dists.append(d)
     x_inv = torch.cat(images)
@@ -107,11 +113,11 @@ def invert(
 
 
 def match_goal(model: nn.Module, goal: torch.Tensor, start: torch.Tensor, *, steps: int, step_size: float,
-               use_fake_relu: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               use_fake_relu: bool = True, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ‖g(x) − goal‖₂ / ‖goal‖₂ from ``start`` for given representation vectors ``goal``
     (N, D): :func:`advfeatures.construct.match_goal` with the paper's normalisation."""
     cfg = MatchingConfig(steps=steps, step_size=step_size, fake_relu=use_fake_relu).validate()
-    return construct_match_goal(model, goal, start, cfg)
+    return construct_match_goal(model, goal, start, cfg, layer=layer)
 
 
 def interpolate(
@@ -125,6 +131,7 @@ def interpolate(
     step_size: float = 0.1,
     use_fake_relu: bool = True,
     generator: torch.Generator | None = None,
+    layer: str | None = None,
 ) -> tuple[InversionResult, torch.Tensor]:
     """Invert (1 − α)·g(x_a) + α·g(x_b) for ``num`` values of α from 0 to 1.
 
@@ -136,7 +143,7 @@ def interpolate(
     num = check_steps(num, "num")
     if num < 2:
         raise ConfigError(f"interpolation needs num ≥ 2 points (both ends), got {num}")
-    clf = as_classifier(model)
+    clf = as_classifier(model, layer)
     alphas = torch.linspace(0.0, 1.0, num, device=x_a.device)
     with torch.no_grad(), eval_mode(model):
         ga, gb = clf.features(x_a).flatten(1), clf.features(x_b).flatten(1)
@@ -146,7 +153,7 @@ def interpolate(
         start = noise_seeds(x_a.new_empty(shape), generator=generator)
     elif tuple(start.shape) != shape:
         raise ConfigError(f"interpolation seeds must have shape {shape} (N·num images), got {tuple(start.shape)}")
-    x, d = match_goal(model, goal, start, steps=steps, step_size=step_size, use_fake_relu=use_fake_relu)
+    x, d = match_goal(model, goal, start, steps=steps, step_size=step_size, use_fake_relu=use_fake_relu, layer=layer)
     return InversionResult(x, d, None, start), alphas
 
 
@@ -157,7 +164,7 @@ def _held_out_accuracy(model: nn.Module | None, x: torch.Tensor, y: torch.Tensor
         return float((model(x).argmax(1) == y).float().mean())
 
 
-_RESERVED = {"n", "steps", "step_size", "start", "seed", "dataset", "indices", "start_pixel_l2", "models", "robust_closer",
+_RESERVED = {"n", "layer", "steps", "step_size", "start", "seed", "dataset", "indices", "start_pixel_l2", "models", "robust_closer",
              "held_out_accuracy_on_targets", "figure", "json"}
 
 
@@ -172,8 +179,10 @@ def compare_inversions(
     start: Literal["noise", "image"] = "noise",
     seed: int = 0,
     held_out_model: nn.Module | None = None,
+    layer: str | None = None,
 ) -> dict[str, Any]:
-    """Invert the same ``n`` images of ``data`` through each of ``models`` from the same seeds;
+    """Invert the same ``n`` images of ``data`` through each of ``models`` from the same seeds
+    (through ``layer``'s output when named: a ``named_modules()`` name every model has);
     write ``inversion.png`` (targets, seeds, one row per model) and ``inversion.json`` to
     ``out_dir``; return the metrics, one entry per model name (see :func:`inversion_comparison`)."""
     if start not in ("noise", "image"):
@@ -192,12 +201,12 @@ def compare_inversions(
         seeds = noise_seeds(x.cpu(), generator=gen).to(device)
     else:
         seeds = x[random_pairing(n, seed).to(device)]
-    summary: dict[str, Any] = {"n": n, "steps": steps, "step_size": step_size, "start": start, "seed": seed,
+    summary: dict[str, Any] = {"n": n, "steps": steps, "step_size": step_size, "start": start, "seed": seed, "layer": layer,
                                "dataset": data.name, "indices": idx.tolist(), "models": list(models),
                                "start_pixel_l2": float((seeds - x).flatten(1).norm(dim=1).mean())}
     rows, labels = [x, seeds], ["target", f"seed ({start})"]
     for name, model in models.items():
-        res = invert(model, x, start=seeds, steps=steps, step_size=step_size)
+        res = invert(model, x, start=seeds, steps=steps, step_size=step_size, layer=layer)
         summary[name] = {**res.summary(), "held_out_accuracy": _held_out_accuracy(held_out_model, res.images, y)}
         log.info("inversion through the %s model: %s", name, summary[name])
         rows.append(res.images)
@@ -225,6 +234,7 @@ def inversion_comparison(
     start: Literal["noise", "image"] = "noise",
     seed: int = 0,
     held_out_model: nn.Module | None = None,
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """Invert the same ``n`` images of ``data`` through both models from the same seeds; write
     ``inversion.png`` (targets, seeds, standard and robust inversions) and ``inversion.json`` to
@@ -241,4 +251,4 @@ def inversion_comparison(
     and ``json`` (paths).
     """
     return compare_inversions({"standard": standard_model, "robust": robust_model}, data, out_dir, n=n, steps=steps,
-                              step_size=step_size, start=start, seed=seed, held_out_model=held_out_model)
+                              step_size=step_size, start=start, seed=seed, held_out_model=held_out_model, layer=layer)

@@ -73,7 +73,7 @@ def adapt_dataset(data: ImageDataset, shape: Sequence[int]) -> ImageDataset:
 
 
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
-    """g(x) for every image, (N, D) on the CPU."""
+    """g(x) for every image, (N, D) on the CPU (any model: see :func:`advfeatures.models.representation`)."""
     clf = as_classifier(model)
     device = next(model.parameters()).device
     parts = []

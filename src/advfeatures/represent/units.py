@@ -22,42 +22,24 @@ from torch import nn
 
 from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset
-from ..errors import ConfigError
-from ..models.base import as_classifier
+from ..errors import ConfigError, ModelError
+from ..models.base import as_classifier, layer_names  # noqa: F401 (layer_names: re-exported)
 from ..storage import iter_chunks
 from ..threats import check_steps
 from .visualize import random_directions
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_modules() if name]
-
-
 def layer_activations(model: nn.Module, x: torch.Tensor, *, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
     """The flattened output of ``layer`` (the representation g when None) for ``x``, (N, D)."""
-    if layer is None:
-        clf = as_classifier(model)
-        fn = lambda b: clf.features(b)  # noqa: E731
-    else:
-        modules = dict(model.named_modules())
-        if layer not in modules or not layer:
-            raise ConfigError(f"model has no layer {layer!r}; choose one of {', '.join(layer_names(model))}")
-        module = modules[layer]
-
-        def fn(b: torch.Tensor) -> torch.Tensor:
-            caught: list[torch.Tensor] = []
-            handle = module.register_forward_hook(lambda _m, _i, out: caught.append(out))
-            try:
-                model(b)
-            finally:
-                handle.remove()
-            return caught[-1]
-
+    try:
+        features = as_classifier(model, layer).features
+    except ModelError as exc:  # an unknown layer name is a setting to fix, as everywhere in this module
+        raise ConfigError(str(exc)) from None
     device = next(model.parameters()).device
     parts = []
     with torch.no_grad(), eval_mode(model):
         for a, b in iter_chunks(x.shape[0], check_steps(batch_size, "batch_size")):
-            parts.append(fn(x[a:b].to(device)).flatten(1).float())
+            parts.append(features(x[a:b].to(device)).flatten(1).float())
     return torch.cat(parts)
 
 

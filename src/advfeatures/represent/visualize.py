@@ -10,7 +10,10 @@ the image size as 0.1·√(pixels·channels), which is ≈ 40 on 224×224×3 (th
 of the reference code on ImageNet); the step is Madry's 2.5·ε/steps.
 
 Both use the shared loop (:func:`advfeatures.attacks.loop.optimize_inputs`); the fake ReLU is on so
-that a coordinate that is zero at the seed still has a gradient.
+that a coordinate that is zero at the seed still has a gradient (where the model has our
+``PenultimateReLU``). Both take ``layer=``: g is then the flattened output of that
+``named_modules()`` layer, so any ``nn.Module`` works (by default g is its ``features``, or the
+input of its last ``nn.Linear``).
 
     res = visualize(robust_model, seeds, coordinates=torch.tensor([3, 3, 7, 7]))
     res.final_activation - res.start_activation  # how far each coordinate was raised
@@ -47,9 +50,9 @@ class VisualizationResult:
                 "pixel_l2": float(self.pixel_l2.float().mean())}
 
 
-def representation_dim(model: nn.Module, like: torch.Tensor) -> int:
-    """The width D of ``model``'s representation for inputs shaped like ``like``."""
-    clf = as_classifier(model)
+def representation_dim(model: nn.Module, like: torch.Tensor, layer: str | None = None) -> int:
+    """The width D of ``model``'s representation (``layer``'s output) for inputs shaped like ``like``."""
+    clf = as_classifier(model, layer)
     with torch.no_grad(), eval_mode(model):
         return int(clf.features(like[:1]).flatten(1).shape[1])
 
@@ -74,11 +77,11 @@ def coordinate_directions(coordinates: torch.Tensor | list[int] | int, n: int, d
     return torch.nn.functional.one_hot(c, dim).float()
 
 
-def _resolve_directions(model, seeds, coordinates, directions) -> torch.Tensor:
+def _resolve_directions(model, seeds, coordinates, directions, layer=None) -> torch.Tensor:
     check_images(seeds, what="visualisation seeds")
     if (coordinates is None) == (directions is None):
         raise ConfigError("give exactly one of coordinates= (representation units) or directions= (vectors)")
-    dim = representation_dim(model, seeds)
+    dim = representation_dim(model, seeds, layer)
     n = seeds.shape[0]
     if coordinates is not None:
         return coordinate_directions(coordinates, n, dim, seeds.device)
@@ -90,8 +93,8 @@ def _resolve_directions(model, seeds, coordinates, directions) -> torch.Tensor:
     return v
 
 
-def _maximize(model, seeds, v, *, threat, steps, step_size, use_fake_relu) -> VisualizationResult:
-    clf = as_classifier(model)
+def _maximize(model, seeds, v, *, threat, steps, step_size, use_fake_relu, layer=None) -> VisualizationResult:
+    clf = as_classifier(model, layer)
 
     def activation(x: torch.Tensor) -> torch.Tensor:
         return (clf.features(x).flatten(1) * v).sum(1)
@@ -99,7 +102,7 @@ def _maximize(model, seeds, v, *, threat, steps, step_size, use_fake_relu) -> Vi
     with eval_mode(model):
         with torch.no_grad():
             start = activation(seeds)
-        with fake_relu(model, use_fake_relu):
+        with fake_relu(model, use_fake_relu, layer=layer):
             res = optimize_inputs(activation, seeds, threat=threat, steps=check_steps(steps),
                                   step_size=check_positive("step_size", step_size), maximize=True, keep_best=True)
         with torch.no_grad():
@@ -116,12 +119,14 @@ def visualize(
     steps: int = 200,
     step_size: float = 1.0,
     use_fake_relu: bool = True,
+    layer: str | None = None,
 ) -> VisualizationResult:
     """Maximise a representation coordinate (``coordinates``: one, or one per seed) or a direction
-    (``directions``: (D,) or (N, D)) from ``seeds``, unbounded inside [0, 1]."""
-    v = _resolve_directions(model, seeds, coordinates, directions)
+    (``directions``: (D,) or (N, D)) from ``seeds``, unbounded inside [0, 1]; of ``layer``'s output
+    when named."""
+    v = _resolve_directions(model, seeds, coordinates, directions, layer)
     return _maximize(model, seeds, v, threat=L2Ball(float("inf")), steps=steps, step_size=step_size,
-                     use_fake_relu=use_fake_relu)
+                     use_fake_relu=use_fake_relu, layer=layer)
 
 
 def default_addition_eps(x: torch.Tensor) -> float:
@@ -138,10 +143,12 @@ def add_feature(
     steps: int = 200,
     step_size: float | None = None,
     use_fake_relu: bool = True,
+    layer: str | None = None,
 ) -> VisualizationResult:
-    """Raise representation coordinate(s) of the images ``x`` within an L2 ball of radius ``eps``."""
-    v = _resolve_directions(model, x, coordinates, None)
+    """Raise representation coordinate(s) (of ``layer``'s output when named) of the images ``x``
+    within an L2 ball of radius ``eps``."""
+    v = _resolve_directions(model, x, coordinates, None, layer)
     eps = default_addition_eps(x) if eps is None else check_positive("eps", eps)
     steps = check_steps(steps)
     size = 2.5 * eps / steps if step_size is None else step_size
-    return _maximize(model, x, v, threat=L2Ball(eps), steps=steps, step_size=size, use_fake_relu=use_fake_relu)
+    return _maximize(model, x, v, threat=L2Ball(eps), steps=steps, step_size=size, use_fake_relu=use_fake_relu, layer=layer)

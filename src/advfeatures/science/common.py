@@ -1,4 +1,5 @@
-"""Small pieces the science experiments share: seeded models, architecture specs, predictions.
+"""Small pieces the science experiments share: seeded models, architecture specs, predictions,
+the pixel-texture filter of the planted benchmark.
 
 A fresh model's initial weights come from an explicit :class:`torch.Generator` (PyTorch's default
 initialisation, redrawn from that generator), so an experiment is repeatable from its seed without
@@ -18,6 +19,7 @@ from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
 from ..models import build_model
+from ..seeding import generator
 from ..storage import iter_chunks
 
 ArchLike = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
@@ -25,7 +27,7 @@ ArchLike = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
 def stream_generator(seed: int, stream: int) -> torch.Generator:
     """An independent generator for one use (``stream``) of an experiment's ``seed``."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + 104_729 * (int(stream) + 1)) % (2**63 - 1))
+    return generator(seed, 104_729 * (int(stream) + 1))
 
 
 def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -90,3 +92,12 @@ def check_compatible(a: ImageDataset, b: ImageDataset, *, what: str) -> None:
     if a.image_shape != b.image_shape or a.num_classes != b.num_classes:
         raise DataError(f"{what}: {a.name} has images {a.image_shape} and {a.num_classes} classes but {b.name} has "
                         f"{b.image_shape} and {b.num_classes}; build both from the same dataset")
+
+
+_CHECKER_KERNEL = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).view(1, 1, 2, 2) / 4
+
+
+def pixel_texture(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H−1, W−1) signed 2×2 mixed differences ``(a − b − c + d)/4`` of the channel mean: a
+    checkerboard's amplitude, nearly nothing of a smooth pattern."""
+    return torch.nn.functional.conv2d(images.mean(1, keepdim=True), _CHECKER_KERNEL.to(images))

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..data.dataset import ImageDataset
 from ..evaluate import accuracy
+from ..seeding import derive_seed
 from ..train import TrainConfig, train_model
 from .common import check_compatible, predict, seeded_model, stream_generator
 
@@ -80,7 +81,7 @@ def distillation_control(
     shape, classes = train.image_shape, train.num_classes
     out: dict[str, Any] = {"arch": arch, "arch_kwargs": kwargs, "chance": 1.0 / classes, "pool_size": len(train), "seed": seed}
     if model is None:
-        teacher = seeded_model(arch, shape, classes, seed=seed * 7919 + 1, **kwargs)
+        teacher = seeded_model(arch, shape, classes, seed=derive_seed(seed, 1), **kwargs)
         train_model(teacher, train, replace(train_cfg, epochs=teacher_epochs, milestones=(), seed=seed + 1), device=device,
                     desc="weak teacher")
         out["teacher"] = {"source": "trained", "epochs": teacher_epochs}
@@ -95,7 +96,7 @@ def distillation_control(
         out.update({"trained": False, "note": f"the teacher got only {len(mistakes)} of {len(train)} training images wrong "
                     f"(fewer than {min_mistakes}); pass model=None to train a weak teacher"})
         return out
-    student = seeded_model(arch, shape, classes, seed=seed * 7919 + 2, **kwargs)
+    student = seeded_model(arch, shape, classes, seed=derive_seed(seed, 2), **kwargs)
     train_model(student, mistakes, replace(train_cfg, seed=seed + 2), device=device, desc="student on mistakes")
     teacher_test = predict(teacher, test.images, device=device)
     student_test = predict(student, test.images, device=device)
@@ -109,7 +110,7 @@ def distillation_control(
         # same images, each with a random label other than its true one: wrong labels without the teacher's function
         truly = ImageDataset(mistakes.images, mistakes.info["source_labels"], train.classes, mistakes.name)
         control_data = random_wrong_labels(truly, generator=stream_generator(seed, 3))
-        control = seeded_model(arch, shape, classes, seed=seed * 7919 + 3, **kwargs)
+        control = seeded_model(arch, shape, classes, seed=derive_seed(seed, 3), **kwargs)
         train_model(control, control_data, replace(train_cfg, seed=seed + 3), device=device, desc="control on random wrong labels")
         out["control_random_wrong_labels_test_accuracy"] = accuracy(control, test, device=device)
     log.info("distillation control: student %.3f on the real test set from %d mistakes (teacher %.3f, chance %.3f)",

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..storage import atomic_path  # noqa: E402
+from .common import pixel_texture  # noqa: E402
 
 SETS = ("D", "d_r", "d_nr", "d_rand", "d_det")
 NAMES = {"D": "D", "d_r": "D_R", "d_nr": "D_NR", "d_rand": "D_rand", "d_det": "D_det", "standard": "std", "robust": "robust"}
@@ -87,16 +88,12 @@ def plot_planted(results: dict[str, Any], path: str | Path) -> Path:
 def plot_planted_examples(images: dict[str, Any], labels: Any, path: str | Path) -> Path:
     """The same training images in every set (rows: D, D_R, D_NR, D_rand, D_det) and, below each, its
     pixel-scale texture (the 2×2 mixed difference) where the non-robust code lives."""
-    import torch
-
-    from .planted import _CHECKER_KERNEL
-
     sets = [s for s in SETS if s in images]
     n = len(images[sets[0]])
     fig, axes = plt.subplots(2 * len(sets), n, figsize=(1.3 * n, 2.6 * len(sets)), squeeze=False)
     for r, name in enumerate(sets):
         x = images[name]
-        texture = torch.nn.functional.conv2d(x, _CHECKER_KERNEL).abs()
+        texture = pixel_texture(x).abs()
         for c in range(n):
             ax = axes[2 * r, c]
             ax.imshow(x[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)

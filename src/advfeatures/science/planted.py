@@ -62,10 +62,12 @@ from ..construct import MatchingConfig, RelabelConfig, build_dataset, load_const
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
 from ..evaluate import accuracy, robust_accuracy
+from ..seeding import derive_seed
 from ..storage import write_json_atomic
 from ..threats import check_positive, check_steps
 from ..train import AdversaryConfig, TrainConfig, train_model
-from .common import predict, seeded_model, stream_generator
+from .common import pixel_texture, predict, seeded_model, stream_generator
+from .figures import plot_planted, plot_planted_examples
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +221,6 @@ def single_feature_dataset(features: PlantedFeatures, n: int, family: str, *, ge
 # ----------------------------------------------------------------------------------------------
 # measurement
 
-_CHECKER_KERNEL = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).view(1, 1, 2, 2) / 4
-
-
 def feature_scores(images: torch.Tensor, features: PlantedFeatures, family: str) -> torch.Tensor:
     """(N, C) projections of ``images − 0.5`` on one family's templates (signed, phase-exact)."""
     t = features.templates(family).flatten(1).to(images.device)
@@ -235,7 +234,7 @@ def texture_energy(images: torch.Tensor, features: PlantedFeatures) -> torch.Ten
     nothing of a smooth pattern; its squares are summed over each block (windows assigned by their
     top-left pixel), so the planted code of amplitude a_n contributes ≈ a_n² to its own block.
     """
-    r = torch.nn.functional.conv2d(images.mean(1, keepdim=True), _CHECKER_KERNEL.to(images))
+    r = pixel_texture(images)
     h, w = r.shape[-2:]
     masks = features.blocks[:, :h, :w].to(images)
     return torch.einsum("nhw,chw->nc", r[:, 0].pow(2), masks)
@@ -325,7 +324,7 @@ def run_planted(out_dir: str | Path, *, seed: int = 0, quick: bool = False, conf
     shape, classes = train.image_shape, train.num_classes
 
     def fit(data: ImageDataset, stream: int, cfg: TrainConfig, desc: str) -> torch.nn.Module:
-        model = seeded_model(run.arch, shape, classes, seed=seed * 7919 + stream, **run.arch_kwargs)
+        model = seeded_model(run.arch, shape, classes, seed=derive_seed(seed, stream), **run.arch_kwargs)
         train_model(model, data, replace(cfg, seed=seed + stream), device=device, desc=desc)
         return model
 
@@ -369,8 +368,6 @@ def run_planted(out_dir: str | Path, *, seed: int = 0, quick: bool = False, conf
         results["signal"][kind] = entry["signal"]
     results["constructed"] = constructed
     results["checks"] = planted_checks(results)
-    from .figures import plot_planted, plot_planted_examples
-
     results["figures"] = {"summary": str(plot_planted(results, out / "planted.png")),
                           "examples": str(plot_planted_examples(examples, train.labels[:_EXAMPLES], out / "planted_examples.png"))}
     write_json_atomic(out / "planted.json", results)

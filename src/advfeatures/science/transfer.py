@@ -37,6 +37,7 @@ from ..attacks.pgd import PGD
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
 from ..evaluate import accuracy
+from ..seeding import derive_seed
 from ..storage import iter_chunks
 from ..threats import check_positive, check_steps
 from ..train import TrainConfig, train_model
@@ -151,9 +152,9 @@ def transfer_experiment(
     }
     for i, (name, kwargs, label) in enumerate(specs):
         log.info("transfer: training %s on the real data and on D_rand", label)
-        real = seeded_model(name, train.image_shape, train.num_classes, seed=seed * 7919 + 10 + i, **kwargs)
+        real = seeded_model(name, train.image_shape, train.num_classes, seed=derive_seed(seed, 10 + i), **kwargs)
         train_model(real, train, replace(train_cfg, seed=seed + 10 + i), device=device, desc=f"{label} on D")
-        on_rand = seeded_model(name, train.image_shape, train.num_classes, seed=seed * 7919 + 50 + i, **kwargs)
+        on_rand = seeded_model(name, train.image_shape, train.num_classes, seed=derive_seed(seed, 50 + i), **kwargs)
         train_model(on_rand, d_rand, replace(d_rand_cfg, seed=seed + 50 + i), device=device, desc=f"{label} on D_rand")
         clean = predict(real, x, batch_size=batch_size, device=device)
         pred_u = predict(real, x_u, batch_size=batch_size, device=device)

@@ -19,15 +19,12 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..seeding import generator
 from . import figures, gaussian, logistic, tsipras
 
 log = logging.getLogger(__name__)
 
 _DTYPE = torch.float64
-
-
-def _generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
 
 
 def _floats(t: torch.Tensor) -> list[float]:
@@ -70,7 +67,7 @@ def run_gaussian(*, seed: int, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"spectrum": _floats(spectrum), "mean": _floats(data.mean), "mahalanobis": 2.0}
 
     # standard maximum likelihood
-    x, y = data.sample(n, generator=_generator(seed, 1))
+    x, y = data.sample(n, generator=generator(seed, 1))
     mean_hat, cov_hat = gaussian.fit_standard(x, y)
     mean_se = torch.sqrt(data.cov.diagonal() / n)
     var = data.cov.diagonal()
@@ -86,7 +83,7 @@ def run_gaussian(*, seed: int, quick: bool) -> dict[str, Any]:
     rows = []
     for k, eps in enumerate([0.0, 0.05, 0.1, 0.2, 0.3]):
         closed = gaussian.accuracy(w, data, eps=eps)
-        sim, se = gaussian.simulate_accuracy(w, data, eps=eps, n=n_acc, generator=_generator(seed, 100 + k))
+        sim, se = gaussian.simulate_accuracy(w, data, eps=eps, n=n_acc, generator=generator(seed, 100 + k))
         rows.append({"eps": eps, "closed": closed, "simulated": sim, "se": se, "z": _z(sim, closed, se)})
     out["accuracy"] = rows
 
@@ -98,10 +95,10 @@ def run_gaussian(*, seed: int, quick: bool) -> dict[str, Any]:
     for k, condition in enumerate(conditions):
         family = gaussian.TwoGaussians.with_spectrum(_spectrum(condition, dim), mahalanobis=2.0)
         closed = gaussian.vulnerability(family.cov, penalty=penalty)
-        sim, se = gaussian.simulate_vulnerability(family, penalty=penalty, n=n, generator=_generator(seed, 200 + k))
+        sim, se = gaussian.simulate_vulnerability(family, penalty=penalty, n=n, generator=generator(seed, 200 + k))
         wk = gaussian.classifier_weights(family.mean, family.cov)
         acc_closed = gaussian.accuracy(wk, family, eps=eps_l2)
-        acc_sim, acc_se = gaussian.simulate_accuracy(wk, family, eps=eps_l2, n=n_acc, generator=_generator(seed, 300 + k))
+        acc_sim, acc_se = gaussian.simulate_accuracy(wk, family, eps=eps_l2, n=n_acc, generator=generator(seed, 300 + k))
         rows.append(
             {
                 "condition": condition,
@@ -120,7 +117,7 @@ def run_gaussian(*, seed: int, quick: bool) -> dict[str, Any]:
     out["vulnerability"] = {"penalty": penalty, "dim": dim, "rows": rows}
 
     # Theorem 2: robust covariance, closed form vs numerical min-max on the same samples
-    x, y = data.sample(n, generator=_generator(seed, 2))
+    x, y = data.sample(n, generator=generator(seed, 2))
     mean_hat, cov_hat = gaussian.fit_standard(x, y)
     rows = []
     for eps in [0.5, 1.0, 2.0] if quick else [0.25, 0.5, 1.0, 2.0]:
@@ -179,7 +176,7 @@ def run_gaussian(*, seed: int, quick: bool) -> dict[str, Any]:
     rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=_DTYPE)
     cov2 = rot @ torch.diag(torch.tensor([1.0, 0.03], dtype=_DTYPE)) @ rot.T
     data2 = gaussian.TwoGaussians(torch.tensor([0.7, 0.2], dtype=_DTYPE), cov2)
-    x2, y2 = data2.sample(4_000, generator=_generator(seed, 3))
+    x2, y2 = data2.sample(4_000, generator=generator(seed, 3))
     eps2 = 0.5
     mu2, sig2 = gaussian.fit_robust(x2, y2, eps=eps2)
     keep = 400
@@ -231,7 +228,7 @@ def run_tsipras(*, seed: int, quick: bool) -> dict[str, Any]:
             for e in sim_points:
                 stream += 1
                 closed = tsipras.accuracy(w, dist, eps=e)
-                sim, se = tsipras.simulate_accuracy(w, dist, eps=e, n=n, generator=_generator(seed, 1000 + stream))
+                sim, se = tsipras.simulate_accuracy(w, dist, eps=e, n=n, generator=generator(seed, 1000 + stream))
                 out["checks"].append(
                     {"p": p, "classifier": name, "eps": e, "closed": closed, "simulated": sim, "se": se, "z": _z(sim, closed, se)}
                 )
@@ -251,7 +248,7 @@ def run_tsipras(*, seed: int, quick: bool) -> dict[str, Any]:
 
     # adversarial training (Goodfellow's closed form, α = 0) moves the weight onto the robust feature
     dist = tsipras.TsiprasDistribution(p=0.9, dim=dim)
-    x, y = dist.sample(2_000 if quick else 5_000, generator=_generator(seed, 1500))
+    x, y = dist.sample(2_000 if quick else 5_000, generator=generator(seed, 1500))
     rows = []
     for k, eps in enumerate([0.0, eta / 2, eta, 2 * eta]):
         # lr 0.3: with the nonsmooth ε‖w‖₁ term a larger fixed step makes the objective oscillate
@@ -259,7 +256,7 @@ def run_tsipras(*, seed: int, quick: bool) -> dict[str, Any]:
         w, b = fit.w, float(fit.b)
         standard = tsipras.accuracy(w, dist, bias=b)
         robust = tsipras.accuracy(w, dist, eps=eps, bias=b)
-        sim, se = tsipras.simulate_accuracy(w, dist, eps=eps, bias=b, n=n, generator=_generator(seed, 1600 + k))
+        sim, se = tsipras.simulate_accuracy(w, dist, eps=eps, bias=b, n=n, generator=generator(seed, 1600 + k))
         rows.append(
             {
                 "eps": eps,
@@ -288,7 +285,7 @@ def run_logistic(*, seed: int, quick: bool) -> dict[str, Any]:
     n = 10_000 if quick else 50_000
     steps = 200 if quick else 500
     eps_train = 0.25
-    x, y = data.sample(n_train, generator=_generator(seed, 2000))
+    x, y = data.sample(n_train, generator=generator(seed, 2000))
     standard = logistic.train_logistic(x, y, eps=0.0, alpha=1.0, steps=steps)
     closed = logistic.train_logistic(x, y, eps=eps_train, alpha=0.5, adversary="closed_form", steps=steps)
     fgsm = logistic.train_logistic(x, y, eps=eps_train, alpha=0.5, adversary="fgsm", steps=steps)
@@ -306,10 +303,10 @@ def run_logistic(*, seed: int, quick: bool) -> dict[str, Any]:
     }
 
     # per example: closed form vs the loss PGD actually reaches
-    xe, ye = data.sample(2_000, generator=_generator(seed, 2001))
+    xe, ye = data.sample(2_000, generator=generator(seed, 2001))
     b = float(closed.b)
     formula = logistic.adversarial_loss(closed.w, b, xe, ye, eps=eps_train)
-    reached = logistic.logistic_loss(closed.w, b, logistic.pgd(closed.w, b, xe, ye, eps=eps_train, generator=_generator(seed, 2002)), ye)
+    reached = logistic.logistic_loss(closed.w, b, logistic.pgd(closed.w, b, xe, ye, eps=eps_train, generator=generator(seed, 2002)), ye)
     one_step = logistic.logistic_loss(closed.w, b, logistic.fgsm(closed.w, b, xe, ye, eps=eps_train), ye)
     out["per_example"] = {
         "max_gap_pgd": float((formula - reached).abs().max()),
@@ -322,7 +319,7 @@ def run_logistic(*, seed: int, quick: bool) -> dict[str, Any]:
     for k, eps in enumerate([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]):
         for name, fit in (("standard", standard), ("adversarial", closed)):
             bias = float(fit.b)
-            sim = logistic.simulate(fit.w, bias, data, eps=eps, n=n, generator=_generator(seed, 2100 + 2 * k + (name == "standard")))
+            sim = logistic.simulate(fit.w, bias, data, eps=eps, n=n, generator=generator(seed, 2100 + 2 * k + (name == "standard")))
             acc = logistic.robust_accuracy(fit.w, bias, data, eps=eps)
             loss = logistic.expected_adversarial_loss(fit.w, bias, data, eps=eps)
             rows.append(

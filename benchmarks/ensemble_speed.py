@@ -1,0 +1,86 @@
+"""The worst-case ensemble's time: ours with active sets, ours without, and torchattacks' AutoAttack.
+
+Same fixed digits CNNs as ``crosscheck.py`` (a standard one, where most points fall within a few
+steps, and an adversarially trained one), same test images, AutoAttack's standard version in all
+three (APGD-CE, APGD-T with 9 targets, FAB-T with 9 targets, Square with 5 000 queries; 100
+iterations, 1 restart). Each is timed by the wall clock and by this process's CPU time (one torch
+thread; on a shared machine the CPU clock is the steadier figure), in rotating order over
+``--rounds`` rounds; the table gives medians and the ratios measured in the same run::
+
+    pip install --no-deps torchattacks
+    python benchmarks/ensemble_speed.py              # 360 images, 2 rounds
+    python benchmarks/ensemble_speed.py --quick      # 120 images, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from advfeatures.evaluate import predict, worst_case_evaluation
+from crosscheck import broken, digits_models, test_images  # the same models and images
+
+
+def ours(early_stop: bool):
+    def run(model, x, y, eps, seed):
+        report = worst_case_evaluation(model, x, y, norm="L2", eps=eps, version="standard", early_stop=early_stop,
+                                       batch_size=500, seed=seed)
+        return report["x_adv"]
+    return run
+
+
+def torchattacks_autoattack(model, x, y, eps, seed):
+    import torchattacks
+
+    return torchattacks.AutoAttack(model, norm="L2", eps=eps, version="standard", n_classes=10, seed=seed)(x, y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=360)
+    parser.add_argument("--eps", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", default="standard,robust")
+    parser.add_argument("--cache", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n, rounds = (120, 1) if args.quick else (args.n, args.rounds)
+    from pathlib import Path
+
+    models = digits_models(Path(args.cache) if args.cache else Path(os.environ.get("TMPDIR", "/tmp")) / "advfeatures-bench")
+    x, y = test_images(n)
+    contenders = {"ours (active sets)": ours(True), "ours (no active sets)": ours(False),
+                  "torchattacks AutoAttack": torchattacks_autoattack}
+    print(f"digits, {n} test images, L2 ε = {args.eps}, AutoAttack standard; torch threads 1; "
+          f"load average {os.getloadavg()[0]:.1f}; {rounds} round(s)")
+    for name in args.models.split(","):
+        model = models[name]
+        clean = float((predict(model, x) == y).float().mean())
+        wall: dict[str, list[float]] = {k: [] for k in contenders}
+        cpu: dict[str, list[float]] = {k: [] for k in contenders}
+        acc: dict[str, float] = {}
+        order = list(contenders)
+        for r in range(rounds):
+            for k in order[r % len(order):] + order[: r % len(order)]:
+                w0, c0 = time.perf_counter(), time.process_time()
+                x_adv = contenders[k](model, x.clone(), y.clone(), args.eps, 0)
+                wall[k].append(time.perf_counter() - w0)
+                cpu[k].append(time.process_time() - c0)
+                acc[k] = clean - float(broken(model, x, y, x_adv.detach(), args.eps).float().sum()) / n
+        ref_w, ref_c = statistics.median(wall["torchattacks AutoAttack"]), statistics.median(cpu["torchattacks AutoAttack"])
+        print(f"\n## {name} model (clean accuracy {clean:.1%})\n")
+        print("| ensemble | robust accuracy | CPU s | wall s | speed-up vs torchattacks (CPU / wall) |")
+        print("|---|---|---|---|---|")
+        for k in contenders:
+            c, w = statistics.median(cpu[k]), statistics.median(wall[k])
+            print(f"| {k} | {acc[k]:.1%} | {c:.1f} | {w:.1f} | {ref_c / c:.2f}× / {ref_w / w:.2f}× |", flush=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

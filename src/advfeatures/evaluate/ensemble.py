@@ -1,0 +1,204 @@
+"""The worst-case ensemble: AutoAttack's protocols (Croce & Hein 2020), or any list of attacks.
+
+Each member runs only on the points every earlier member left robust, and a point counts as broken
+as soon as one member finds a valid adversarial example (inside the ε-ball and the [0, 1] box,
+misclassified), so the ensemble's robust accuracy is at most that of any member on the points it
+saw: never weaker than its strongest member. Inside each member, with ``early_stop`` (on for
+evaluation) a point also leaves the working batch as soon as it is broken, so later steps cost less
+and the points broken are the same (see each attack's docstring).
+
+The protocols, next to AutoAttack's settings (``autoattack/autoattack.py``, ``set_version``):
+
+=================  ==========================================  ==========================================
+version            ours                                        AutoAttack
+=================  ==========================================  ==========================================
+``standard``       APGD-CE: 100 steps, 1 restart, ρ = 0.75,    ``apgd``: n_iter=100, n_restarts=1,
+(Linf, L2)         α = 0.75, η⁽⁰⁾ = 2ε, random start           rho=.75, eot_iter=1
+                   APGD-T: targeted DLR, 9 targets (top 2–10   ``apgd-t``: n_target_classes=9,
+                   on the clean input), 1 restart, 100 steps   n_restarts=1, n_iter=100
+                   FAB-T: 9 targets, 100 steps, 1 restart,     ``fab-t``: n_target_classes=9,
+                   α_max = 0.1, η = 1.05, β = 0.9              n_restarts=1, n_iter=100 (same α, η, β)
+                   Square: 5 000 queries, p_init = 0.8,        ``square``: n_queries=5000, p_init=.8,
+                   1 restart                                   n_restarts=1
+``standard`` (L1)  APGD-CE 5 restarts, APGD-T 5 targets,        the same counts; AutoAttack's APGD-L1
+                   FAB-T; no Square (ours has no L1 Square)    also uses ``use_largereps``, ours does not
+``rand``           APGD-CE and APGD-DLR, 100 steps, 1          ``apgd-ce``, ``apgd-dlr``: n_restarts=1,
+                   restart, gradients averaged over 20 EOT     eot_iter=20
+                   draws per step
+``custom``         the ``members`` given                       ``attacks_to_run``
+=================  ==========================================  ==========================================
+
+Departures: AutoAttack's Square draws one window position per iteration for the whole batch, ours
+one per example; targeted DLR needs 4 classes, so on fewer classes APGD-T uses targeted CE; on two
+classes APGD-T and FAB-T are skipped (there is no other target than the untargeted one). Members
+with fewer targets than 9 use every class but the label.
+
+Usage::
+
+    report = worst_case_evaluation(model, x, y, norm="Linf", eps=8 / 255)            # standard
+    report = worst_case_evaluation(model, x, y, norm="L2", eps=0.5, version="rand")  # randomised model
+    report["robust_accuracy"], [m["robust_accuracy"] for m in report["members"]]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks.apgd import APGD, APGDT
+from ..attacks.base import Attack, num_classes_of
+from ..attacks.fab import FABT
+from ..attacks.loop import eval_mode
+from ..attacks.square import Square
+from ..errors import ConfigError
+from ..storage import iter_chunks
+from ..threats import check_steps, make_threat
+from .metrics import check_inputs, device_of, predict
+
+log = logging.getLogger(__name__)
+
+VERSIONS = ("standard", "rand", "custom")
+
+
+@dataclass
+class Member:
+    """One attack of an ensemble; ``target`` is passed as ``target=`` (a mode such as ``"random"``,
+    or one class per evaluated point), and success always means misclassification."""
+
+    name: str
+    attack: Attack
+    target: Any = None
+
+
+def _as_members(members: Sequence) -> list[Member]:
+    out = []
+    for m in members:
+        if isinstance(m, Member):
+            out.append(m)
+        elif isinstance(m, (tuple, list)) and len(m) in (2, 3) and isinstance(m[0], str) and isinstance(m[1], Attack):
+            out.append(Member(*m))
+        else:
+            raise ConfigError(f"an ensemble member must be a Member or a (name, attack[, target]) tuple, got {m!r}")
+    if not out:
+        raise ConfigError("the ensemble needs at least one member")
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"ensemble member names must be distinct, got {names}")
+    return out
+
+
+def standard_members(model: nn.Module, x: torch.Tensor, *, norm: str, eps: float, version: str = "standard",
+                     steps: int = 100, n_target_classes: int = 9, square_queries: int = 5000, eot_iter: int = 20,
+                     early_stop: bool = True, seed: int = 0) -> list[Member]:
+    """The members of AutoAttack's ``standard`` or ``rand`` version (see the module docstring)."""
+    if version not in ("standard", "rand"):
+        raise ConfigError(f"unknown evaluation version {version!r}; choose one of {', '.join(VERSIONS)}")
+    norm = make_threat(norm, eps).norm
+    k = num_classes_of(model, x[:1])
+    common = {"norm": norm, "eps": eps, "steps": steps, "early_stop": early_stop, "seed": seed}
+    if version == "rand":
+        members = [Member("apgd-ce", APGD(loss="ce", eot_iter=eot_iter, **common))]
+        if k > 2:
+            members.append(Member("apgd-dlr", APGD(loss="dlr", eot_iter=eot_iter, **common)))
+        return members
+    l1 = norm == "L1"
+    targets = min(5 if l1 else n_target_classes, k - 1)
+    members = [Member("apgd-ce", APGD(loss="ce", restarts=5 if l1 else 1, **common))]
+    if k > 2:
+        members.append(Member("apgd-t", APGDT(num_targets=targets, targeted_loss="dlr" if k >= 4 else "ce", **common)))
+        members.append(Member("fab-t", FABT(num_targets=min(n_target_classes, k - 1), **common)))
+    if not l1:
+        members.append(Member("square", Square(norm=norm, eps=eps, max_queries=square_queries, early_stop=early_stop,
+                                               seed=seed)))
+    return members
+
+
+def worst_case_evaluation(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    version: str = "standard",
+    members: Sequence | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    steps: int = 100,
+    n_target_classes: int = 9,
+    square_queries: int = 5000,
+    eot_iter: int = 20,
+    early_stop: bool = True,
+) -> dict[str, Any]:
+    """Per-example worst case over ``members`` (given: ``version="custom"``, implied), or over the
+    ``version``'s members (``"standard"``: APGD-CE, APGD-T, FAB-T, Square; ``"rand"``: APGD-CE and
+    APGD-DLR with EOT), configured by ``steps``, ``n_target_classes``, ``square_queries``, ``eot_iter``
+    and ``early_stop``.
+
+    Returns ``{"norm", "eps", "version", "n", "clean_accuracy", "robust_accuracy", "members":
+    [{"name", "attack", "attacked", "newly_broken", "invalid", "robust_accuracy", "seconds"[,
+    "mean_queries"]}], "x_adv": (N, C, H, W) tensor, "robust": (N,) bool tensor}``; each member's
+    ``robust_accuracy`` is the ensemble's after that member. ``x_adv`` holds the first valid
+    adversarial example found per point (the clean image where none was found).
+    """
+    check_inputs(x, y)
+    threat = make_threat(norm, eps)
+    batch_size = check_steps(batch_size, "batch_size")
+    if version not in VERSIONS:
+        raise ConfigError(f"unknown evaluation version {version!r}; choose one of {', '.join(VERSIONS)}")
+    if version == "custom" and members is None:
+        raise ConfigError("version='custom' needs members=[(name, attack), ...]")
+    device = device_of(model)
+    x, y = x.to(device), y.to(device)
+    if members is None:
+        members = standard_members(model, x, norm=norm, eps=eps, version=version, steps=steps,
+                                   n_target_classes=n_target_classes, square_queries=square_queries, eot_iter=eot_iter,
+                                   early_stop=early_stop, seed=seed)
+    else:
+        version = "custom"
+    members = _as_members(members)
+    n = x.shape[0]
+    robust = predict(model, x, batch_size=batch_size) == y
+    clean_accuracy = int(robust.sum()) / n
+    x_adv = x.clone()
+    report: list[dict[str, Any]] = []
+    tol = 1e-5 + 1e-4 * (threat.eps if math.isfinite(threat.eps) else 0.0)
+    for m in members:
+        start = time.perf_counter()
+        idx = robust.nonzero().squeeze(1)
+        broken = invalid = 0
+        queries = []
+        for a, b in iter_chunks(idx.numel(), batch_size):
+            ii = idx[a:b]
+            target = m.target[ii.to(m.target.device)].to(device) if isinstance(m.target, torch.Tensor) else m.target
+            res = m.attack(model, x[ii], y[ii], target=target, return_result=True)
+            valid = (threat.norm_of(res.x_adv - x[ii]) <= threat.eps + tol) & (res.x_adv.flatten(1).amin(1) >= 0) \
+                & (res.x_adv.flatten(1).amax(1) <= 1)
+            with torch.no_grad(), eval_mode(model):
+                fooled = model(res.x_adv).argmax(1) != y[ii]
+            invalid += int((fooled & ~valid).sum())
+            fooled &= valid
+            robust[ii[fooled]] = False
+            x_adv[ii[fooled]] = res.x_adv[fooled]
+            broken += int(fooled.sum())
+            if res.queries is not None:
+                queries.append(res.queries.float())
+        if invalid:
+            log.warning("%s returned %d adversarial examples outside the %s ball of radius %g; they were not counted",
+                        m.name, invalid, threat.norm, threat.eps)
+        entry = {"name": m.name, "attack": m.attack.describe(), "attacked": int(idx.numel()), "newly_broken": broken,
+                 "invalid": invalid, "robust_accuracy": int(robust.sum()) / n,
+                 "seconds": round(time.perf_counter() - start, 3)}
+        if queries:
+            entry["mean_queries"] = float(torch.cat(queries).mean())
+        report.append(entry)
+        log.info("robust accuracy %.2f%% after %s", 100 * entry["robust_accuracy"], m.name)
+    return {"norm": threat.norm, "eps": threat.eps, "version": version, "n": n, "clean_accuracy": clean_accuracy,
+            "robust_accuracy": int(robust.sum()) / n, "members": report, "x_adv": x_adv, "robust": robust}

@@ -1,0 +1,145 @@
+"""The three numbers every evaluation reports, defined once.
+
+* :func:`predict` — the model's classes, batch by batch, in eval mode, without gradients;
+* :func:`accuracy` — the share of points classified correctly;
+* :func:`robust_accuracy` — the share classified correctly on ``x`` *and* on the attack's ``x_adv``,
+  as AutoAttack and RobustBench count it: a point the model already gets wrong is not robust, even
+  if the attack (say, a targeted one) happens to move it onto its label.
+
+Data is either an :class:`~advfeatures.data.dataset.ImageDataset` or an ``(x, y)`` pair of tensors.
+:func:`attack_summary` is what ``advfeatures attack`` prints: one attack's robust accuracy, success
+rate, median perturbation norm and queries over a set of images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks.base import Attack
+from ..attacks.loop import eval_mode
+from ..data.dataset import ImageDataset, check_images
+from ..errors import DataError
+from ..progress import progress
+from ..storage import iter_chunks
+
+Data = ImageDataset | tuple[torch.Tensor, torch.Tensor]
+
+
+def device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        p = next(iter(model.buffers()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, ImageDataset):
+        return data.images, data.labels
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data[0], data[1]
+    raise DataError(f"evaluation data must be an ImageDataset or an (images, labels) pair of tensors, got {type(data).__name__}")
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse evaluation images and labels that do not fit together (one clear error each)."""
+    check_images(x, what="evaluation images")
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise DataError(f"labels must be a vector with one entry per image ({x.shape[0]})")
+    if x.shape[0] == 0:
+        raise DataError("no images to evaluate; pass at least one")
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500, device: str | torch.device | None = None) -> torch.Tensor:
+    """The model's classes for ``x`` (on the model's device unless ``device`` is given)."""
+    device = device_of(model) if device is None else torch.device(device)
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    with torch.no_grad(), eval_mode(model):
+        return torch.cat([model(x[a:b].to(device)).argmax(1) for a, b in iter_chunks(x.shape[0], batch_size)])
+
+
+def correct_mask(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None) -> torch.Tensor:
+    x, y = _tensors(data)
+    pred = predict(model, x, batch_size=batch_size, device=device)
+    return pred == y.to(pred.device)
+
+
+def accuracy(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None) -> float:
+    """Share of ``data`` the model classifies correctly."""
+    ok = correct_mask(model, data, batch_size=batch_size, device=device)
+    return int(ok.sum()) / max(1, ok.numel())
+
+
+def robust_mask(model: nn.Module, data: Data, attack: Attack, *, batch_size: int = 500,
+                device: str | torch.device | None = None, clean_correct: torch.Tensor | None = None,
+                desc: str = "attack") -> torch.Tensor:
+    """Per point: correct on x and on ``attack``'s x_adv (the attack runs only on the points
+    classified correctly, since the others cannot count as robust whatever it returns)."""
+    x, y = _tensors(data)
+    device = device_of(model) if device is None else torch.device(device)
+    if clean_correct is None:
+        clean_correct = correct_mask(model, data, batch_size=batch_size, device=device)
+    robust = clean_correct.to(device).clone()
+    idx = robust.nonzero().squeeze(1)
+    for a, b in progress(list(iter_chunks(idx.numel(), batch_size)), desc=desc):
+        ii = idx[a:b]
+        xb, yb = x[ii.to(x.device)].to(device), y[ii.to(y.device)].to(device)
+        x_adv = attack(model, xb, yb)
+        with torch.no_grad(), eval_mode(model):
+            robust[ii] = model(x_adv).argmax(1) == yb
+    return robust
+
+
+def robust_accuracy(model: nn.Module, data: Data, attack: Attack, *, batch_size: int = 500,
+                    device: str | torch.device | None = None, clean_correct: torch.Tensor | None = None,
+                    desc: str = "attack") -> float:
+    """Share of ``data`` classified correctly both clean and after ``attack`` (untargeted)."""
+    robust = robust_mask(model, data, attack, batch_size=batch_size, device=device, clean_correct=clean_correct, desc=desc)
+    return int(robust.sum()) / max(1, robust.numel())
+
+
+def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, norm: str,
+                   eps: float | None = None, target: Any = None, batch_size: int = 256,
+                   return_adversarial: bool = False) -> dict[str, Any]:
+    """One attack over ``(x, y)``: ``{"n", "clean_accuracy", "robust_accuracy", "success_rate",
+    "median_norm_of_successes", "mean_queries"?, "median_queries_of_successes"?}``, and with
+    ``return_adversarial`` the adversarial inputs themselves under ``"adversarial"`` (on the CPU).
+
+    ``success_rate`` is the attack's own success (misclassified, or the target reached) on the
+    points classified correctly. A minimal-norm attack (no ε of its own) breaks a point for
+    ``robust_accuracy`` only inside the ``eps``-ball when ``eps`` is given; norms are in ``norm``.
+    """
+    n = x.shape[0]
+    correct, fooled, success, norms, queries, adversarial = [], [], [], [], [], []
+    for a, b in iter_chunks(n, batch_size):
+        res = attack(model, x[a:b], y[a:b], target=target, return_result=True)
+        if return_adversarial:
+            adversarial.append(res.x_adv.cpu())
+        with torch.no_grad(), eval_mode(model):
+            ok = model(x[a:b]).argmax(1) == y[a:b]
+        size = res.norms[norm] if norm in res.norms else res.norms["L2"]
+        wrong = res.predictions != y[a:b]
+        if eps is not None:
+            wrong &= size <= eps * (1 + 1e-4) + 1e-6
+        correct.append(ok), fooled.append(wrong), success.append(res.success), norms.append(size)
+        if res.queries is not None:
+            queries.append(res.queries.float())
+    ok, wrong, succ, size = (torch.cat(t) for t in (correct, fooled, success, norms))
+    hit = succ & ok
+    out: dict[str, Any] = {
+        "n": n,
+        "clean_accuracy": int(ok.sum()) / max(1, n),
+        "robust_accuracy": int((ok & ~wrong).sum()) / max(1, n),
+        "success_rate": int(hit.sum()) / max(1, int(ok.sum())),
+        "median_norm_of_successes": float(size[hit].median()) if hit.any() else None,
+    }
+    if queries:
+        q = torch.cat(queries)
+        out["mean_queries"] = float(q.mean())
+        out["median_queries_of_successes"] = float(q[hit].median()) if hit.any() else None
+    if return_adversarial:
+        out["adversarial"] = torch.cat(adversarial)
+    return out

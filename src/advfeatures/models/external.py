@@ -1,0 +1,307 @@
+"""Models from outside: one loader for every model file we accept, none of which runs code.
+
+:func:`load_any_model` reads
+
+* **our own files** (safetensors written by :func:`~advfeatures.models.save_model`): as
+  :func:`~advfeatures.models.load_model`;
+* **a plain state dict** (``.pt`` / ``.pth`` / ``.safetensors``; or a checkpoint dict holding it
+  under ``"model"`` or ``"state_dict"``; a ``module.`` prefix from ``DataParallel`` is dropped) plus
+  ``arch``: one of our :data:`~advfeatures.models.MODELS` by name, or ``"module.path:factory"``
+  naming an importable function or class that returns an ``nn.Module``, called with
+  ``arch_kwargs``. Importing that module is the user's choice of code, never the file's;
+* **a MadryLab ``robustness`` checkpoint** (auto-detected: a ``"model"`` / ``"state_dict"`` entry
+  whose keys sit under ``module.model.``, ``module.attacker.model.`` and
+  ``module.normalizer.new_mean|new_std``). Its CIFAR ResNet-18/50 (``robustness.cifar_models``)
+  load into our ``resnet18`` / ``resnet50`` and its ImageNet ResNets (torchvision layout) into
+  ``tv_resnet18`` / ``tv_resnet50``; its input normaliser becomes our ``Normalize`` layer. With
+  ``arch="module:factory"`` any other of its architectures loads into the user's module, behind a
+  ``Normalize`` layer;
+* **a torchvision-layout ResNet state dict** (``conv1``, ``bn1``, ``layer1.0.conv1`` … ``fc``, as
+  torchvision and timm save them): auto-detected, or into the ResNet ``arch`` names (see
+  :mod:`advfeatures.models.torchvision_resnet` for the key map).
+
+Files are read with ``safetensors`` or ``torch.load(weights_only=True)``, whose unpickler builds
+tensors and plain containers only: a pickle naming any other code (a crafted ``__reduce__``, a
+whole pickled ``nn.Module``) is refused with one line, before anything in it runs.
+
+``num_classes`` comes from the last linear weight where not given. ``in_shape`` (C, H, W) comes
+from the data (the CLI passes the dataset's image shape); for a ResNet it may be left out: C is read
+from the stem convolution and (H, W) recorded as 32×32 (CIFAR stem) or 224×224 (ImageNet stem).
+
+A model built from a factory records ``arch = {"factory": ..., "kwargs": ..., "normalize": ...}``
+(and ``"in_shape"`` where given),
+so :func:`~advfeatures.models.save_model` writes it as one safetensors file; re-loading it needs the
+factory named again (``load_any_model(path, arch="module.path:factory")``, the CLI's ``--arch``):
+the recorded name is a record, not an instruction, and the error says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import ModelError
+from .base import Normalize
+from .registry import MODELS, build_model, load_model
+from .resnet import ResNet
+from .torchvision_resnet import from_torchvision, infer_resnet, is_torchvision_layout
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def load_any_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    in_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """The classifier stored at ``path`` in eval mode on ``device`` (formats: see the module)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; check the path")
+    if arch_kwargs is not None and not isinstance(arch_kwargs, Mapping):
+        raise ModelError(f"arch_kwargs must be a JSON object (a dict), got {type(arch_kwargs).__name__}")
+    kwargs = dict(arch_kwargs or {})
+    obj, meta = _read(path)
+    if "arch" in meta:  # one of our own files
+        recorded = _json(meta["arch"], path)
+        if "factory" not in recorded:
+            if arch is not None and arch != recorded.get("name"):
+                raise ModelError(f"{path} is an advfeatures {recorded.get('name')!r} model; drop arch={arch!r} or pass "
+                                 f"{recorded.get('name')!r}")
+            return load_model(path, device=device)
+        if arch is None:
+            raise ModelError(f"{path} holds a model built by the factory {recorded['factory']!r}; loading never imports "
+                             f"code a file names: pass arch={recorded['factory']!r} (--arch) to re-load it")
+        kwargs = {**recorded.get("kwargs", {}), **kwargs}
+        model = _from_factory(arch, kwargs, obj, path, normalize=recorded.get("normalize"), fmt="advfeatures",
+                              in_shape=in_shape or recorded.get("in_shape"))
+        model.extra = _json(meta.get("extra", "{}"), path)
+        return model.to(device).eval()
+
+    state = _state_dict_of(obj, path)
+    state, normalize, fmt = _split_robustness(state)
+    if arch is None:
+        if not is_torchvision_layout(state):
+            raise ModelError(f"{path} is a plain state dict: pass arch (one of {', '.join(sorted(MODELS))}, or "
+                             "'module.path:factory' naming code that builds the model)")
+        arch, inferred = infer_resnet(state)
+        kwargs = {**inferred, **kwargs}
+        fmt = fmt if fmt == "robustness" else "torchvision"
+        log.info("%s: a %s-layout checkpoint, loaded as %s", path, fmt, arch)
+    if ":" in arch:
+        model = _from_factory(arch, kwargs, state, path, normalize=normalize, fmt=fmt, in_shape=in_shape)
+    elif arch in MODELS:
+        model = _ours(arch, kwargs, state, path, normalize=normalize, in_shape=in_shape, num_classes=num_classes)
+        model.extra = {"loaded_from": str(path), "format": fmt}
+    else:
+        raise ModelError(f"unknown arch {arch!r}; choose one of {', '.join(sorted(MODELS))}, or 'module.path:factory'")
+    return model.to(device).eval()
+
+
+def build_from_factory(spec: str, arch_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """``factory(**arch_kwargs)`` for ``spec = "module.path:factory"``, with ``arch`` recorded so
+    that :func:`~advfeatures.models.save_model` can write it (re-load with :func:`load_any_model`)."""
+    kwargs = dict(arch_kwargs or {})
+    factory = import_factory(spec)
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # the user's code: any failure becomes one line naming the call
+        raise ModelError(f"{spec}(**{kwargs}) failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{spec} returned a {type(model).__name__}, not an nn.Module; name a factory that builds the model")
+    model.arch = {"factory": spec, "kwargs": kwargs, "normalize": None}
+    return model
+
+
+def import_factory(spec: str) -> Callable[..., Any]:
+    """The callable named by ``"module.path:attr"`` (``attr`` may be dotted, e.g. ``Class.method``)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"arch {spec!r} must read 'module.path:factory' (e.g. 'mypkg.nets:make_net')")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module's own import-time failure
+        raise ModelError(f"cannot import {module_name!r} for arch {spec!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                         "put it on PYTHONPATH") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"{module_name!r} has no {attr!r} (arch {spec!r}); name a function or class it defines")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"{spec} is a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _is_safetensors(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _read(path: Path) -> tuple[Any, dict[str, str]]:
+    if _is_safetensors(path):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), {}
+    except Exception as exc:  # a refused or malformed pickle raises many kinds; all end in one line
+        message = str(exc)
+        unsafe = _UNSAFE.search(message)
+        if unsafe:
+            raise ModelError(f"{path} names code ({unsafe.group(1)}) that loading it would run; we only read tensors "
+                             "(torch.load(weights_only=True)): if you trust the file, re-save its state dict "
+                             "(torch.save(model.state_dict(), 'weights.pt')) and load that") from None
+        raise ModelError(f"{path} is neither a safetensors file nor a torch checkpoint we can read safely "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors, or a checkpoint "
+                         "with one under 'model' or 'state_dict')")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelError(f"{path}: {len(bad)} entries of its state dict are not tensors ({', '.join(bad[:4])}); "
+                         "save model.state_dict() (or put it under 'model')")
+    state = {str(k): v for k, v in obj.items()}
+    while state and all(k.startswith("module.") for k in state):  # DataParallel / DDP wrappers
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _split_robustness(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[float]] | None, str]:
+    """A MadryLab ``AttackerModel`` state dict → (the classifier's own state, its normaliser, format)."""
+    if not any(k.startswith("model.") for k in state) or not (
+            "normalizer.new_mean" in state or any(k.startswith("attacker.model.") for k in state)):
+        return state, None, "state_dict"
+    inner = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    normalize = None
+    if "normalizer.new_mean" in state and "normalizer.new_std" in state:
+        normalize = {"mean": state["normalizer.new_mean"].flatten().tolist(),
+                     "std": state["normalizer.new_std"].flatten().tolist()}
+    return inner, normalize, "robustness"
+
+
+def _json(text: str, path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ModelError(f"{path} has unreadable metadata; save it again with save_model") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path} has unreadable metadata; save it again with save_model")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path, *,
+          normalize: dict[str, list[float]] | None, in_shape: Sequence[int] | None, num_classes: int | None) -> nn.Module:
+    resnet = name.startswith(("resnet", "tv_resnet"))
+    tv_names = resnet and is_torchvision_layout(state)
+    if normalize is not None:
+        kwargs = {**kwargs, **{k: v for k, v in normalize.items() if k not in kwargs}}
+    if in_shape is None:
+        if not resnet:
+            raise ModelError(f"arch {name!r} needs the input shape (C, H, W): pass in_shape (the CLI takes it from the data)")
+        stem = state.get("conv1.weight") if tv_names else next((v for k, v in state.items() if v.ndim == 4), None)
+        if stem is None:
+            raise ModelError(f"{path}: no stem convolution found to read the input channels from; pass in_shape")
+        size = 224 if name.startswith("tv_") else 32
+        in_shape = (int(stem.shape[1]), size, size)
+    if num_classes is None:
+        num_classes = _num_classes(state, path)
+    try:
+        model = build_model(name, in_shape, num_classes, **kwargs)
+    except TypeError as exc:  # an argument the constructor does not take
+        raise ModelError(f"arch {name!r} does not take arch_kwargs {json.dumps(kwargs)} ({_first_line(exc)})") from None
+    if tv_names and isinstance(model, ResNet):
+        state = from_torchvision(state, model)
+    if normalize is not None:
+        norm = next(m for m in model.features if isinstance(m, Normalize))
+        state = {**state, "features.0.mean": torch.tensor(normalize["mean"]).view_as(norm.mean),
+                 "features.0.std": torch.tensor(normalize["std"]).view_as(norm.std)}
+    load_state_strict(model, state, path, f"arch {name!r}")
+    return model
+
+
+def _num_classes(state: Mapping[str, torch.Tensor], path: Path) -> int:
+    for key in ("head.weight", "fc.weight", "linear.weight"):
+        if key in state and state[key].ndim == 2:
+            return int(state[key].shape[0])
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    if not weights:
+        raise ModelError(f"{path}: no linear weight to read the number of classes from; pass num_classes")
+    return int(weights[-1].shape[0])
+
+
+def _from_factory(spec: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path, *,
+                  normalize: dict[str, list[float]] | None, fmt: str, in_shape: Sequence[int] | None = None) -> nn.Module:
+    inner = build_from_factory(spec, kwargs)
+    model: nn.Module = inner
+    if normalize is not None:  # a robustness checkpoint: its normaliser in front of the user's classifier
+        model = nn.Sequential(Normalize(normalize["mean"], normalize["std"]), inner)
+        if not any(k.startswith("0.") for k in state):
+            state = {**{f"1.{k}": v for k, v in state.items()}, "0.mean": model[0].mean.clone(), "0.std": model[0].std.clone()}
+    load_state_strict(model, state, path, f"arch {spec!r} with arch_kwargs {json.dumps(kwargs)}")
+    model.arch = {"factory": spec, "kwargs": kwargs, "normalize": normalize}
+    if in_shape is not None:  # recorded for the code that adapts images to a model (transfer)
+        model.arch["in_shape"] = [int(s) for s in in_shape]
+    model.extra = {"loaded_from": str(path), "format": fmt}
+    return model
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """``model.load_state_dict(state)`` where every key and shape must match, else one line naming
+    the first few missing, unexpected and mis-shaped keys (BatchNorm's ``num_batches_tracked``
+    counters, absent from some older checkpoints, may be missing)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})")
+        if misshaped:
+            parts.append("mis-shaped " + str(len(misshaped)) + " (" + ", ".join(
+                f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in misshaped[:3]) + ")")
+        raise ModelError(f"{path} does not fit {what}: keys {'; '.join(parts)}; pass the arch (and arch_kwargs, "
+                         "in_shape, num_classes) the file was saved from")
+    full = {**{k: v for k, v in own.items() if k not in state}, **state}
+    model.load_state_dict(full)

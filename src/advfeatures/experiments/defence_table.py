@@ -157,6 +157,28 @@ def _evaluate_or_load(cfg: DefenceTableConfig, name: str, model, info: dict, x, 
     return row, checks, smoothing
 
 
+def _cost_or_load(cfg: DefenceTableConfig, train, device: torch.device, out: Path) -> dict[str, float]:
+    """The interleaved per-epoch seconds, cached in ``out/cost.json`` under the report's settings
+    (or taken from a finished ``results.json`` with the same settings)."""
+    key = {"config": json.loads(json.dumps(asdict(cfg))), "threads": torch.get_num_threads(), "device": str(device)}
+    path = out / "cost.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["epoch_seconds"]
+    previous = out / "results.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("config") == key["config"] and old.get("threads") == key["threads"] \
+                and all("epoch_seconds" in r for r in old["rows"]) and [r["defence"] for r in old["rows"]] == list(cfg.defences):
+            per_epoch = {r["defence"]: r["epoch_seconds"] for r in old["rows"]}
+            write_json_atomic(path, {"key": key, "epoch_seconds": per_epoch})
+            return per_epoch
+    per_epoch = _interleaved_epoch_seconds(cfg, train, device)
+    write_json_atomic(path, {"key": key, "epoch_seconds": per_epoch})
+    return per_epoch
+
+
 def _interleaved_epoch_seconds(cfg: DefenceTableConfig, train, device: torch.device) -> dict[str, float]:
     """Seconds of one training epoch per defence: the median of ``cost_rounds`` rounds, each round
     timing every defence once in turn, so that load from other processes falls on all of them alike
@@ -198,7 +220,7 @@ def defence_table(cfg: DefenceTableConfig, out: str | Path, *, device: str | tor
         smoothing = row_smoothing or smoothing
         log.info("defence %s: clean %.1f%%, robust %.1f%%, IBP verified %.1f%%, %.1fs", name, 100 * row["clean_accuracy"],
                  100 * row["robust_accuracy"], 100 * row["ibp_verified_accuracy"], row["train_seconds"])
-    per_epoch = _interleaved_epoch_seconds(cfg, train, device)
+    per_epoch = _cost_or_load(cfg, train, device, out)
     base = next(r for r in rows if r["defence"] == "standard")
     for r in rows:
         r["epoch_seconds"] = per_epoch[r["defence"]]

@@ -140,6 +140,14 @@ def test_defences_command_writes_the_table(tmp_path):
     assert [r["defence"] for r in result["rows"]] == ["standard", "fast", "ibp", "gaussian"]
     assert all(c["passed"] for c in result["checks"])
     assert "| ibp |" in (out / "defences.md").read_text()
+    # resumed: the models, the evaluations and the cost measurement are reused, not recomputed
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "models").iterdir()}
+    res = _invoke(["defences", "--out", str(out), "--device", "cpu", *sum((["--set", s] for s in settings_), [])])
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "results.json").read_text())
+    assert [r["epoch_seconds"] for r in again["rows"]] == [r["epoch_seconds"] for r in result["rows"]]
+    assert [r["robust_accuracy"] for r in again["rows"]] == [r["robust_accuracy"] for r in result["rows"]]
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "models").iterdir()}
     res = _invoke(["defences", "--out", str(out), "--device", "cpu", "--set", "defences=[\"fast\"]"])
     assert res.exit_code == 2 and "must include 'standard'" in res.output
 

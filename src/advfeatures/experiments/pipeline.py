@@ -210,14 +210,14 @@ def run_reproduction(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str |
 def _execute(state: RunState) -> None:
     cfg = state.config
     started = time.perf_counter()
+    if cfg.robust_model is not None:  # read (and so checked) before anything is written
+        given_model_step(state, "adversarial", cfg.robust_model, cfg.robust_model_arch, cfg.robust_model_kwargs)
     state.run.root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state.run.path("config.json"), {"given": state.given, "resolved": to_dict(cfg)})
     log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", cfg.dataset,
              len(state.train), len(state.test), state.device, cfg.seed, state.run.root)
     train_step(state, "standard", state.train, cfg.standard, state.data_key)
-    if cfg.robust_model is not None:
-        given_model_step(state, "adversarial", cfg.robust_model, cfg.robust_model_arch, cfg.robust_model_kwargs)
-    else:
+    if cfg.robust_model is None:
         train_step(state, "adversarial", state.train, cfg.adversarial, state.data_key)
     for kind in SETS:
         construct_step(state, kind)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..threats import ThreatModel, check_steps
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -120,7 +121,7 @@ def _optimize_active(objective, x0, *, threat, steps, step_size, x_init, maximiz
     (never decided) its iterate of best objective, including the last one."""
     steps = check_steps(steps)
     if isinstance(step_size, torch.Tensor) and step_size.ndim > 0:
-        raise ValueError("stop=True takes a scalar step size")
+        raise ConfigError("stop=True takes a scalar step size, not one per example")
     sign = 1.0 if maximize else -1.0
     view = (-1,) + (1,) * (x0.ndim - 1)
     out = (x0 if x_init is None else x_init).detach().clone()

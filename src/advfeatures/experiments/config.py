@@ -240,9 +240,9 @@ PRESETS["digits"]["threads"] = 1
 PRESETS["digits"]["extras"] = {"transfer": True, "distillation": True}
 # The worst case and the sanity checks sized to keep the whole digits run near 4 minutes on 2 cores
 # (measured, see the README): 20 APGD steps instead of 100, 3 APGD-T targets instead of 9, 300 Square
-# queries instead of 5000. On the adversarially trained model at L2 ε=0.5 this ensemble reached
-# 60.3% where the full one (100/9/5000) reached 57.8% (issue 11): the headline is an upper bound, stated
-# in the report's departures.
+# queries instead of 5000. On the adversarially trained model at L2 ε=0.5 (seed 0) this ensemble
+# reaches 60.0-60.3%; issue 11 measured 57.8% with the full one (100/9/5000) on an earlier model: the
+# headline may be an upper bound by a few points, stated in the report's departures.
 PRESETS["digits"]["evaluation"]["worst_case"] = {"steps": 20, "n_target_classes": 3, "square_queries": 300}
 PRESETS["digits"]["evaluation"]["sanity"] = {"steps": 20, "square_queries": 200}
 # Two threads: a 28×28 CNN at batch 128-512 runs 2.2x faster on two cores than on one (measured).

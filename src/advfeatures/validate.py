@@ -1,0 +1,115 @@
+"""Numbers checked at the door: one place that says what a setting may be.
+
+Every number a user gives (ε, step sizes, learning rates, seeds, counts, widths) passes through one
+of these functions before any work starts, wherever it comes from: a CLI option (the click types
+below), a config file (``experiments.config._coerce``) or a constructor. Each raises
+:class:`~advfeatures.errors.ConfigError` with one line naming the setting, what it got, and what is
+allowed, so a NaN never reaches ``int()``, a negative seed never reaches scikit-learn, and an
+infinite radius never ends up as ``Infinity`` in a JSON result.
+
+Layer: below everything but :mod:`advfeatures.errors`; it imports neither torch nor click at
+import time (the click types are built on first use).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import ConfigError
+
+MAX_SEED = 2**63 - 1  # torch's generators take seeds in [0, 2^63); scikit-learn's below 2^32 (see below)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite(name: str, value: Any) -> float:
+    """``value`` as a float, refused when it is not a finite number."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """A number > 0 (finite unless ``allow_inf``)."""
+    if not _is_number(value) or math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
+        allowed = "a positive number (or inf)" if allow_inf else "a positive finite number"
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def non_negative(name: str, value: Any) -> float:
+    """A finite number ≥ 0."""
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}")
+    return float(value)
+
+
+def in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
+    """A finite number between ``low`` and ``high`` (each end closed unless said open)."""
+    ok = _is_number(value) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ConfigError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
+    return float(value)
+
+
+def whole(name: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """A whole number (an int, or a float with no fraction) within [minimum, maximum]."""
+    if not _is_number(value) or not math.isfinite(value) or int(value) != value:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            raise ConfigError(f"{name} must be a whole number ≥ {minimum}, got {value}")
+        raise ConfigError(f"{name} must be a whole number in [{minimum}, {maximum}], got {value}")
+    return value
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """A seed: a whole number in [0, 2^63 − 1] (what torch's generators take)."""
+    return whole(name, value, minimum=0, maximum=MAX_SEED)
+
+
+def _click_types():
+    import click
+
+    class Finite(click.ParamType):
+        """A float option that refuses nan and ±inf (and, with ``positive``, values ≤ 0)."""
+
+        name = "number"
+
+        def __init__(self, *, is_positive: bool = False, minimum: float | None = None, allow_inf: bool = False) -> None:
+            self.is_positive, self.minimum, self.allow_inf = is_positive, minimum, allow_inf
+
+        def convert(self, value, param, ctx):
+            if _is_number(value):
+                number = float(value)
+            else:
+                try:
+                    number = float(str(value).strip())
+                except ValueError:
+                    self.fail(f"{value!r} is not a number", param, ctx)
+            try:
+                if self.is_positive:
+                    return positive(param.name if param else "value", number, allow_inf=self.allow_inf)
+                finite(param.name if param else "value", number)
+                if self.minimum is not None and number < self.minimum:
+                    self.fail(f"must be ≥ {self.minimum}, got {number}", param, ctx)
+                return number
+            except ConfigError as exc:
+                self.fail(str(exc), param, ctx)
+
+    return Finite
+
+
+def finite_float(*, is_positive: bool = False, minimum: float | None = None, allow_inf: bool = False):
+    """A click type for a float option that must be finite (``is_positive``: also > 0)."""
+    return _click_types()(is_positive=is_positive, minimum=minimum, allow_inf=allow_inf)
+
+
+__all__ = ["MAX_SEED", "finite", "finite_float", "in_range", "non_negative", "positive", "seed", "whole"]

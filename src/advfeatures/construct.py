@@ -46,7 +46,7 @@ from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
 from .seeding import generator
 from .storage import (MANIFEST, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
-                      save_safetensors_atomic, shard_key, shard_path, write_manifest)
+                      fault_point, save_safetensors_atomic, shard_key, shard_path, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ def build_dataset(
         tensors["images"] = tensors["images"].float()
         save_safetensors_atomic(tensors, shard_path(folder, shard), metadata={"kind": kind, "shard": str(shard), "key": key})
         del parts, tensors
+        fault_point("shard", shard)  # the interruption tests' kill -9 (storage.fault_point)
     barrier()  # every rank's shards are on disk before rank 0 writes the manifest
     if rank != 0 or missing_shards(folder, num_shards):
         return None

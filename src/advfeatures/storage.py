@@ -123,6 +123,30 @@ def read_json(path: str | Path) -> Any:
 def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, *, metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a fresh safetensors file's header with its metadata table in sorted order.
+
+    safetensors writes the table in its hash map's order, which changes from process to process, so
+    the same tensors and metadata saved by two processes (an uninterrupted run and a resumed one)
+    got different bytes and sha256s. The sorted header has the same length (the same entries), so
+    only those bytes change; if it somehow does not, the file is left as written."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw, object_pairs_hook=dict)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict) or len(meta) < 2:
+            return
+        rest = {k: v for k, v in header.items() if k != "__metadata__"}
+        text = json.dumps({"__metadata__": dict(sorted(meta.items())), **rest}, separators=(",", ":"), ensure_ascii=False)
+        new = text.encode("utf-8")
+        if len(new) > size:
+            return
+        f.seek(8)
+        f.write(new + b" " * (size - len(new)))  # the format allows trailing spaces in the header
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -393,3 +417,18 @@ def folder_lock(folder: str | Path, *, what: str = "run"):
                 path.unlink()
         except OSError:
             pass
+
+
+# ---- fault injection for the interruption tests -----------------------------------------------
+FAULT_ENV = "ADVFEATURES_FAULT"
+
+
+def fault_point(stage: str, index: int) -> None:
+    """Kill this process with SIGKILL when ``$ADVFEATURES_FAULT`` is ``stage:index`` (say
+    ``epoch:2``, right after epoch 2's checkpoint, or ``shard:1`` after shard 1 is on disk), so the
+    tests can interrupt a run at a known place and check that rerunning it gives the same result
+    as never stopping. Unset (always, outside those tests), it does nothing."""
+    if os.environ.get(FAULT_ENV) == f"{stage}:{index}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -31,7 +31,7 @@ from .data.dataset import ImageDataset
 from .defences import DefenceConfig, build_objective, check_objective
 from .errors import ConfigError, DataError
 from .progress import progress
-from .storage import atomic_path
+from .storage import atomic_path, fault_point
 from .threats import check_positive, check_steps
 from .validate import in_range, non_negative, whole
 from .validate import seed as check_seed
@@ -255,6 +255,7 @@ def train_model(
         if ckpt is not None:
             if rank == 0:
                 _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history, (adversary, objective))
+                fault_point("epoch", epoch + 1)  # the interruption tests' kill -9 (storage.fault_point)
             distributed.barrier()
         if record.get("stopped"):
             break

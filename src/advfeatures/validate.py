@@ -113,3 +113,67 @@ def finite_float(*, is_positive: bool = False, minimum: float | None = None, all
 
 
 __all__ = ["MAX_SEED", "finite", "finite_float", "in_range", "non_negative", "positive", "seed", "whole"]
+
+
+def probe_model(model: Any, data: Any, path: Any = "the model", *, same_classes: bool = True) -> None:
+    """Run ``model`` on one image of ``data`` (an ImageDataset) before any work, so a model built
+    for other images (a 28×28 model on 8×8 digits, a 3-channel normalisation on 1-channel data) or,
+    with ``same_classes``, for another number of classes is refused with one line here rather than
+    crashing mid-run or, worse, reporting numbers. Models whose files record no input shape are
+    checked this way too."""
+    import torch
+
+    from .errors import ModelError
+
+    if len(data) == 0:
+        from .errors import DataError
+
+        raise DataError(f"{getattr(data, 'name', 'the data')} holds no images; nothing to run the model on")
+    x, _ = data.batch(torch.arange(1))
+    try:
+        param = next(iter(model.parameters()), None)
+    except (AttributeError, TypeError):
+        param = None
+    if param is not None:
+        x = x.to(param.device)
+    was_training = bool(getattr(model, "training", False))
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x.float())
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ModelError(f"{path} cannot take {getattr(data, 'name', 'the data')}'s {tuple(data.image_shape)} images "
+                         f"({' '.join(str(exc).split())[:160]}); pick the data the model was built for") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        raise ModelError(f"{path} does not return one row of logits per image (got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}); it is not a classifier")
+    if same_classes and out.shape[1] != data.num_classes:
+        raise ModelError(f"{path} gives {out.shape[1]} class scores but {getattr(data, 'name', 'the data')} has "
+                         f"{data.num_classes} classes; pick the data the model was trained on")
+    if not bool(torch.isfinite(out).all()):
+        raise ModelError(f"{path} gives non-finite outputs (nan or inf weights?); it cannot be evaluated — retrain it")
+
+
+_SIZE_WORDS = ("width", "hidden", "depth", "channels", "blocks", "units", "layers", "features", "filters", "dim")
+
+
+def arch_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An architecture's keyword arguments, checked before the constructor sees them: sizes
+    (width, hidden, depth, channels…) are whole numbers ≥ 1, and no number is nan or infinite."""
+
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                check(key, v)
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{arch}: {key} must be a finite number, got {value}")
+        if any(word in key.lower() for word in _SIZE_WORDS) and _is_number(value):
+            if int(value) != value or value < 1:
+                raise ConfigError(f"{arch}: {key} is a size and must be a whole number ≥ 1, got {value!r}")
+
+    for key, value in kwargs.items():
+        check(str(key), value)
+    return kwargs

@@ -31,7 +31,7 @@ from .data.dataset import ImageDataset
 from .defences import DefenceConfig, build_objective, check_objective
 from .errors import ConfigError, DataError
 from .progress import progress
-from .storage import atomic_path, fault_point
+from .storage import atomic_path, fault_point, tensor_digest
 from .threats import check_positive, check_steps
 from .validate import in_range, non_negative, whole
 from .validate import seed as check_seed
@@ -133,7 +133,8 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, e
                      rng_owners: tuple = ()) -> None:
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                    "generator": gen.get_state(), "history": history, "generators": _generator_states(*rng_owners)}, tmp)
+                    "generator": gen.get_state(), "history": history, "generators": _generator_states(*rng_owners),
+                    "model_digest": tensor_digest(*model.state_dict().values())}, tmp)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -151,6 +152,13 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     need = {"model", "optimizer", "epoch", "generator", "history"}
     if not isinstance(state, dict) or not need <= set(state):
         raise DataError(f"training checkpoint {path} is not an advfeatures training checkpoint; delete it to train from the start")
+    try:
+        ok = "model_digest" not in state or state["model_digest"] == tensor_digest(*state["model"].values())
+    except (AttributeError, TypeError, RuntimeError):
+        ok = False
+    if not ok:  # the weights changed on disk (a flipped bit, a tampered file)
+        raise DataError(f"training checkpoint {path} does not match its own digest (damaged on disk?); delete it to train "
+                        "from the start")
     return state
 
 

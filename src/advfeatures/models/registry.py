@@ -51,7 +51,7 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: 
     try:
         model = MODELS[name](tuple(in_shape), int(num_classes), **kwargs)
     except TypeError as exc:  # an unknown or missing keyword argument
-        raise ModelError(f"cannot build {name} with {kwargs}: {exc}; see the model's keyword arguments") from None
+        raise ModelError(f"arch {name!r} does not take arch_kwargs {json.dumps(kwargs, default=str)} ({exc})") from None
     except (ValueError, RuntimeError) as exc:  # sizes the layers cannot take
         if isinstance(exc, ModelError):
             raise

@@ -21,22 +21,34 @@ from .errors import ConfigError
 MAX_SEED = 2**63 - 1  # torch's generators take seeds in [0, 2^63); scikit-learn's below 2^32 (see below)
 
 
+# Tensors are float32: a setting beyond its range (1e308, say) overflows in the first operation
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _too_big(name: str, value: float) -> None:
+    if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"{name} = {value:g} is beyond float32's range (±3.4e38), in which the computations run; "
+                          "give a sensible value")
+
+
 def finite(name: str, value: Any) -> float:
-    """``value`` as a float, refused when it is not a finite number."""
+    """``value`` as a float, refused when it is not a finite number (within float32's range)."""
     if not _is_number(value) or not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    _too_big(name, float(value))
     return float(value)
 
 
 def positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
-    """A number > 0 (finite unless ``allow_inf``)."""
+    """A number > 0 (finite and within float32's range unless ``allow_inf``)."""
     if not _is_number(value) or math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
         allowed = "a positive number (or inf)" if allow_inf else "a positive finite number"
         raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    _too_big(name, float(value))
     return float(value)
 
 

@@ -183,8 +183,9 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
     """A short content hash of tensors (used to key cached pipeline steps)."""
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
+        shape = tuple(t.shape)
+        t = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BatchNorm's counters) cannot be viewed as bytes
+        h.update(str((t.dtype, shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 

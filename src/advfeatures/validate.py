@@ -38,7 +38,7 @@ def _too_big(name: str, value: float) -> None:
 def finite(name: str, value: Any) -> float:
     """``value`` as a float, refused when it is not a finite number (within float32's range)."""
     if not _is_number(value) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a number (finite), got {value!r}")
     _too_big(name, float(value))
     return float(value)
 
@@ -87,44 +87,63 @@ def seed(value: Any, name: str = "seed") -> int:
     return whole(name, value, minimum=0, maximum=MAX_SEED)
 
 
+def _option_name(param: Any) -> str:
+    opts = getattr(param, "opts", None) or []
+    return max(opts, key=len) if opts else (getattr(param, "name", None) or "value")
+
+
 def _click_types():
+    """Click types whose refusals are :class:`ConfigError` (one line, exit 2, like every other
+    refusal), not click's three-line usage error."""
     import click
 
     class Finite(click.ParamType):
-        """A float option that refuses nan and ±inf (and, with ``positive``, values ≤ 0)."""
+        """A float option that refuses nan and ±inf (and, with ``is_positive``, values ≤ 0)."""
 
         name = "number"
 
-        def __init__(self, *, is_positive: bool = False, minimum: float | None = None, allow_inf: bool = False) -> None:
-            self.is_positive, self.minimum, self.allow_inf = is_positive, minimum, allow_inf
+        def __init__(self, *, is_positive: bool = False, allow_inf: bool = False) -> None:
+            self.is_positive, self.allow_inf = is_positive, allow_inf
 
         def convert(self, value, param, ctx):
+            name = _option_name(param)
             if _is_number(value):
                 number = float(value)
             else:
                 try:
                     number = float(str(value).strip())
                 except ValueError:
-                    self.fail(f"{value!r} is not a number", param, ctx)
-            try:
-                if self.is_positive:
-                    return positive(param.name if param else "value", number, allow_inf=self.allow_inf)
-                finite(param.name if param else "value", number)
-                if self.minimum is not None and number < self.minimum:
-                    self.fail(f"must be ≥ {self.minimum}, got {number}", param, ctx)
-                return number
-            except ConfigError as exc:
-                self.fail(str(exc), param, ctx)
+                    raise ConfigError(f"{name} must be a number, got {value!r}") from None
+            return positive(name, number, allow_inf=self.allow_inf) if self.is_positive else finite(name, number)
 
-    return Finite
+    class Whole(click.ParamType):
+        """An int option within [minimum, maximum]."""
+
+        name = "integer"
+
+        def __init__(self, minimum: int | None, maximum: int | None) -> None:
+            self.minimum, self.maximum = minimum, maximum
+
+        def convert(self, value, param, ctx):
+            name = _option_name(param)
+            if isinstance(value, bool) or not isinstance(value, int):
+                try:
+                    value = int(str(value).strip())
+                except ValueError:
+                    raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+            return whole(name, value, minimum=self.minimum, maximum=self.maximum)
+
+    return Finite, Whole
 
 
-def finite_float(*, is_positive: bool = False, minimum: float | None = None, allow_inf: bool = False):
+def finite_float(*, is_positive: bool = False, allow_inf: bool = False):
     """A click type for a float option that must be finite (``is_positive``: also > 0)."""
-    return _click_types()(is_positive=is_positive, minimum=minimum, allow_inf=allow_inf)
+    return _click_types()[0](is_positive=is_positive, allow_inf=allow_inf)
 
 
-__all__ = ["MAX_SEED", "finite", "finite_float", "in_range", "non_negative", "positive", "seed", "whole"]
+def whole_int(minimum: int | None = 1, maximum: int | None = MAX_SEED):
+    """A click type for an int option within [minimum, maximum]."""
+    return _click_types()[1](minimum, maximum)
 
 
 def probe_model(model: Any, data: Any, path: Any = "the model", *, same_classes: bool = True) -> None:

@@ -112,7 +112,7 @@ def check_numbers_at_the_door(command: click.Command) -> None:
     line) before the command runs."""
     if getattr(command, "_numbers_checked", False):
         return
-    from ..validate import finite_float
+    from ..validate import finite_float, whole_int
 
     for param in command.params:
         if not isinstance(param, click.Option) or param.is_flag:
@@ -120,10 +120,9 @@ def check_numbers_at_the_door(command: click.Command) -> None:
         if param.type is click.FLOAT:
             param.type = finite_float(is_positive=True)
         elif param.type is click.INT and param.name != "threads":
-            low = 0 if param.name == "seed" else 1
-            param.type = click.IntRange(min=low, max=_INT_MAX)
-        elif isinstance(param.type, click.IntRange) and param.type.max is None:
-            param.type = click.IntRange(min=param.type.min, max=_INT_MAX, min_open=param.type.min_open)
+            param.type = whole_int(0 if param.name == "seed" else 1, _INT_MAX)
+        elif isinstance(param.type, click.IntRange) and not param.type.min_open and not param.type.max_open:
+            param.type = whole_int(param.type.min, param.type.max if param.type.max is not None else _INT_MAX)
     command._numbers_checked = True  # type: ignore[attr-defined]
 
 

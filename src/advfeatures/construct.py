@@ -45,8 +45,8 @@ from .errors import ConfigError, DataError
 from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
 from .seeding import generator
-from .storage import (MANIFEST, iter_chunks, missing_shards, read_json, read_sharded, safetensors_layout,
-                      save_safetensors_atomic, shard_path, write_manifest)
+from .storage import (MANIFEST, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
+                      fault_point, save_safetensors_atomic, shard_key, shard_path, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ def build_dataset(
     pairing = random_pairing(n, seed) if matching is not None and matching.start == "random_image" else None
     if matching is not None:
         as_classifier(model, layer)  # an unknown layer name fails here, before any work
+    _refuse_foreign_shards(folder, num_shards, key)
     model = model.to(device)
     for shard in progress(todo, desc=f"{kind} shards"):
         lo, hi = shard * shard_size, min(n, (shard + 1) * shard_size)
@@ -215,9 +216,10 @@ def build_dataset(
             images[a:b] = x_new.detach()
             for k, v in {"labels": new_label, "source_labels": y, "source_index": idx, "stat": stat, **extra}.items():
                 parts.setdefault(k, []).append(v.detach().cpu())
-        tensors = {"images": images, **{k: torch.cat(v) for k, v in parts.items()}}
-        save_safetensors_atomic(tensors, shard_path(folder, shard), metadata={"kind": kind, "shard": str(shard)})
+        tensors = {"images": images.float(), **{k: torch.cat(v) for k, v in parts.items()}}
+        save_safetensors_atomic(tensors, shard_path(folder, shard), metadata={"kind": kind, "shard": str(shard), "key": key})
         del parts, tensors, images
+        fault_point("shard", shard)  # the interruption tests' kill -9 (storage.fault_point)
     barrier()  # every rank's shards are on disk before rank 0 writes the manifest
     if rank != 0 or missing_shards(folder, num_shards):
         return None
@@ -228,6 +230,19 @@ def build_dataset(
     return finish_manifest(folder, kind=kind, num_shards=num_shards, config={
         "kind": kind, "seed": seed, "shard_size": shard_size, "source": source.name, "source_count": n,
         "matching": matching_record, "relabel": asdict(relabel) if relabel else None}, key=key)
+
+
+def _refuse_foreign_shards(folder: Path, num_shards: int, key: str) -> None:
+    """A resumed construction keeps only shards it wrote itself: each shard records its
+    construction's key, and one from another construction (another seed, model or size) is refused
+    rather than mixed in."""
+    for i in range(num_shards):
+        p = shard_path(folder, i)
+        if p.is_file():
+            found = shard_key(p)
+            if (found or "") != key:
+                raise DataError(f"{p} belongs to another construction (key {found}, this one is {key or 'unkeyed'}); "
+                                "delete it (or the folder) and run again, or choose another --out")
 
 
 def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[str, Any], key: str) -> dict[str, Any]:
@@ -271,13 +286,27 @@ def load_constructed(folder: str | Path, *, classes: list[str], name: str | None
     values: clamped to [0, 1] as they are read); only the labels and statistics are loaded.
     """
     if not stream:
-        tensors, manifest = read_sharded(folder)
-        images: torch.Tensor | RowFileSource = tensors["images"].clamp_(0, 1)
+        tensors, manifest = read_sharded(folder)  # every shard checked against the manifest's sha256
+        for k in ("images", "labels", "source_labels", "stat"):
+            if k not in tensors:
+                raise DataError(f"the shards of {folder} lack {k!r}; they are not a construction of ours")
+        images: torch.Tensor | RowFileSource = tensors["images"]
+        if images.dtype.is_floating_point and images.numel() and not (
+                bool(torch.isfinite(images).all()) and float(images.min()) >= -1e-4 and float(images.max()) <= 1 + 1e-4):
+            raise DataError(f"{folder} holds images outside [0, 1] or non-finite pixels; it is not a valid construction")
+        images = images.float().clamp_(0, 1)  # float32 rounding at the box's edges
     else:
-        manifest = read_json(Path(folder) / MANIFEST)
-        paths = [Path(folder) / s["file"] for s in manifest["shards"]]
+        manifest, paths = read_manifest(folder)
         tensors = _read_columns(paths, ("labels", "source_labels", "stat"))
         images = RowFileSource([safetensors_layout(p)["images"] for p in paths], clamp=True)
+    labels = tensors["labels"]
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
+        raise DataError(f"{folder} holds labels of type {labels.dtype} and shape {tuple(labels.shape)}, not whole-number "
+                        "class indices; it is not a valid construction")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+        raise DataError(f"{folder} holds labels outside 0..{len(classes) - 1}; it was not built from this dataset")
+    if isinstance(manifest.get("count"), int) and manifest["count"] != labels.numel():
+        raise DataError(f"{folder}: the manifest counts {manifest['count']} images but the shards hold {labels.numel()}")
     ds = ImageDataset(images, tensors["labels"].long(), classes, name or manifest.get("kind", "constructed"),
                       {"source_labels": tensors["source_labels"], "stat": tensors["stat"]})
     return ds, manifest
@@ -286,7 +315,10 @@ def load_constructed(folder: str | Path, *, classes: list[str], name: str | None
 def is_finished(folder: str | Path, key: str) -> bool:
     """Whether ``folder`` holds a finished construction made with the same configuration ``key``."""
     path = Path(folder) / MANIFEST
-    return path.is_file() and read_json(path).get("key") == key
+    if not path.is_file():
+        return False
+    found = read_json(path)
+    return isinstance(found, dict) and found.get("key") == key
 
 
 def robust_dataset(robust_model: nn.Module, source: ImageDataset, folder: str | Path, **kw) -> dict[str, Any] | None:

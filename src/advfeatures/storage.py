@@ -71,7 +71,28 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as JSON, refusing (one line, nothing written) a nan or ±inf anywhere in it:
+    ``NaN`` and ``Infinity`` are not JSON, and a result holding them is a wrong result."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    except ValueError:
+        where = _first_non_finite(json.loads(json.dumps(obj, default=_json_default)))
+        raise DataError(f"refusing to write {path}: {where} is not a finite number (a diverged run or an "
+                        "infinite setting?); nothing was written") from None
+    write_text_atomic(path, text + "\n")
+
+
+def _first_non_finite(obj: Any, where: str = "the value") -> str:
+    """The path (``a.b[2]``) of the first nan or ±inf in a JSON-like value."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return f"{where} ({obj})"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        inner = f"{where}[{k}]" if isinstance(k, int) else (k if where == "the value" else f"{where}.{k}")
+        found = _first_non_finite(v, inner)
+        if found:
+            return found
+    return "" if where != "the value" else "a value"
 
 
 def _json_default(obj: Any) -> Any:
@@ -89,13 +110,43 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a JSON file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text, so not a JSON file of ours; delete or replace it") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); delete or fix it") from None
+    except RecursionError:
+        raise DataError(f"{path} is nested too deeply to be a file of ours; delete or replace it") from None
 
 
 def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, *, metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a fresh safetensors file's header with its metadata table in sorted order.
+
+    safetensors writes the table in its hash map's order, which changes from process to process, so
+    the same tensors and metadata saved by two processes (an uninterrupted run and a resumed one)
+    got different bytes and sha256s. The sorted header has the same length (the same entries), so
+    only those bytes change; if it somehow does not, the file is left as written."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw, object_pairs_hook=dict)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict) or len(meta) < 2:
+            return
+        rest = {k: v for k, v in header.items() if k != "__metadata__"}
+        text = json.dumps({"__metadata__": dict(sorted(meta.items())), **rest}, separators=(",", ":"), ensure_ascii=False)
+        new = text.encode("utf-8")
+        if len(new) > size:
+            return
+        f.seek(8)
+        f.write(new + b" " * (size - len(new)))  # the format allows trailing spaces in the header
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -103,8 +154,21 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
-    except SafetensorError as exc:
-        raise DataError(f"{path} is not a readable safetensors file ({exc}); delete it and rebuild") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise DataError(f"{path} is not a readable safetensors file ({' '.join(str(exc).split())[:200]}); "
+                        "delete it and rebuild") from None
+
+
+def shard_key(path: str | Path) -> str | None:
+    """The construction key recorded in a shard's metadata (None for shards written without one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("key")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path} is not a readable shard ({' '.join(str(exc).split())[:200]}); "
+                        "delete it and resume the construction") from None
 
 
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -119,8 +183,9 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
     """A short content hash of tensors (used to key cached pipeline steps)."""
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
+        shape = tuple(t.shape)
+        t = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BatchNorm's counters) cannot be viewed as bytes
+        h.update(str((t.dtype, shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
@@ -143,8 +208,10 @@ def write_manifest(folder: str | Path, *, num_shards: int, config: dict[str, Any
     shards = []
     for i in range(num_shards):
         p = shard_path(folder, i)
-        count = safetensors_layout(p)["labels"].shape[0]  # from the header: the images are not read
-        shards.append({"file": p.name, "count": int(count), "sha256": file_sha256(p)})
+        layout = safetensors_layout(p)  # from the header: the images are not read
+        if "labels" not in layout:
+            raise DataError(f"{p} has no labels; it is not a shard of this construction (delete it and resume)")
+        shards.append({"file": p.name, "count": int(layout["labels"].shape[0]), "sha256": file_sha256(p)})
     manifest = {
         "format": "advfeatures-dataset/1",
         "count": sum(s["count"] for s in shards),
@@ -163,18 +230,45 @@ def read_shards(paths: Iterable[str | Path]) -> dict[str, torch.Tensor]:
     for p in paths:
         for k, v in load_safetensors(p).items():
             parts.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in parts.items()}
+    try:
+        return {k: torch.cat(v) for k, v in parts.items()}
+    except RuntimeError as exc:
+        raise DataError(f"the shards do not fit together ({' '.join(str(exc).split())[:200]}); they are not of one "
+                        "construction: delete the folder and rebuild it") from None
 
 
-def read_sharded(folder: str | Path, *, verify: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A finished sharded dataset's tensors (each key across shards) and its manifest."""
+def read_manifest(folder: str | Path, *, verify: bool = True) -> tuple[dict[str, Any], list[Path]]:
+    """A finished sharded dataset's manifest and its shard paths, checked: the manifest has the
+    shape we write, names only files inside ``folder``, and (with ``verify``) every shard's sha256
+    is the one recorded, so a shard replaced by another run's, truncated or tampered with is
+    refused instead of read."""
     folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise DataError(f"{folder} has no {MANIFEST}: it is not a finished construction (finish it with `advfeatures construct`)")
     manifest = read_json(folder / MANIFEST)
-    paths = [folder / s["file"] for s in manifest["shards"]]
-    if verify:
-        for p, s in zip(paths, manifest["shards"]):
-            if file_sha256(p) != s["sha256"]:
-                raise DataError(f"{p} does not match its manifest hash; delete the folder and rebuild it")
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not shards or not all(
+            isinstance(s, dict) and isinstance(s.get("file"), str) and isinstance(s.get("sha256"), str) for s in shards):
+        raise DataError(f"{folder / MANIFEST} is not a manifest of ours (no list of shards with file and sha256); rebuild the folder")
+    paths = []
+    for s in shards:
+        name = s["file"]
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise DataError(f"{folder / MANIFEST} names a shard outside its folder ({name!r}); refusing it")
+        p = folder / name
+        if not p.is_file():
+            raise DataError(f"{p} is missing; the construction in {folder} is incomplete: delete the folder and rebuild it")
+        if verify and file_sha256(p) != s["sha256"]:
+            raise DataError(f"{p} does not match the sha256 in its manifest (replaced, truncated or tampered with); "
+                            "delete the folder and rebuild it")
+        paths.append(p)
+    return manifest, paths
+
+
+def read_sharded(folder: str | Path, *, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A finished sharded dataset's tensors (each key across shards) and its manifest, every shard
+    verified against the manifest's sha256 (see :func:`read_manifest`)."""
+    manifest, paths = read_manifest(folder, verify=verify)
     return read_shards(paths), manifest
 
 
@@ -258,3 +352,84 @@ def safetensors_layout(path: str | Path) -> dict[str, RowFile]:
         out[key] = RowFile(path, 8 + size + int(meta["data_offsets"][0]), tuple(int(s) for s in meta["shape"]),
                            _SAFETENSORS_DTYPES[meta["dtype"]])
     return out
+
+
+# ---- one run per output folder ----------------------------------------------------------------
+LOCK = ".advfeatures.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+@contextmanager
+def folder_lock(folder: str | Path, *, what: str = "run"):
+    """Hold ``folder`` for this process: two runs writing one output folder would interleave
+    shards and checkpoints, so a second one is refused with one line while the first lives.
+
+    The lock is a file made with ``O_EXCL`` holding the owner's host and PID; a lock whose process
+    is gone (killed with SIGKILL, say) is stale and taken over, so an interrupted run never blocks
+    its own rerun.
+    """
+    import socket
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    me = f"{socket.gethostname()} {os.getpid()}\n"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                host, pid_text = path.read_text(encoding="utf-8", errors="replace").split()[:2]
+                pid = int(pid_text)
+            except (OSError, ValueError):
+                host, pid = socket.gethostname(), -1  # unreadable or half-written: stale
+            if host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+                raise DataError(f"{folder} is in use by another {what} (process {pid}); wait for it to finish "
+                                f"or choose another --out") from None
+            if host != socket.gethostname():
+                raise DataError(f"{folder} is in use by a {what} on {host} (process {pid}); wait for it, or delete "
+                                f"{path} if that run is gone") from None
+            try:
+                path.unlink()  # stale: its process is gone
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(me)
+        break
+    else:
+        raise DataError(f"could not take the lock {path}; another run keeps taking it: choose another --out")
+    try:
+        yield path
+    finally:
+        try:
+            if path.read_text(encoding="utf-8") == me:
+                path.unlink()
+        except OSError:
+            pass
+
+
+# ---- fault injection for the interruption tests -----------------------------------------------
+FAULT_ENV = "ADVFEATURES_FAULT"
+
+
+def fault_point(stage: str, index: int) -> None:
+    """Kill this process with SIGKILL when ``$ADVFEATURES_FAULT`` is ``stage:index`` (say
+    ``epoch:2``, right after epoch 2's checkpoint, or ``shard:1`` after shard 1 is on disk), so the
+    tests can interrupt a run at a known place and check that rerunning it gives the same result
+    as never stopping. Unset (always, outside those tests), it does nothing."""
+    if os.environ.get(FAULT_ENV) == f"{stage}:{index}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

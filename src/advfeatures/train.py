@@ -29,10 +29,12 @@ from .attacks.pgd import PGD
 from .data.augment import augment_batch
 from .data.dataset import ImageDataset
 from .defences import DefenceConfig, build_objective, check_objective
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .progress import progress
-from .storage import atomic_path
+from .storage import atomic_path, fault_point, tensor_digest
 from .threats import check_positive, check_steps
+from .validate import in_range, non_negative, whole
+from .validate import seed as check_seed
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,11 @@ class TrainConfig:
         check_positive("lr", self.lr)
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or not 0 < self.gamma <= 1:
-            raise ConfigError("need 0 ≤ momentum < 1, weight_decay ≥ 0 and 0 < gamma ≤ 1")
+        in_range("momentum", self.momentum, 0, 1, high_open=True)
+        non_negative("weight_decay", self.weight_decay)  # nan or inf weight decay makes every weight nan
+        in_range("gamma", self.gamma, 0, 1, low_open=True)
+        whole("crop_padding", self.crop_padding, minimum=0)
+        check_seed(self.seed)
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of training in (0, 1), got {list(self.milestones)}")
         check_objective(self.objective, self.adversary is not None)
@@ -112,10 +117,49 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr * cfg.gamma**passed
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, gen: torch.Generator, history: list) -> None:
+def _generator_states(*owners: Any) -> list[dict[str, torch.Tensor]]:
+    """The states of the per-device generators of each owner (an attack's random starts, a
+    defence's noise): a resumed run must continue their streams, not restart them from the seed."""
+    return [{str(dev): g.get_state() for dev, g in getattr(o, "_generators", {}).items()} for o in owners]
+
+
+def _restore_generators(states: list[dict[str, torch.Tensor]], *owners: Any) -> None:
+    for owner, saved in zip(owners, states):
+        for dev, state in saved.items():
+            owner.generator(torch.device(dev)).set_state(state)
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, gen: torch.Generator, history: list,
+                     rng_owners: tuple = ()) -> None:
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                    "generator": gen.get_state(), "history": history}, tmp)
+                    "generator": gen.get_state(), "history": history, "generators": _generator_states(*rng_owners),
+                    "model_digest": tensor_digest(*model.state_dict().values())}, tmp)
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A training checkpoint, read with ``weights_only=True``; anything unreadable or foreign is one
+    line (never unpickled code, never a traceback)."""
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, TypeError, AttributeError,
+            OSError, KeyError, IndexError) as exc:
+        raise DataError(f"training checkpoint {path} is unreadable or not ours ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}); delete it to train from the start") from None
+    need = {"model", "optimizer", "epoch", "generator", "history"}
+    if not isinstance(state, dict) or not need <= set(state):
+        raise DataError(f"training checkpoint {path} is not an advfeatures training checkpoint; delete it to train from the start")
+    try:
+        ok = "model_digest" not in state or state["model_digest"] == tensor_digest(*state["model"].values())
+    except (AttributeError, TypeError, RuntimeError):
+        ok = False
+    if not ok:  # the weights changed on disk (a flipped bit, a tampered file)
+        raise DataError(f"training checkpoint {path} does not match its own digest (damaged on disk?); delete it to train "
+                        "from the start")
+    return state
 
 
 def train_model(
@@ -159,11 +203,16 @@ def train_model(
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        history, start_epoch = list(state["history"]), int(state["epoch"])
+        state = _load_checkpoint(ckpt, device)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            _restore_generators(state.get("generators", []), adversary, objective)
+            history, start_epoch = list(state["history"]), int(state["epoch"])
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise DataError(f"training checkpoint {ckpt} does not fit this model or run ({' '.join(str(exc).split())[:200]}); "
+                            "delete it to train from the start, or use the run's own settings") from None
         log.info("%s: resuming at epoch %d/%d from %s", desc, start_epoch, cfg.epochs, ckpt)
         if history and history[-1].get("stopped"):  # an objective ended training early (fast AT's check)
             start_epoch = cfg.epochs
@@ -196,6 +245,10 @@ def train_model(
             done = (epoch * steps_per_epoch + b) / (cfg.epochs * steps_per_epoch)
             ce_sum, logits = objective.step(train_net, attack_net, x, y, opt, scale=world / batch if world > 1 else None,
                                             progress=done)
+            if not bool(torch.isfinite(ce_sum.detach()).all()):  # diverged: stop loudly, never train on nan
+                raise ConfigError(f"{desc}: training diverged at epoch {epoch + 1}, batch {b + 1} (loss {float(ce_sum):.3g}) "
+                                  f"with lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}; lower the learning rate "
+                                  "(or weight decay) and run again")
             loss_sum += ce_sum.detach()
             correct += (logits.detach().argmax(1) == y).sum()
         if world > 1:
@@ -209,7 +262,8 @@ def train_model(
         log.debug("%s epoch %d: %s", desc, epoch + 1, record)
         if ckpt is not None:
             if rank == 0:
-                _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history)
+                _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history, (adversary, objective))
+                fault_point("epoch", epoch + 1)  # the interruption tests' kill -9 (storage.fault_point)
             distributed.barrier()
         if record.get("stopped"):
             break

@@ -85,6 +85,15 @@ def build_attack(name: str, *, norm: str, eps: float | None, steps: int | None =
         raise ConfigError(f"{name} works in {' or '.join(entry.norms)}, not {norm}; pass --norm {entry.norms[0]}")
     if entry.needs_eps and eps is None:
         raise ConfigError(f"{name} needs a budget: pass --eps")
+    # numbers at the door (advfeatures.validate): no attack sees a nan, negative or infinite budget
+    from ..validate import positive, seed as check_seed, whole
+
+    if eps is not None:
+        positive("eps", eps)
+    for what, value in (("steps", steps), ("queries", queries)):
+        if value is not None:
+            whole(what, value, minimum=1)
+    check_seed(seed)
     cls = entry.load()
     valid = accepted_keywords(cls)
     for key in options:

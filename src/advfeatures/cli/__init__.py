@@ -49,7 +49,10 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in COMMANDS:
             importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
-        return self.commands.get(name)
+        command = self.commands.get(name)
+        if command is not None:
+            check_numbers_at_the_door(command)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # the summaries from the table, so that listing the commands imports none of their modules
@@ -63,8 +66,64 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AdvFeaturesError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(2)
+        except BAD_FILE_ERRORS as exc:
+            # a safety net under the readers (which should raise DataError themselves): these
+            # families only arise from reading a malformed or truncated file given as input
+            click.echo(f"error: an input file is malformed or truncated ({type(exc).__name__}: {_one_line(exc)}); "
+                       "check the files given to this command, or delete and rebuild them", err=True)
+            sys.exit(2)
+        except RecursionError:
+            click.echo("error: an input file is nested too deeply to read (a crafted or corrupt JSON/TOML file?); "
+                       "fix or replace it", err=True)
+            sys.exit(2)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] + ("…" if len(text) > 500 else "")
+
+
+def _bad_file_errors() -> tuple[type[BaseException], ...]:
+    """Exception families that only a malformed input file raises (from gzip, pickle, zip, UTF-8,
+    TOML and safetensors readers), without importing torch or safetensors for ``--help``."""
+    import gzip
+    import pickle
+    import tomllib
+    import zipfile
+    import zlib
+
+    return (pickle.UnpicklingError, gzip.BadGzipFile, zlib.error, zipfile.BadZipFile, EOFError, UnicodeDecodeError,
+            tomllib.TOMLDecodeError)
+
+
+BAD_FILE_ERRORS = _bad_file_errors()
+
+# Plain float and int options are quantities (radii, step sizes, rates, counts): none may be nan,
+# infinite, or ≤ 0. Options that allow 0 or negatives say so with click.IntRange/FloatRange.
+_INT_MAX = 2**63 - 1
+
+
+def check_numbers_at_the_door(command: click.Command) -> None:
+    """Give every plain ``float`` option of ``command`` a type refusing nan, ±inf and values ≤ 0,
+    every plain ``int`` option a type refusing values < 1, and every open-ended int range an upper
+    bound of 2^63 − 1 (what torch takes), so bad numbers fail as click usage errors (exit 2, one
+    line) before the command runs."""
+    if getattr(command, "_numbers_checked", False):
+        return
+    from ..validate import finite_float, whole_int
+
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.is_flag:
+            continue
+        if param.type is click.FLOAT:
+            param.type = finite_float(is_positive=True)
+        elif param.type is click.INT and param.name != "threads":
+            param.type = whole_int(0 if param.name == "seed" else 1, _INT_MAX)
+        elif isinstance(param.type, click.IntRange) and not param.type.min_open and not param.type.max_open:
+            param.type = whole_int(param.type.min, param.type.max if param.type.max is not None else _INT_MAX)
+    command._numbers_checked = True  # type: ignore[attr-defined]
 
 
 def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:

@@ -14,6 +14,7 @@ construction is refused. (``torchrun`` reads any option that abbreviates one of 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -56,12 +57,18 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
 
     from ..construct import MatchingConfig, RelabelConfig, build_dataset
     from ..distributed import accelerate, barrier, init_distributed, shutdown, tune_allocator
-    from ..errors import ConfigError
-    from ..storage import MANIFEST, file_sha256, read_json, write_json_atomic
+    from ..errors import AdvFeaturesError, ConfigError
+    from ..storage import MANIFEST, file_sha256, folder_lock, read_json, write_json_atomic
+    from ..threats import check_steps
+    from ..validate import seed as check_seed
 
     tune_allocator()
     if n is not None and n < 2:
         raise ConfigError(f"--n must be ≥ 2, got {n}")
+    # every setting is checked before anything is written: a refused run leaves the folder as it was
+    check_steps(shard_size, "--shard-size")
+    check_steps(batch_size, "--batch-size")
+    check_seed(seed, "--seed")
     matching = relabel = None
     if kind in ("d_r", "d_nr"):
         if eps is not None:
@@ -81,6 +88,8 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
         train, _ = source.load()
         model = loader.load(model_path, dev, train)
         images = train.head(n)
+        if kind in ("d_r", "d_nr") and len(images) < 2:
+            raise ConfigError("representation matching needs at least 2 training images to pair them")
         settings = {"kind": kind, "model_sha256": file_sha256(model_path), **loader.describe(), **source.describe(),
                     "n": len(images), "seed": seed,
                     "shard_size": shard_size, "matching": asdict(matching) if matching else None,
@@ -88,22 +97,33 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
         key = _fingerprint(settings)
         manifest_path = out / MANIFEST
         if manifest_path.is_file():
-            found = read_json(manifest_path).get("key")
+            found = read_json(manifest_path)
+            found = found.get("key") if isinstance(found, dict) else None
             if found == key:
                 if ctx.is_main:
                     click.echo(f"{out} already holds this construction (key {key}); nothing to do")
                 return
             raise ConfigError(f"{out} holds a different construction (key {found}, these options give {key}); choose another --out")
         settings_path = out / "construct.json"
-        if settings_path.is_file() and read_json(settings_path).get("key") != key:
+        found = read_json(settings_path) if settings_path.is_file() else None
+        if found is not None and (not isinstance(found, dict) or found.get("key") != key):
             raise ConfigError(f"{out} holds part of a different construction; resume it with its own options or choose another --out")
-        barrier()  # every rank has checked the folder before rank 0 writes to it
-        if ctx.is_main:
-            write_json_atomic(settings_path, {"key": key, "settings": settings})
-        net = accelerate(model, compile=compile_, bf16=bf16, channels_last=channels_last, device=dev)
-        began = time.perf_counter()
-        manifest = build_dataset(kind, net, images, out, matching=matching, relabel=relabel, seed=seed, batch_size=batch_size,
-                                 shard_size=shard_size, device=dev, rank=ctx.rank, world_size=ctx.world_size, key=key)
+        with folder_lock(out, what="construction") if ctx.is_main else contextlib.nullcontext():
+            barrier()  # every rank has checked the folder before rank 0 writes to it
+            wrote_settings = ctx.is_main and found is None
+            if ctx.is_main:
+                write_json_atomic(settings_path, {"key": key, "settings": settings})
+            net = accelerate(model, compile=compile_, bf16=bf16, channels_last=channels_last, device=dev)
+            began = time.perf_counter()
+            try:
+                manifest = build_dataset(kind, net, images, out, matching=matching, relabel=relabel, seed=seed,
+                                         batch_size=batch_size, shard_size=shard_size, device=dev, rank=ctx.rank,
+                                         world_size=ctx.world_size, key=key)
+            except AdvFeaturesError:
+                # refused before its first shard: leave the folder as it was, so the corrected command runs
+                if wrote_settings and not any(out.glob("shard-*.safetensors")):
+                    settings_path.unlink(missing_ok=True)
+                raise
         if manifest is not None:
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in manifest["summary"].items()
                                 if not isinstance(v, list))

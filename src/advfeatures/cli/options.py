@@ -154,6 +154,9 @@ def check_model_fits(model, data, path: str | Path = "the model", *, same_classe
     if same_classes and classes is not None and int(classes) != data.num_classes:
         raise ModelError(f"{path} has {classes} classes but {data.name} has {data.num_classes}; "
                          "pick the data the model was trained on")
+    from ..validate import probe_model
+
+    probe_model(model, data, path, same_classes=same_classes)  # what the file does not record, one image shows
 
 
 def model_options(f: Callable) -> Callable:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +70,13 @@ def _open_maybe_gz(folder: Path, stem: str) -> bytes:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             data = candidate.read_bytes()
-            return gzip.decompress(data) if candidate.suffix == ".gz" else data
+            if candidate.suffix != ".gz":
+                return data
+            try:
+                return gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:  # not gzip, or cut short
+                raise DataError(f"{candidate} is not a complete gzip file ({' '.join(str(exc).split()) or type(exc).__name__}); "
+                                "download it again or unpack it by hand") from None
     raise DataError(f"{folder} has no {stem}[.gz]; point --data-root at the folder holding the MNIST-format idx files")
 
 
@@ -80,10 +88,17 @@ def parse_idx(data: bytes, *, what: str = "idx file") -> np.ndarray:
     if data[2] not in dtypes:
         raise DataError(f"{what} has an unknown idx data type 0x{data[2]:02x}")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{what} has a short or empty idx header ({len(data)} bytes for {ndim} dimensions); the file is truncated")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    itemsize = np.dtype(dtypes[data[2]]).itemsize
+    want = math.prod(shape)
+    have = (len(data) - 4 - 4 * ndim) // itemsize
+    if have != want or (len(data) - 4 - 4 * ndim) % itemsize:
+        raise DataError(f"{what} is truncated or padded: its header says {want} values, the file holds {have}")
     body = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise DataError(f"{what} is truncated: expected {int(np.prod(shape))} values, found {body.size}")
+    if body.dtype.kind == "f" and not np.isfinite(body).all():
+        raise DataError(f"{what} holds nan or infinite values")
     return body.reshape(shape)
 
 
@@ -101,6 +116,10 @@ def load_idx_folder(folder: Path, *, name: str, classes: list[str]) -> tuple[Ima
             x = torch.from_numpy(images.copy()).unsqueeze(1)
         else:  # float idx files are taken as already scaled; ImageDataset refuses values outside [0, 1]
             x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
+        if labels.dtype.kind == "f" or (labels.size and (int(labels.min()) < 0 or int(labels.max()) >= len(classes))):
+            raise DataError(f"{name} {split} labels must be whole numbers in 0..{len(classes) - 1}; the labels file is not {name}'s")
+        if images.shape[0] == 0:
+            raise DataError(f"{name} {split} holds no images")
         y = torch.from_numpy(labels.astype(np.int64))
         out.append(ImageDataset(x, y, classes, f"{name}-{split}", {"source": str(folder)}))
     return out[0], out[1]
@@ -125,20 +144,42 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = _SafeUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    not_batch = f"{path} is not a CIFAR-10 python batch"
+    try:
+        with open(path, "rb") as f:
+            d = _SafeUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except DataError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, ImportError,
+            MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as exc:
+        raise DataError(f"{not_batch} (unreadable: {type(exc).__name__}); replace it with the original file") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{not_batch} (it holds a {type(d).__name__}, not a dict of data and labels)")
     data = d.get(b"data", d.get("data"))
     labels = d.get(b"labels", d.get("labels"))
     if data is None or labels is None:
         raise DataError(f"{path} lacks 'data' or 'labels'; is it a CIFAR-10 python batch?")
-    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    try:
+        x = np.asarray(data)
+        y = np.asarray(labels)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{not_batch} (its data or labels are not arrays: {exc})") from None
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise DataError(f"{not_batch}: data must be uint8 rows of 3072 pixels, got {x.dtype} {x.shape}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iu":
+        raise DataError(f"{not_batch}: need one whole-number label per image, got {y.dtype} {y.shape} for {x.shape[0]} images")
+    if y.size and (int(y.min()) < 0 or int(y.max()) > 9):
+        raise DataError(f"{not_batch}: labels must be 0..9")
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
     raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    if raw.size % 3073:
-        raise DataError(f"{path} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073)")
+    if raw.size == 0 or raw.size % 3073:
+        raise DataError(f"{path} is not a CIFAR-10 binary batch (size {raw.size} is not a positive multiple of 3073)")
     rows = raw.reshape(-1, 3073)
+    if int(rows[:, 0].max()) > 9:
+        raise DataError(f"{path} is not a CIFAR-10 binary batch (a label byte is above 9)")
     return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(np.int64)
 
 

@@ -25,6 +25,13 @@ from ..errors import DataError
 from ..progress import progress
 from ..storage import iter_chunks
 
+
+def _nonempty(n: int) -> int:
+    """The size of a set an accuracy is taken over: an empty set has no accuracy (not 0.0)."""
+    if n == 0:
+        raise DataError("no images to measure accuracy on (an empty set); give data with at least one image")
+    return n
+
 Data = ImageDataset | tuple[torch.Tensor, torch.Tensor]
 
 
@@ -70,7 +77,7 @@ def correct_mask(model: nn.Module, data: Data, *, batch_size: int = 500, device:
 def accuracy(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None) -> float:
     """Share of ``data`` the model classifies correctly."""
     ok = correct_mask(model, data, batch_size=batch_size, device=device)
-    return int(ok.sum()) / max(1, ok.numel())
+    return int(ok.sum()) / _nonempty(ok.numel())
 
 
 def robust_mask(model: nn.Module, data: Data, attack: Attack, *, batch_size: int = 500,
@@ -98,7 +105,7 @@ def robust_accuracy(model: nn.Module, data: Data, attack: Attack, *, batch_size:
                     desc: str = "attack") -> float:
     """Share of ``data`` classified correctly both clean and after ``attack`` (untargeted)."""
     robust = robust_mask(model, data, attack, batch_size=batch_size, device=device, clean_correct=clean_correct, desc=desc)
-    return int(robust.sum()) / max(1, robust.numel())
+    return int(robust.sum()) / _nonempty(robust.numel())
 
 
 def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, norm: str,
@@ -131,7 +138,7 @@ def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: A
     hit = succ & ok
     out: dict[str, Any] = {
         "n": n,
-        "clean_accuracy": int(ok.sum()) / max(1, n),
+        "clean_accuracy": int(ok.sum()) / _nonempty(n),
         "robust_accuracy": int((ok & ~wrong).sum()) / max(1, n),
         "success_rate": int(hit.sum()) / max(1, int(ok.sum())),
         "median_norm_of_successes": float(size[hit].median()) if hit.any() else None,

@@ -22,6 +22,8 @@ from ..errors import ConfigError
 from ..evaluate import AttackSpec
 from ..threats import check_positive, check_steps
 from ..train import AdversaryConfig, TrainConfig
+from ..validate import finite, whole
+from ..validate import seed as check_seed
 
 
 @dataclass
@@ -151,6 +153,7 @@ class ReproduceConfig:
         for name, value in (("steps", self.evaluation.sanity.steps), ("square_queries", self.evaluation.sanity.square_queries)):
             _within(f"evaluation.sanity.{name}", lambda v=value: check_steps(v, "value"))
         _within("evaluation.margin_se", lambda: check_positive("margin_se", self.evaluation.margin_se))
+        _within("seed", lambda: check_seed(self.seed, "value"))
         if not self.evaluation.attacks:
             raise ConfigError("evaluation.attacks is empty; give at least one attack")
         for i, spec in enumerate(self.evaluation.attacks):
@@ -320,13 +323,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path} must be true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{path} must be a whole number, got {value!r}")
-        return int(value)
+        return whole(path, value, minimum=None)  # nan, inf and fractions refused here (validate.py)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
-        return float(value)
+        return finite(path, value)  # a config file's nan or inf would reach int() or a JSON result
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path} must be a string, got {value!r}")
@@ -371,6 +370,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"override {key.strip()!r} is nested too deeply; give a plain value") from None
     return parts, value
 
 
@@ -388,11 +389,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
+        text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8 {kind}") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid {kind}: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config; fix it") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of settings")
     return data

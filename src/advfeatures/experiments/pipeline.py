@@ -33,6 +33,7 @@ from ..distributed import resolve_device
 from ..errors import DataError, ModelError
 from ..evaluate import accuracy, evaluate_suite, sanity_checks, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
+from ..validate import probe_model
 from ..storage import file_sha256, read_json, tensor_digest, write_json_atomic
 from ..train import TrainConfig, train_model
 from . import findings as findings_mod
@@ -79,6 +80,7 @@ def given_model_step(state: RunState, name: str, path: str, arch: str | None, kw
     if shape is not None and tuple(shape) != tuple(state.train.image_shape):
         raise ModelError(f"{path} was built for {tuple(shape)} images but the data has {tuple(state.train.image_shape)}; "
                          "pick the data the model was trained on")
+    probe_model(model, state.train, path)  # its classes, and what the file does not record (validate.py)
     state.models[name] = model
     state.keys[name] = digest({"file": file_sha256(path), "arch": arch, "kwargs": kwargs})
     state.histories[name] = []

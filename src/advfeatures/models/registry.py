@@ -45,7 +45,17 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: 
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, got {num_classes}")
-    model = MODELS[name](tuple(in_shape), int(num_classes), **kwargs)
+    from ..validate import arch_kwargs
+
+    arch_kwargs(name, kwargs)
+    try:
+        model = MODELS[name](tuple(in_shape), int(num_classes), **kwargs)
+    except TypeError as exc:  # an unknown or missing keyword argument
+        raise ModelError(f"arch {name!r} does not take arch_kwargs {json.dumps(kwargs, default=str)} ({exc})") from None
+    except (ValueError, RuntimeError) as exc:  # sizes the layers cannot take
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"cannot build {name} for {tuple(in_shape)} images with {kwargs}: {' '.join(str(exc).split())[:200]}") from None
     model.arch = {"name": name, "in_shape": list(in_shape), "num_classes": int(num_classes), "kwargs": kwargs}
     return model
 

@@ -1,0 +1,124 @@
+"""kill -9 in the middle of training and of a construction, then the same command again: the
+result must be the one an uninterrupted run gives, tensor for tensor.
+
+The kill lands at a known place (after epoch k's checkpoint, after shard k is on disk) through
+``$ADVFEATURES_FAULT`` (:func:`advfeatures.storage.fault_point`), so the test is deterministic and
+takes seconds; each run is a real subprocess that dies with SIGKILL, leaving whatever a kill
+leaves (temporary files, a stale lock)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _cli(args: list[str], cwd: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    env.pop("ADVFEATURES_FAULT", None)
+    if fault:
+        env["ADVFEATURES_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "advfeatures.cli", "--quiet", "--threads", "1", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _killed(proc: subprocess.CompletedProcess) -> bool:
+    return proc.returncode == -signal.SIGKILL
+
+
+def _same_tensors(a: Path, b: Path) -> None:
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"{a.name}: {k} differs"
+
+
+@pytest.fixture(scope="module")
+def std_model(tmp_path_factory) -> Path:
+    from advfeatures.data import load_digits
+    from advfeatures.models import build_model, save_model
+
+    folder = tmp_path_factory.mktemp("model")
+    train, _ = load_digits()
+    torch.manual_seed(0)
+    model = build_model("mlp", train.image_shape, train.num_classes, hidden=[16])
+    save_model(model, folder / "std.safetensors")
+    return folder / "std.safetensors"
+
+
+def test_adversarial_training_with_random_start_resumes_to_the_same_numbers(tmp_path):
+    args = ["train", "--arch", "mlp:hidden=16", "--dataset", "digits", "--n", "96", "--epochs", "4", "--batch-size", "32",
+            "--adversarial", "--eps", "0.5", "--attack-steps", "2", "--set", "adversary.random_start=true", "--out"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    done = _cli([*args, "m.safetensors"], whole)
+    assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for k in (1, 3):  # killed twice, after epochs 1 and 3
+        proc = _cli([*args, "m.safetensors"], cut, fault=f"epoch:{k}")
+        assert _killed(proc), proc.stderr
+        assert not (cut / "m.safetensors").exists()
+    proc = _cli([*args, "m.safetensors"], cut)
+    assert proc.returncode == 0, proc.stderr
+    _same_tensors(whole / "m.safetensors", cut / "m.safetensors")
+    hist_a = json.loads((whole / "m.json").read_text())["history"]
+    hist_b = json.loads((cut / "m.json").read_text())["history"]
+    assert hist_a == hist_b
+    assert not list(cut.glob(".m.safetensors.*.ckpt"))  # the checkpoint goes once the model is written
+
+
+@pytest.mark.parametrize("kind", ["d_r", "d_rand"])
+def test_construction_killed_three_times_ends_as_an_uninterrupted_one(tmp_path, std_model, kind):
+    args = ["construct", "--kind", kind, "--model", str(std_model), "--dataset", "digits", "--n", "20", "--shard-size", "4",
+            "--batch-size", "4", "--steps", "3", "--seed", "5", "--out"]
+    done = _cli([*args, "whole"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    for k in (0, 2, 3):  # three kills: after shards 0, 2 and 3 (each rerun resumes, then dies again)
+        proc = _cli([*args, "cut"], tmp_path, fault=f"shard:{k}")
+        assert _killed(proc), proc.stderr
+        assert not (tmp_path / "cut" / "manifest.json").exists()
+    proc = _cli([*args, "cut"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    b = json.loads((tmp_path / "cut" / "manifest.json").read_text())
+    assert a == b
+    for shard in a["shards"]:
+        _same_tensors(tmp_path / "whole" / shard["file"], tmp_path / "cut" / shard["file"])
+    assert not (tmp_path / "cut" / ".advfeatures.lock").exists()
+
+
+def test_a_second_run_on_a_locked_folder_is_refused(tmp_path, std_model):
+    """While one construction holds the folder (a live process's lock), another is refused in one
+    line; a lock left by a killed process is taken over."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from advfeatures.cli import main
+
+    out = tmp_path / "c"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".advfeatures.lock").write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+        args = ["--quiet", "construct", "--kind", "d_rand", "--model", str(std_model), "--n", "4", "--steps", "1",
+                "--shard-size", "4", "--out", str(out)]
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and "in use by another construction" in res.output, res.output
+        assert res.output.strip().count("\n") == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    res = CliRunner().invoke(main, args)  # the owner is gone: its lock is stale
+    assert res.exit_code == 0, res.output
+    assert (out / "manifest.json").is_file() and not (out / ".advfeatures.lock").exists()

@@ -44,7 +44,7 @@ def test_results_shape(run):
         assert [(w["norm"], w["eps"]) for w in m["worst_case"]] == [("L2", 0.5), ("L2", 1.0), ("Linf", 0.1)]
         for w in m["worst_case"]:
             assert 0 <= w["robust_accuracy"] <= m["clean_accuracy"] and w["n"] == on_disk["dataset"]["test_count"]
-            assert [x["name"] for x in w["members"]] == ["apgd-ce", "apgd-t", "square"]
+            assert [x["name"] for x in w["members"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
         assert m["sanity"]["norm"] == "L2" and isinstance(m["sanity"]["flags"], list)
     assert on_disk["config"]["resolved"]["preset"] == "digits" and "torch" in on_disk["versions"]
     for kind in ("d_rand", "d_det"):

@@ -42,7 +42,7 @@ class ConstructionConfig:
 
 @dataclass
 class WorstCaseConfig:
-    """The headline: the per-image worst case over an ensemble (APGD-CE, APGD-T, Square; each run
+    """The headline: the per-image worst case over an ensemble (APGD-CE, APGD-T, FAB-T, Square; each run
     only on the images still robust), at every radius of ``evaluation.attacks``. The defaults are
     AutoAttack's standard settings; presets shrink them to fit their time budget (see the report)."""
 

@@ -5,7 +5,7 @@ data, epochs and seed (free adversarial training gets ``epochs / m`` epochs, its
 timed in the same run, and measured on the first ``test_limit`` test images:
 
 * clean accuracy;
-* worst-case robust accuracy at Linf ε: the ensemble (APGD-CE, APGD-T, Square) of
+* worst-case robust accuracy at Linf ε: the standard ensemble (APGD-CE, APGD-T, FAB-T, Square) of
   :func:`advfeatures.evaluate.worst_case_evaluation`;
 * IBP verified accuracy at the same ε (every model: it is a lower bound on robust accuracy for any
   model, and non-trivial only for the IBP-trained one);
@@ -283,7 +283,7 @@ def render_markdown(result: dict) -> str:
         lines.append(f"| {name} | {r['epochs']} | {_pct(r['clean_accuracy'])} | {_pct(r['robust_accuracy'])} | "
                      f"{_pct(r['ibp_verified_accuracy'])} | {_pct(smooth_v)} | {r['epoch_seconds']:.2f} | {r['cost_ratio']:.2f} | "
                      f"{r['train_seconds']:.1f} ({r['whole_run_ratio']:.2f}) |")
-    lines += ["", "Robust accuracy is the per-example worst case over APGD-CE, APGD-T and Square "
+    lines += ["", "Robust accuracy is the per-example worst case over APGD-CE, APGD-T, FAB-T and Square "
               f"({cfg['ensemble_steps']} steps, {cfg['square_queries']} queries); the gaussian row's robust and IBP columns are "
               "its base classifier's. Cost: epochs run × seconds per epoch (median of "
               f"{cfg['cost_rounds']} interleaved rounds of one epoch per defence) over standard training's, measured in the same "

@@ -37,7 +37,7 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each claim as ``{"claim", "terms": [(coefficient, metric)], "constant", "attack"}``:
     it holds when ``Σ coefficient·metric + constant > 0`` by the margin."""
     source, l2 = _l2_radii(results)
-    label = "worst case (APGD-CE, APGD-T, Square)" if source == "worst" else "L2 PGD"
+    label = "worst case (APGD-CE, APGD-T, FAB-T, Square)" if source == "worst" else "L2 PGD"
     chance = results["dataset"]["chance_accuracy"]
     out = []
     if l2:

@@ -152,7 +152,7 @@ def radii(cfg: ReproduceConfig) -> list[tuple[str, float]]:
 
 
 def worst_case_step(state: RunState, name: str) -> None:
-    """The headline: the per-image worst case over APGD-CE, APGD-T and Square at each radius."""
+    """The headline: the per-image worst case over APGD-CE, APGD-T, FAB-T and Square at each radius."""
     ev = state.config.evaluation
     wc = ev.worst_case
     key = digest({"model": state.keys[name], "radii": radii(state.config), "settings": dataclasses.asdict(wc),

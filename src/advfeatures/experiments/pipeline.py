@@ -31,7 +31,7 @@ from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
 from ..distributed import resolve_device
 from ..errors import DataError, ModelError
-from ..evaluate import accuracy, evaluate_suite, sanity_checks, worst_case_evaluation
+from ..evaluate import accuracy, evaluate_suite, sanity_checks, standard_members, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
 from ..validate import probe_model
 from ..storage import file_sha256, read_json, tensor_digest, write_json_atomic
@@ -156,6 +156,7 @@ def worst_case_step(state: RunState, name: str) -> None:
     ev = state.config.evaluation
     wc = ev.worst_case
     key = digest({"model": state.keys[name], "radii": radii(state.config), "settings": dataclasses.asdict(wc),
+                  "members": [m.name for m in standard_members(state.models[name], state.test.images[:1], norm="L2", eps=1.0)],
                   "data": state.data_key, "seed": state.seeds["worst_case"]})
 
     def compute() -> dict[str, Any]:

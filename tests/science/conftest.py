@@ -53,7 +53,7 @@ def digits_d_rand(digits, digits_d_rand_folder):
 
 @pytest.fixture(scope="session")
 def planted_run(tmp_path_factory):
-    """The quick planted benchmark, run once (≈ 25 s on one core)."""
+    """The quick planted benchmark, run once (≈ 35 s on an idle core)."""
     from advfeatures.science.planted import run_planted
 
     out = tmp_path_factory.mktemp("planted")

@@ -304,8 +304,13 @@ class PlantedRun:
     def preset(cls, quick: bool) -> PlantedRun:
         if not quick:
             return cls(data=PlantedConfig(size=16, num_classes=10), n_train=5000, n_test=2000)
+        # 18 epochs, not 12: at 12 the robust model sits on a tipping point (at seed 0 it had learnt
+        # the robust pattern of only some classes under one thread with oneDNN convolutions, and all
+        # of them with oneDNN off or two threads), so the findings hung on float rounding. Still
+        # near the edge: at 18 epochs seeds 0 and 2 pass every check, seed 1 does not (retrained
+        # D_R / D_rand models), and with n_train=800 the robust model of seed 2 collapses again
         return cls(n_train=600, n_test=400, robust_steps=4,
-                   train=TrainConfig(epochs=12, batch_size=64, lr=0.1, milestones=(), crop_padding=0, flip=False),
+                   train=TrainConfig(epochs=18, batch_size=64, lr=0.1, milestones=(), crop_padding=0, flip=False),
                    matching=MatchingConfig(steps=100, step_size=0.1), relabel=RelabelConfig(eps=0.5, steps=20, step_size=0.05))
 
 

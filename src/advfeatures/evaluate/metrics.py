@@ -22,7 +22,7 @@ from ..attacks.base import Attack
 from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset, check_images
 from ..errors import DataError
-from ..progress import progress
+from ..progress import progress, progress_batches
 from ..storage import iter_chunks
 
 
@@ -121,7 +121,7 @@ def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: A
     """
     n = x.shape[0]
     correct, fooled, success, norms, queries, adversarial = [], [], [], [], [], []
-    for a, b in iter_chunks(n, batch_size):
+    for a, b in progress_batches(n, batch_size, desc=type(attack).__name__):  # a bar on a terminal only
         res = attack(model, x[a:b], y[a:b], target=target, return_result=True)
         if return_adversarial:
             adversarial.append(res.x_adv.cpu())

@@ -8,13 +8,18 @@ step that reaches it is::
     L2:   rᵢ = |f_l| / ‖w_l‖₂² · w_l          Linf:   rᵢ = |f_l| / ‖w_l‖₁ · sign(w_l)
 
 The next point is xᵢ₊₁ = clip(xᵢ + (1 + overshoot) · rᵢ) — without clipping that is the reference
-code's x + (1 + overshoot) · Σ rᵢ. For the [0, 1] box, coordinates sitting at a bound whose w_k points
-out of the box are left out of the linearisation (they cannot move), so the step is the one that
-reaches the linearised boundary along the face of the box; without this, clipping eats part of
-every step and the iterates creep up to the boundary without crossing it. An example stops as soon
-as it is misclassified. On an affine classifier with the point inside the box, one step lands
-exactly on the nearest boundary, so the result is the closed-form minimal perturbation times
-(1 + overshoot).
+code's x + (1 + overshoot) · Σ rᵢ. For the [0, 1] box: the linearisation keeps every coordinate (as
+the reference code, ART and Foolbox do), and where the box clips part of a step, the step is
+lengthened by a fixed 10⁻⁴ (in the norm's units) before clipping. Without that push, clipping eats
+part of every step and the iterates creep up to the boundary geometrically without crossing it (75%
+success on the digits CNN); with it they cross. Measured on the standard digits CNN (360 images,
+``benchmarks/crosscheck.py``): median L2 0.402 at 100% success, against ART's 0.409 and Foolbox's
+0.403. An earlier version instead left coordinates stuck at a face of the box out of the
+linearisation (so that one step reached the linearised boundary along the face): it also reached
+100%, but with 8% larger perturbations (0.434) — the masked step jumps the whole way along the face
+at once where the clipped steps re-linearise on the way. An example stops as soon as it is
+misclassified. On an affine classifier whose step stays inside the box, one step lands exactly on
+the nearest boundary, so the result is the closed-form minimal perturbation times (1 + overshoot).
 
 Defaults (paper): overshoot 0.02, at most 50 iterations, every class a candidate. Untargeted only;
 minimal-norm, so there is no ε. Batched: per-class gradients come from one ``autograd.grad`` per
@@ -38,6 +43,7 @@ from ..threats import check_steps, flat_norm
 from .base import Attack
 
 _DUAL = {"L2": 2.0, "Linf": 1.0}
+_PUSH = 1e-4  # added to a step the box clips, so that clipped iterates cross the boundary
 
 
 class DeepFool(Attack):
@@ -79,8 +85,6 @@ class DeepFool(Attack):
             with torch.no_grad():
                 f = logits - logits.gather(1, y[:, None])  # (N, K): f_k = Z_k − Z_y
                 w = grads - grads[rows, y].unsqueeze(1)  # (N, K, ...)
-                stuck = ((xi <= 0).unsqueeze(1) & (w < 0)) | ((xi >= 1).unsqueeze(1) & (w > 0))
-                w = w.masked_fill(stuck, 0.0)
                 w_norm = torch.linalg.vector_norm(w.flatten(2), ord=_DUAL[self.norm], dim=2)
                 dist = f.abs() / w_norm.clamp_min(1e-12)
                 dist[rows, y] = torch.inf
@@ -88,9 +92,12 @@ class DeepFool(Attack):
                 d = dist[rows, nearest].view(view)
                 w_l = w[rows, nearest]
                 if self.norm == "L2":
-                    r = d * w_l / flat_norm(w_l, 2).clamp_min(1e-12).view(view)
+                    u = w_l / flat_norm(w_l, 2).clamp_min(1e-12).view(view)  # unit L2 direction
                 else:
-                    r = d * w_l.sign()
+                    u = w_l.sign()  # unit Linf direction
+                step = x_adv + (1 + self.overshoot) * d * u
+                clipped = ((step < 0) | (step > 1)).flatten(1).any(1).view(view)
+                r = (d + _PUSH * clipped) * u
                 r = torch.where(active.view(view), r, torch.zeros_like(r))
                 x_adv = (x_adv + (1 + self.overshoot) * r).clamp(0.0, 1.0)
         return x_adv

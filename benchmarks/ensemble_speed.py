@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--models", default="standard,robust")
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--skip", default="", help="comma-separated substrings of contenders to leave out")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n, rounds = (120, 1) if args.quick else (args.n, args.rounds)
@@ -56,6 +57,7 @@ def main() -> None:
     x, y = test_images(n)
     contenders = {"ours (active sets)": ours(True), "ours (no active sets)": ours(False),
                   "torchattacks AutoAttack": torchattacks_autoattack}
+    contenders = {k: v for k, v in contenders.items() if not any(s in k for s in args.skip.split(",") if s)}
     print(f"digits, {n} test images, L2 ε = {args.eps}, AutoAttack standard; torch threads 1; "
           f"load average {os.getloadavg()[0]:.1f}; {rounds} round(s)")
     for name in args.models.split(","):

@@ -24,7 +24,8 @@ the nearest boundary, so the result is the closed-form minimal perturbation time
 Defaults (paper): overshoot 0.02, at most 50 iterations, every class a candidate. Untargeted only;
 minimal-norm, so there is no ε. Batched: per-class gradients come from one ``autograd.grad`` per
 class on the summed logit, examples that are already fooled stop moving, and the loop ends when all
-have. Examples still correctly classified after ``steps`` iterations return their last point.
+have; the passes run only on the examples not yet fooled (the batch is compacted as they fall).
+Examples still correctly classified after ``steps`` iterations return their last point.
 
 Usage::
 
@@ -68,26 +69,29 @@ class DeepFool(Attack):
 
     @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
-        n = x.shape[0]
-        rows = torch.arange(n, device=x.device)
         view = (-1,) + (1,) * (x.ndim - 1)
-        x_adv = x
-        active = torch.ones(n, dtype=torch.bool, device=x.device)
+        x_adv = x.clone()
+        idx = torch.arange(x.shape[0], device=x.device)  # the examples still correctly classified
         for _ in range(self.steps):
-            xi = x_adv.detach().requires_grad_(True)
+            xi = x_adv[idx].requires_grad_(True)
             logits = model(xi)
-            active = active & (logits.argmax(1) == y)
-            if not bool(active.any()):  # one host sync per iteration, to stop early
-                break
+            still = logits.argmax(1) == y[idx]
+            if not bool(still.all()):  # one host sync per iteration: drop the fooled examples
+                idx = idx[still]
+                if idx.numel() == 0:
+                    break
+                xi = x_adv[idx].requires_grad_(True)  # a forward pass on the rest, not K backward passes on all
+                logits = model(xi)
+            yi, rows = y[idx], torch.arange(idx.numel(), device=x.device)
             k = logits.shape[1]
             grads = torch.stack([torch.autograd.grad(logits[:, c].sum(), xi, retain_graph=c < k - 1)[0]
                                  for c in range(k)], dim=1)  # (N, K, ...)
             with torch.no_grad():
-                f = logits - logits.gather(1, y[:, None])  # (N, K): f_k = Z_k − Z_y
-                w = grads - grads[rows, y].unsqueeze(1)  # (N, K, ...)
+                f = logits - logits.gather(1, yi[:, None])  # (N, K): f_k = Z_k − Z_y
+                w = grads - grads[rows, yi].unsqueeze(1)  # (N, K, ...)
                 w_norm = torch.linalg.vector_norm(w.flatten(2), ord=_DUAL[self.norm], dim=2)
                 dist = f.abs() / w_norm.clamp_min(1e-12)
-                dist[rows, y] = torch.inf
+                dist[rows, yi] = torch.inf
                 nearest = dist.argmin(1)
                 d = dist[rows, nearest].view(view)
                 w_l = w[rows, nearest]
@@ -95,9 +99,9 @@ class DeepFool(Attack):
                     u = w_l / flat_norm(w_l, 2).clamp_min(1e-12).view(view)  # unit L2 direction
                 else:
                     u = w_l.sign()  # unit Linf direction
-                step = x_adv + (1 + self.overshoot) * d * u
+                xa = xi.detach()
+                step = xa + (1 + self.overshoot) * d * u
                 clipped = ((step < 0) | (step > 1)).flatten(1).any(1).view(view)
                 r = (d + _PUSH * clipped) * u
-                r = torch.where(active.view(view), r, torch.zeros_like(r))
-                x_adv = (x_adv + (1 + self.overshoot) * r).clamp(0.0, 1.0)
+                x_adv[idx] = (xa + (1 + self.overshoot) * r).clamp(0.0, 1.0)
         return x_adv

@@ -221,6 +221,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="120 images; 50 iterations, 500 queries, 50 CW steps")
     parser.add_argument("--models", default="standard,robust")
     parser.add_argument("--skip", default="", help="comma-separated substrings of implementations to leave out")
+    parser.add_argument("--only", default="", help="comma-separated substrings of attacks to run (e.g. DeepFool)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "advfeatures-bench")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -231,6 +232,10 @@ def main() -> None:
     rows, minimal_rows = implementations(args.eps, pgd_steps=50, iters=iters, queries=queries, cw_steps=cw_steps,
                                          seed=args.seed)
     skip = [s for s in args.skip.split(",") if s]
+    only = [s for s in args.only.split(",") if s]
+    if only:
+        rows = {a: i for a, i in rows.items() if any(s in a for s in only)}
+        minimal_rows = {a: i for a, i in minimal_rows.items() if any(s in a for s in only)}
     print(f"digits, {x.shape[0]} test images, L2 ε = {args.eps}; torch threads 1; load average {os.getloadavg()[0]:.1f}")
     for name in args.models.split(","):
         model = models[name]

@@ -18,7 +18,7 @@ from advfeatures.attacks.apgd import checkpoints
 from advfeatures.attacks.bim import kurakin_steps
 from advfeatures.attacks.losses import cross_entropy
 
-from .conftest import random_affine
+from .conftest import SHAPE, affine, random_affine
 
 
 def labels_and_weights(model, x):
@@ -88,6 +88,24 @@ def test_deepfool_gives_the_closed_form_minimal_perturbation(num_classes, norm, 
         direction = (w[1 - y] - w[y])
         cos = torch.nn.functional.cosine_similarity((res.x_adv - x).flatten(1), direction, dim=1)
         assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("margin", [0.05, 0.2])
+def test_deepfool_at_a_corner_of_the_box_reaches_the_box_constrained_minimum(seed, margin):
+    """x = 0 and a binary affine model with margin m: only the coordinates where w₁ − w₀ > 0 can
+    move, so the smallest perturbation inside the box is m / ‖(w₁ − w₀)₊‖₂ (m small enough that no
+    coordinate reaches 1). The box clips every DeepFool step here; the iterates must still cross
+    the boundary, stay in the box, and land within the overshoot of that minimum."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(2, SHAPE[0] * SHAPE[1] * SHAPE[2], generator=g)
+    model = affine(w, torch.tensor([margin, 0.0]))
+    x, y = torch.zeros(1, *SHAPE), torch.zeros(1, dtype=torch.long)
+    res = DeepFool(norm="L2")(model, x, y, return_result=True)
+    expected = margin / float(torch.linalg.vector_norm((w[1] - w[0]).clamp_min(0)))
+    assert res.success.all()
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert expected * (1 - 1e-4) <= float(res.norms["L2"][0]) <= expected * 1.03 + 2e-4
 
 
 @pytest.mark.parametrize("num_classes,seed", [(2, 0), (5, 0), (10, 0)])

@@ -8,18 +8,24 @@ step that reaches it is::
     L2:   rᵢ = |f_l| / ‖w_l‖₂² · w_l          Linf:   rᵢ = |f_l| / ‖w_l‖₁ · sign(w_l)
 
 The next point is xᵢ₊₁ = clip(xᵢ + (1 + overshoot) · rᵢ) — without clipping that is the reference
-code's x + (1 + overshoot) · Σ rᵢ. For the [0, 1] box, coordinates sitting at a bound whose w_k points
-out of the box are left out of the linearisation (they cannot move), so the step is the one that
-reaches the linearised boundary along the face of the box; without this, clipping eats part of
-every step and the iterates creep up to the boundary without crossing it. An example stops as soon
-as it is misclassified. On an affine classifier with the point inside the box, one step lands
-exactly on the nearest boundary, so the result is the closed-form minimal perturbation times
-(1 + overshoot).
+code's x + (1 + overshoot) · Σ rᵢ. For the [0, 1] box: the linearisation keeps every coordinate (as
+the reference code, ART and Foolbox do), and where the box clips part of a step, the step is
+lengthened by a fixed 10⁻⁴ (in the norm's units) before clipping. Without that push, clipping eats
+part of every step and the iterates creep up to the boundary geometrically without crossing it (75%
+success on the digits CNN); with it they cross. Measured on the standard digits CNN (360 images,
+``benchmarks/crosscheck.py``): median L2 0.402 at 100% success, against ART's 0.409 and Foolbox's
+0.403. An earlier version instead left coordinates stuck at a face of the box out of the
+linearisation (so that one step reached the linearised boundary along the face): it also reached
+100%, but with 8% larger perturbations (0.434) — the masked step jumps the whole way along the face
+at once where the clipped steps re-linearise on the way. An example stops as soon as it is
+misclassified. On an affine classifier whose step stays inside the box, one step lands exactly on
+the nearest boundary, so the result is the closed-form minimal perturbation times (1 + overshoot).
 
 Defaults (paper): overshoot 0.02, at most 50 iterations, every class a candidate. Untargeted only;
 minimal-norm, so there is no ε. Batched: per-class gradients come from one ``autograd.grad`` per
 class on the summed logit, examples that are already fooled stop moving, and the loop ends when all
-have. Examples still correctly classified after ``steps`` iterations return their last point.
+have; the passes run only on the examples not yet fooled (the batch is compacted as they fall).
+Examples still correctly classified after ``steps`` iterations return their last point.
 
 Usage::
 
@@ -38,6 +44,7 @@ from ..threats import check_steps, flat_norm
 from .base import Attack
 
 _DUAL = {"L2": 2.0, "Linf": 1.0}
+_PUSH = 1e-4  # added to a step the box clips, so that clipped iterates cross the boundary
 
 
 class DeepFool(Attack):
@@ -62,35 +69,39 @@ class DeepFool(Attack):
 
     @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
-        n = x.shape[0]
-        rows = torch.arange(n, device=x.device)
         view = (-1,) + (1,) * (x.ndim - 1)
-        x_adv = x
-        active = torch.ones(n, dtype=torch.bool, device=x.device)
+        x_adv = x.clone()
+        idx = torch.arange(x.shape[0], device=x.device)  # the examples still correctly classified
         for _ in range(self.steps):
-            xi = x_adv.detach().requires_grad_(True)
+            xi = x_adv[idx].requires_grad_(True)
             logits = model(xi)
-            active = active & (logits.argmax(1) == y)
-            if not bool(active.any()):  # one host sync per iteration, to stop early
-                break
+            still = logits.argmax(1) == y[idx]
+            if not bool(still.all()):  # one host sync per iteration: drop the fooled examples
+                idx = idx[still]
+                if idx.numel() == 0:
+                    break
+                xi = x_adv[idx].requires_grad_(True)  # a forward pass on the rest, not K backward passes on all
+                logits = model(xi)
+            yi, rows = y[idx], torch.arange(idx.numel(), device=x.device)
             k = logits.shape[1]
             grads = torch.stack([torch.autograd.grad(logits[:, c].sum(), xi, retain_graph=c < k - 1)[0]
                                  for c in range(k)], dim=1)  # (N, K, ...)
             with torch.no_grad():
-                f = logits - logits.gather(1, y[:, None])  # (N, K): f_k = Z_k − Z_y
-                w = grads - grads[rows, y].unsqueeze(1)  # (N, K, ...)
-                stuck = ((xi <= 0).unsqueeze(1) & (w < 0)) | ((xi >= 1).unsqueeze(1) & (w > 0))
-                w = w.masked_fill(stuck, 0.0)
+                f = logits - logits.gather(1, yi[:, None])  # (N, K): f_k = Z_k − Z_y
+                w = grads - grads[rows, yi].unsqueeze(1)  # (N, K, ...)
                 w_norm = torch.linalg.vector_norm(w.flatten(2), ord=_DUAL[self.norm], dim=2)
                 dist = f.abs() / w_norm.clamp_min(1e-12)
-                dist[rows, y] = torch.inf
+                dist[rows, yi] = torch.inf
                 nearest = dist.argmin(1)
                 d = dist[rows, nearest].view(view)
                 w_l = w[rows, nearest]
                 if self.norm == "L2":
-                    r = d * w_l / flat_norm(w_l, 2).clamp_min(1e-12).view(view)
+                    u = w_l / flat_norm(w_l, 2).clamp_min(1e-12).view(view)  # unit L2 direction
                 else:
-                    r = d * w_l.sign()
-                r = torch.where(active.view(view), r, torch.zeros_like(r))
-                x_adv = (x_adv + (1 + self.overshoot) * r).clamp(0.0, 1.0)
+                    u = w_l.sign()  # unit Linf direction
+                xa = xi.detach()
+                step = xa + (1 + self.overshoot) * d * u
+                clipped = ((step < 0) | (step > 1)).flatten(1).any(1).view(view)
+                r = (d + _PUSH * clipped) * u
+                x_adv[idx] = (xa + (1 + self.overshoot) * r).clamp(0.0, 1.0)
         return x_adv

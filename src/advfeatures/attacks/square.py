@@ -190,21 +190,32 @@ class Square(Attack):
             x_best = self._init(x, g)
             margin_min, loss_min = self._margin_and_loss(model(x_best), labels, targeted)
             queries = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
-            everyone = torch.arange(x.shape[0], device=x.device)
+            # The working batch is kept compact (rows ``idx`` of the full batch) and re-gathered only
+            # when an example finishes, not at every query: on the points no query breaks, thousands
+            # of queries run with the same rows, and per-query gathers and scatters were a large
+            # part of their cost on small images.
+            idx = torch.arange(x.shape[0], device=x.device)
+            x0, lab = x, labels
+            xb, lmin, mmin, q = x_best.clone(), loss_min.clone(), margin_min.clone(), queries.clone()
             for it in range(n_iters):
-                open_ = margin_min >= 0
-                active = open_.nonzero().squeeze(1) if self.early_stop else everyone  # one host sync per query
-                if active.numel() == 0 or not bool(open_.any()):
+                open_ = mmin >= 0
+                if self.early_stop and not bool(open_.all()):  # one host sync per query
+                    x_best[idx], loss_min[idx], margin_min[idx], queries[idx] = xb, lmin, mmin, q
+                    keep = open_.nonzero().squeeze(1)
+                    if keep.numel() == 0:
+                        break
+                    idx, x0, xb, lab, lmin, mmin, q, open_ = (t[keep] for t in (idx, x0, xb, lab, lmin, mmin, q, open_))
+                elif not self.early_stop and not bool(open_.any()):
                     break
-                x0, xb, lab = x[active], x_best[active], labels[active]
-                x_new = self._propose(x0, xb, it, n_iters, g, active, x.shape[0])
+                x_new = self._propose(x0, xb, it, n_iters, g, idx, x.shape[0])
                 margin, loss = self._margin_and_loss(model(x_new), lab, targeted)
-                better = loss < loss_min[active]
+                better = loss < lmin
                 if self.norm == "L2":
                     better |= margin < 0
-                better &= open_[active]  # without the active set, finished examples stay as they are
-                loss_min[active] = torch.where(better, loss, loss_min[active])
-                margin_min[active] = torch.where(better, margin, margin_min[active])
-                x_best[active] = torch.where(better.view(-1, 1, 1, 1), x_new, xb)
-                queries[active] += open_[active].long()
+                better &= open_  # without the active set, finished examples stay as they are
+                lmin = torch.where(better, loss, lmin)
+                mmin = torch.where(better, margin, mmin)
+                xb = torch.where(better.view(-1, 1, 1, 1), x_new, xb)
+                q = q + open_.long()
+            x_best[idx], queries[idx] = xb, q
         return x_best, {"queries": queries}

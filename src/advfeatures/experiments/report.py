@@ -224,9 +224,8 @@ def reviewer_section(results: dict[str, Any], *, aggregate: bool = False) -> lis
                                           "still robust and dropping images as they fall (AutoAttack's standard protocol), at every radius of the table."
                                           if wc and wc.get("enabled") else "the single attacks of the table (the worst case "
                                           "was not run: `evaluation.worst_case.enabled = false`)."),
-             "- **Single attacks**: beside it, labelled with their steps and step size (untargeted, random start; they count "
-             "the images correct under the attack, the same as correct on both for these loss-raising attacks unless one "
-             "moves a misclassified image into its true class).",
+             "- **Single attacks**: beside it, labelled with their steps and step size (untargeted; PGD's first restart "
+             "starts from the image itself; robust means correct on x and on x_adv, as for the headline).",
              f"- **Intervals**: {results['interval']}.",
              "- **Findings**: judged with a stated margin over the noise (below); one inside the noise says 'not shown'.", ""]
     return lines

@@ -208,3 +208,20 @@ def arch_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key, value in kwargs.items():
         check(str(key), value)
     return kwargs
+
+
+def check_model_fits(model: Any, data: Any, path: Any = "the model", *, same_classes: bool = True) -> None:
+    """Refuse a model whose recorded input shape (or, with ``same_classes``, class count) differs
+    from the data's, then :func:`probe_model` it for what the file does not record."""
+    from .errors import ModelError
+
+    arch = getattr(model, "arch", None) or {}
+    shape = arch.get("in_shape")
+    if shape is not None and tuple(shape) != tuple(data.image_shape):
+        raise ModelError(f"{path} was built for {tuple(shape)} images but {data.name} has {tuple(data.image_shape)}; "
+                         "pick the data the model was trained on")
+    classes = arch.get("num_classes")
+    if same_classes and classes is not None and int(classes) != data.num_classes:
+        raise ModelError(f"{path} has {classes} classes but {data.name} has {data.num_classes}; "
+                         "pick the data the model was trained on")
+    probe_model(model, data, path, same_classes=same_classes)  # what the file does not record, one image shows

@@ -111,6 +111,8 @@ class ModelLoader:
         model = load_any_model(path, arch=self.arch, arch_kwargs=dict(self.arch_kwargs), in_shape=shape, num_classes=classes,
                                device=device)
         if data is not None:
+            from ..validate import check_model_fits
+
             check_model_fits(model, data, path, same_classes=same_classes)
         return as_classifier(model, layer=self.layer) if self.layer else model
 
@@ -141,22 +143,6 @@ def _current_folder_importable() -> None:
     here = os.getcwd()
     if here not in sys.path and "" not in sys.path:
         sys.path.append(here)
-
-
-def check_model_fits(model, data, path: str | Path = "the model", *, same_classes: bool = True) -> None:
-    """Refuse a model whose recorded input shape (or class count) differs from the data's."""
-    arch = getattr(model, "arch", None) or {}
-    shape = arch.get("in_shape")
-    if shape is not None and tuple(shape) != tuple(data.image_shape):
-        raise ModelError(f"{path} was built for {tuple(shape)} images but {data.name} has {tuple(data.image_shape)}; "
-                         "pick the data the model was trained on")
-    classes = arch.get("num_classes")
-    if same_classes and classes is not None and int(classes) != data.num_classes:
-        raise ModelError(f"{path} has {classes} classes but {data.name} has {data.num_classes}; "
-                         "pick the data the model was trained on")
-    from ..validate import probe_model
-
-    probe_model(model, data, path, same_classes=same_classes)  # what the file does not record, one image shows
 
 
 def model_options(f: Callable) -> Callable:

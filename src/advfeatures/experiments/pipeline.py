@@ -30,10 +30,10 @@ from ..data import load_data as load_any_data
 from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
 from ..distributed import resolve_device
-from ..errors import DataError, ModelError
+from ..errors import DataError
 from ..evaluate import accuracy, evaluate_suite, sanity_checks, standard_members, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
-from ..validate import probe_model
+from ..validate import check_model_fits
 from ..storage import file_sha256, read_json, tensor_digest, write_json_atomic
 from ..train import TrainConfig, train_model
 from . import findings as findings_mod
@@ -76,11 +76,7 @@ def given_model_step(state: RunState, name: str, path: str, arch: str | None, kw
     """Use the user's model file as ``name`` instead of training it (``reproduce --robust-model``)."""
     model = load_any_model(path, arch=arch, arch_kwargs=kwargs, in_shape=state.train.image_shape,
                            num_classes=state.train.num_classes, device=state.device)
-    shape = (getattr(model, "arch", None) or {}).get("in_shape")
-    if shape is not None and tuple(shape) != tuple(state.train.image_shape):
-        raise ModelError(f"{path} was built for {tuple(shape)} images but the data has {tuple(state.train.image_shape)}; "
-                         "pick the data the model was trained on")
-    probe_model(model, state.train, path)  # its classes, and what the file does not record (validate.py)
+    check_model_fits(model, state.train, path)
     state.models[name] = model
     state.keys[name] = digest({"file": file_sha256(path), "arch": arch, "kwargs": kwargs})
     state.histories[name] = []

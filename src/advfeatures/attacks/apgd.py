@@ -51,6 +51,7 @@ import torch
 from ..errors import ConfigError
 from ..threats import check_steps, make_threat
 from .base import Attack, num_classes_of
+from .loop import Update, optimize_inputs
 from .losses import cross_entropy, dlr, dlr_targeted
 
 _UNTARGETED = {"ce": cross_entropy, "dlr": dlr}
@@ -72,9 +73,9 @@ def checkpoints(steps: int) -> dict[int, int]:
 
 
 class APGDRun(NamedTuple):
-    x: torch.Tensor  # per example: the last successful iterate, else the iterate of highest loss
+    x: torch.Tensor  # per example: its successful iterate (the first with early_stop, else the last), else the one of highest loss
     success: torch.Tensor
-    loss: torch.Tensor  # the best loss f_max
+    loss: torch.Tensor  # the best loss f_max (at the success, for the examples the active set retired)
     step_size: torch.Tensor  # η at the end
 
 
@@ -164,86 +165,114 @@ class APGD(Attack):
 
     _compact = True  # tests and benchmarks switch it off to check that the active set changes nothing
 
-    @torch.enable_grad()  # also when called inside a no_grad block
     def run(self, model, x0, y, target, judge) -> APGDRun:
-        """One APGD run (Algorithm 1) on a batch, ``judge`` as in :meth:`sweep`."""
+        """One APGD run (Algorithm 1) on a batch, ``judge`` as in :meth:`sweep`: the shared loop
+        (:func:`~.loop.optimize_inputs`) with APGD's step (:class:`APGDUpdate`); with ``early_stop``
+        its active set retires each example at its first success."""
         view = (-1,) + (1,) * (x0.ndim - 1)
-        n = x0.shape[0]
+        found, x_adv = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device), x0.clone()
 
-        def evaluate(x, rows):
-            x = x.detach().requires_grad_(True)
-            loss_fn = self.loss_fn(y[rows], None if target is None else target[rows])
-            loss = grad = 0
-            for _ in range(self.eot_iter):
+        def objective(x, rows=None):
+            """The loss (averaged over ``eot_iter`` calls, and so its gradient) and, with the active
+            set, the rows fooled; without it, each example's last successful iterate is kept here."""
+            nonlocal found, x_adv
+            ys, ts, js = (None if v is None else v if rows is None else v[rows] for v in (y, target, judge))
+            loss_fn = self.loss_fn(ys, ts)
+            if self.eot_iter == 1:
                 logits = model(x)
-                value = loss_fn(logits)
-                (g,) = torch.autograd.grad(value.sum(), x)
-                loss, grad = loss + value.detach(), grad + g
+                loss = loss_fn(logits)
+            else:
+                loss, logits = eot_loss(model, loss_fn, x, self.eot_iter)
             pred = logits.detach().argmax(1)
-            ok = (pred != y[rows]) if judge is None else (pred == judge[rows])
-            return loss / self.eot_iter, grad / self.eot_iter, ok
-
-        threat = self.threat
-        x = threat.random_start(x0, self.generator(x0.device)) if self.random_start else x0
-        rows = torch.arange(n, device=x0.device)
-        out_x, out_found = x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device)
-        out_loss = torch.full((n,), -math.inf, device=x0.device)
-        out_eta = torch.full((n,), self.initial_step, device=x0.device, dtype=x0.dtype)
-        loss, grad, ok = evaluate(x, rows)
-        s = {"x0": x0, "x": x, "x_max": x, "f_max": loss, "grad_max": grad, "x_adv": x, "found": ok, "grad": grad,
-             "eta": out_eta.clone(), "x_prev": x, "loss_prev": loss, "increases": torch.zeros_like(loss),
-             "halved_last": torch.zeros_like(ok), "f_max_last": loss, "rows": rows}
-
-        def retire(done):
-            """Write the finished examples' results out and (with compaction) drop them from the state."""
-            r = s["rows"][done]
-            out_x[r], out_found[r] = torch.where(s["found"][done].view(view), s["x_adv"][done], s["x_max"][done]), s["found"][done]
-            out_loss[r], out_eta[r] = s["f_max"][done], s["eta"][done]
-            if self._compact:
-                keep = ~done
-                for key in s:
-                    s[key] = s[key][keep]
-
-        for k in range(self.steps):
-            if self.early_stop and self._compact and bool(s["found"].any()):  # one host sync per step
-                retire(s["found"])
-                if s["rows"].numel() == 0:
-                    break
-            x, x_prev, x0c = s["x"], s["x_prev"], s["x0"]
-            a = 1.0 if k == 0 else self.momentum
+            ok = (pred != ys) if js is None else (pred == js)
+            if rows is not None:
+                return loss, ok
             with torch.no_grad():
-                z = threat.project(threat.step(x, s["grad"], s["eta"]), x0c)
-                x_new = threat.project(x + a * (z - x) + (1 - a) * (x - x_prev), x0c)
-                if self.early_stop and not self._compact:  # the found examples stay in the batch, frozen
-                    x_new = torch.where(s["found"].view(view), x, x_new)
-                s["x_prev"], x = x, x_new
-            loss, grad, ok = evaluate(x, s["rows"])
-            with torch.no_grad():
-                if self.early_stop and not self._compact:
-                    frozen = s["found"]
-                    loss, grad, ok = (torch.where(frozen.view(view) if v.ndim > 1 else frozen, old, v)
-                                      for v, old in ((loss, s["loss_prev"]), (grad, s["grad"]), (ok, frozen)))
-                s["increases"] += (loss > s["loss_prev"]).to(loss.dtype)
-                s["loss_prev"] = loss
-                better = loss > s["f_max"]
-                s["x_max"] = torch.where(better.view(view), x, s["x_max"])
-                s["grad_max"] = torch.where(better.view(view), grad, s["grad_max"])
-                s["f_max"] = torch.where(better, loss, s["f_max"])
-                s["x_adv"] = torch.where((ok & ~s["found"]).view(view) if self.early_stop else ok.view(view), x, s["x_adv"])
-                s["found"] = s["found"] | ok
-                span = self.checkpoints.get(k + 1)
-                if span is not None:
-                    halve = (s["increases"] < self.rho * span) | (~s["halved_last"] & (s["f_max"] <= s["f_max_last"]))
-                    s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
-                    x = torch.where(halve.view(view), s["x_max"], x)
-                    grad = torch.where(halve.view(view), s["grad_max"], grad)
-                    s["loss_prev"] = torch.where(halve, s["f_max"], s["loss_prev"])
-                    s["halved_last"], s["f_max_last"] = halve, s["f_max"]
-                    s["increases"].zero_()
-                s["x"], s["grad"] = x, grad
-        if s["rows"].numel():
-            retire(torch.ones_like(s["rows"], dtype=torch.bool))
-        return APGDRun(out_x, out_found, out_loss, out_eta)
+                x_adv = torch.where(ok.view(view), x.detach(), x_adv)
+                found = found | ok
+            return loss
+
+        start = self.threat.random_start(x0, self.generator(x0.device)) if self.random_start else x0
+        update = APGDUpdate(self.threat, self.initial_step, x0, momentum=self.momentum, rho=self.rho,
+                            checkpoints=self.checkpoints)
+        res = optimize_inputs(objective, x0, threat=self.threat, steps=self.steps, x_init=start, update=update,
+                              stop=self.early_stop, compact=self._compact)
+        if self.early_stop:
+            return APGDRun(res.x, res.decided, res.loss, update.step_sizes())
+        return APGDRun(torch.where(found.view(view), x_adv, res.x), found, res.loss, update.step_sizes())
+
+
+def eot_loss(model, loss_fn, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss averaged over ``n`` calls of a randomised model, and the last call's logits. Where
+    ``x`` requires a gradient, the returned loss carries the average of the ``n`` per-call
+    gradients (each call's graph is freed before the next, so memory does not grow with ``n``)."""
+    total = grad = 0
+    for _ in range(n):
+        logits = model(x)
+        value = loss_fn(logits)
+        if x.requires_grad:
+            (g,) = torch.autograd.grad(value.sum(), x)
+            grad = grad + g
+        total = total + value.detach()
+    loss = total / n
+    if not x.requires_grad:
+        return loss, logits
+    carrier = (x * (grad / n)).flatten(1).sum(1)  # value 0 after the subtraction, gradient the mean
+    return loss + (carrier - carrier.detach()), logits
+
+
+class APGDUpdate(Update):
+    """APGD's step (Algorithm 1): momentum α between the projected step and the last move, and per
+    example a step size η that halves at the checkpoints, where the iterate and its gradient go back
+    to the best point so far. The first call (the start) sets the state; each later call first
+    records the new iterate's loss, then checks a checkpoint, then steps."""
+
+    def __init__(self, threat, initial_step: float, x0: torch.Tensor, *, momentum: float, rho: float,
+                 checkpoints: dict[int, int]) -> None:
+        super().__init__(threat, initial_step)
+        self.momentum, self.rho, self.checkpoints = momentum, rho, checkpoints
+        n, device = x0.shape[0], x0.device
+        self.s = {"eta": torch.full((n,), initial_step, device=device, dtype=x0.dtype), "rows": torch.arange(n, device=device)}
+        self._final_eta = self.s["eta"].clone()  # η of the examples the active set retired, per example of x0
+
+    def select(self, keep):
+        gone = self.s["rows"][~keep]
+        self._final_eta[gone] = self.s["eta"][~keep]
+        for key in self.s:
+            self.s[key] = self.s[key][keep]
+
+    def step_sizes(self) -> torch.Tensor:
+        """η per example of ``x0`` at the end (or when the active set retired it)."""
+        out = self._final_eta.clone()
+        out[self.s["rows"]] = self.s["eta"]
+        return out
+
+    def step(self, t, x, loss, grad, x0):
+        s, view = self.s, (-1,) + (1,) * (x.ndim - 1)
+        if t == 0:
+            s.update(x_max=x, f_max=loss, grad_max=grad, x_prev=x, loss_prev=loss, increases=torch.zeros_like(loss),
+                     halved_last=torch.zeros(loss.shape, dtype=torch.bool, device=loss.device), f_max_last=loss)
+        else:
+            s["increases"] = s["increases"] + (loss > s["loss_prev"]).to(loss.dtype)
+            s["loss_prev"] = loss
+            better = loss > s["f_max"]
+            s["x_max"] = torch.where(better.view(view), x, s["x_max"])
+            s["grad_max"] = torch.where(better.view(view), grad, s["grad_max"])
+            s["f_max"] = torch.where(better, loss, s["f_max"])
+            span = self.checkpoints.get(t)
+            if span is not None:
+                halve = (s["increases"] < self.rho * span) | (~s["halved_last"] & (s["f_max"] <= s["f_max_last"]))
+                s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
+                x = torch.where(halve.view(view), s["x_max"], x)
+                grad = torch.where(halve.view(view), s["grad_max"], grad)
+                s["loss_prev"] = torch.where(halve, s["f_max"], s["loss_prev"])
+                s["halved_last"], s["f_max_last"] = halve, s["f_max"]
+                s["increases"] = torch.zeros_like(s["increases"])
+        a = 1.0 if t == 0 else self.momentum
+        z = self.threat.project(self.threat.step(x, grad, s["eta"]), x0)
+        x_new = self.threat.project(x + a * (z - x) + (1 - a) * (x - s["x_prev"]), x0)
+        s["x_prev"] = x
+        return x_new
 
 
 class APGDT(APGD):

@@ -31,6 +31,31 @@ class OptimizationResult:
     decided: torch.Tensor | None = None  # (N,) bool, with stop=True: the rows frozen at a deciding iterate
 
 
+class Update:
+    """How the loop moves from one iterate to the next: PGD's steepest-ascent step of the threat
+    model, then the projection onto its ball and the box (``step_schedule(t)`` scales the size).
+
+    Subclass it for attacks that move differently but share the loop (MI-FGSM's momentum, APGD's
+    momentum and self-halving step). :meth:`step` gets the step index ``t``, the iterate ``x`` its
+    rows, their objective ``loss`` (N,), the ascent direction ``grad`` and the centres ``x0`` and
+    returns the next iterate; per-row state lives on the object, and :meth:`select` narrows it when
+    an active set drops rows (``keep``: a bool mask over the current rows).
+    """
+
+    def __init__(self, threat: ThreatModel, step_size: float | torch.Tensor,
+                 step_schedule: Callable[[int], float] | None = None) -> None:
+        self.threat, self.step_size, self.step_schedule = threat, step_size, step_schedule
+
+    def size(self, t: int) -> float | torch.Tensor:
+        return self.step_size if self.step_schedule is None else self.step_size * self.step_schedule(t)
+
+    def step(self, t: int, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return self.threat.project(self.threat.step(x, grad, self.size(t)), x0)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the per-row state of the rows ``keep`` (the plain step has none)."""
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode for the block, then restore each one's own mode."""
@@ -49,7 +74,7 @@ def optimize_inputs(
     *,
     threat: ThreatModel,
     steps: int,
-    step_size: float | torch.Tensor,
+    step_size: float | torch.Tensor | None = None,
     x_init: torch.Tensor | None = None,
     maximize: bool = True,
     keep_best: bool = True,
@@ -58,6 +83,7 @@ def optimize_inputs(
     final_loss: bool = True,
     stop: bool = False,
     compact: bool = True,
+    update: Update | None = None,
 ) -> OptimizationResult:
     """Maximise (or minimise) ``objective`` over inputs in ``threat``'s set around ``x0``.
 
@@ -78,10 +104,19 @@ def optimize_inputs(
     later steps cost less. Rows never interact, so the rows that stay see exactly the steps they
     would have seen; ``compact=False`` keeps frozen rows in the batch (same results, full cost: for
     tests and benchmarks). The step size may be a per-row tensor only without ``stop``.
+
+    ``update`` (an :class:`Update`) replaces the step itself, for attacks with momentum or their own
+    step-size rules; it then owns the step size, and ``step_size`` and ``step_schedule`` are unused.
     """
+    if update is None:
+        if step_size is None:
+            raise ConfigError("optimize_inputs needs a step_size (or an update that sets its own steps)")
+        if stop and isinstance(step_size, torch.Tensor) and step_size.ndim > 0:
+            raise ConfigError("stop=True takes a scalar step size, not one per example")
+        update = Update(threat, step_size, step_schedule)
     if stop:
-        return _optimize_active(objective, x0, threat=threat, steps=steps, step_size=step_size, x_init=x_init,
-                                maximize=maximize, step_schedule=step_schedule, compact=compact)
+        return _optimize_active(objective, x0, steps=steps, x_init=x_init, maximize=maximize, compact=compact,
+                                update=update)
     steps = check_steps(steps)
     sign = 1.0 if maximize else -1.0
     x = (x0 if x_init is None else x_init).detach()
@@ -101,8 +136,7 @@ def optimize_inputs(
                     improved = score > best_score
                     best_score = torch.where(improved, score, best_score)
                     best_x = torch.where(improved.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-                size = step_size if step_schedule is None else step_size * step_schedule(t)
-                x = threat.project(threat.step(x.detach(), sign * grad, size), x0)
+                x = update.step(t, x.detach(), loss.detach(), sign * grad, x0)
     if not (final_loss or keep_best or record_trace):
         return OptimizationResult(x.detach(), None)
     with torch.no_grad():
@@ -116,12 +150,10 @@ def optimize_inputs(
     return OptimizationResult(x.detach(), final, torch.stack(trace) if record_trace else None)
 
 
-def _optimize_active(objective, x0, *, threat, steps, step_size, x_init, maximize, step_schedule, compact):
+def _optimize_active(objective, x0, *, steps, x_init, maximize, compact, update):
     """:func:`optimize_inputs` with ``stop=True``: each row returns its first deciding iterate, or
     (never decided) its iterate of best objective, including the last one."""
     steps = check_steps(steps)
-    if isinstance(step_size, torch.Tensor) and step_size.ndim > 0:
-        raise ConfigError("stop=True takes a scalar step size, not one per example")
     sign = 1.0 if maximize else -1.0
     view = (-1,) + (1,) * (x0.ndim - 1)
     out = (x0 if x_init is None else x_init).detach().clone()
@@ -153,12 +185,13 @@ def _optimize_active(objective, x0, *, threat, steps, step_size, x_init, maximiz
                     keep = ~decided
                     rows, x, base, best_x, best_score, frozen = (v[keep] for v in (rows, x, base, best_x, best_score, frozen))
                     grad = None if grad is None else grad[keep]
+                    loss = loss[keep]
+                    update.select(keep)
                 else:
                     frozen = frozen | decided
             if grad is None:
                 break
-            size = step_size if step_schedule is None else step_size * step_schedule(t)
-            moved = threat.project(threat.step(x, sign * grad, size), base)
+            moved = update.step(t, x, loss.detach(), sign * grad, base)
             x = torch.where(frozen.view(view), x, moved)
     with torch.no_grad():
         live = ~frozen

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..threats import check_positive, check_steps, flat_norm, make_threat
 from .base import Attack
+from .loop import Update, optimize_inputs
 from .losses import LOSSES
 
 
@@ -58,6 +59,25 @@ def input_diversity(
         return back
     coin = torch.rand(n, generator=coin_generator, device=x.device) < prob
     return torch.where(coin.view(-1, 1, 1, 1), back, x)
+
+
+class MomentumUpdate(Update):
+    """Dong et al.'s step: accumulate the L1-normalised gradient with decay μ, step along the sum."""
+
+    def __init__(self, threat, step_size: float, momentum: float) -> None:
+        super().__init__(threat, step_size)
+        self.momentum, self.g = momentum, None
+
+    def step(self, t, x, loss, grad, x0):
+        if self.g is None:
+            self.g = torch.zeros_like(x)
+        l1 = flat_norm(grad, 1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+        self.g = self.momentum * self.g + grad / l1
+        return super().step(t, x, loss, self.g, x0)
+
+    def select(self, keep):
+        if self.g is not None:
+            self.g = self.g[keep]
 
 
 class MIFGSM(Attack):
@@ -97,23 +117,19 @@ class MIFGSM(Attack):
         return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
                 "momentum": self.momentum, "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate, "loss": self.loss}
 
-    @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
         loss_fn = LOSSES[self.loss]
         sign, ref = (1.0, y) if target is None else (-1.0, target)
         size_gen, coin_gen = self.generator("cpu"), self.generator(x.device)
-        g = torch.zeros_like(x)
-        x_adv = x
-        for _ in range(self.steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            seen = input_diversity(x_adv, prob=self.diversity_prob, resize_rate=self.resize_rate,
-                                   size_generator=size_gen, coin_generator=coin_gen)
-            (grad,) = torch.autograd.grad((sign * loss_fn(model(seen), ref)).sum(), x_adv)
-            with torch.no_grad():
-                l1 = flat_norm(grad, 1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
-                g = self.momentum * g + grad / l1
-                x_adv = self.threat.project(self.threat.step(x_adv.detach(), g, self.step_size), x)
-        return x_adv
+
+        def objective(z):
+            seen = input_diversity(z, prob=self.diversity_prob, resize_rate=self.resize_rate, size_generator=size_gen,
+                                   coin_generator=coin_gen)
+            return sign * loss_fn(model(seen), ref)
+
+        update = MomentumUpdate(self.threat, self.step_size, self.momentum)
+        return optimize_inputs(objective, x, threat=self.threat, steps=self.steps, update=update, keep_best=False,
+                               final_loss=False).x
 
 
 class DIFGSM(MIFGSM):

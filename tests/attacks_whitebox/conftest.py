@@ -78,3 +78,25 @@ def untrained_mlp():
     with torch.random.fork_rng():
         torch.manual_seed(1)
         return MLP((1, 8, 8), 10, hidden=(16,)).eval()
+
+
+# Every attack of the registry, for the invariants every attack keeps: a new attack is held to them
+# as soon as it is registered. Only the settings that keep each one fast are chosen here; an attack is
+# left out of an invariant by a declared property (its registry entry, its constructor), never by name.
+CHEAP = {"cw-l2": {"search_steps": 2, "initial_const": 1.0}, "lbfgs": {"search_steps": 2, "restart_every": 3},
+         "spatial": {"n_rotations": 5, "n_translations": 3}, "apgd-t": {"num_targets": 3}, "fab-t": {"num_targets": 3}}
+
+
+def takes(name: str, keyword: str) -> bool:
+    from advfeatures.attacks.registry import REGISTRY, accepted_keywords
+
+    return keyword in accepted_keywords(REGISTRY[name].load())
+
+
+def registry_attack(name: str, *, norm: str | None = None, eps: float = 0.1, steps: int = 5, **options):
+    """The registry's attack ``name``, cheap: ``norm`` (default its first), ``eps`` where it takes one."""
+    from advfeatures.attacks.registry import REGISTRY, build_attack
+
+    entry = REGISTRY[name]
+    norm = norm or (entry.norms[0] if entry.norms else "L2")
+    return build_attack(name, norm=norm, eps=eps, steps=steps, queries=60, **{**CHEAP.get(name, {}), **options})

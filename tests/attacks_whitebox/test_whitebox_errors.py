@@ -5,27 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advfeatures.attacks import (APGD, APGDT, BIM, CWL2, DIFGSM, MIFGSM, CWLinf, DeepFool, IterativeLeastLikely,
-                                 LBFGSAttack, minimal_eps_by_bisection)
+from advfeatures.attacks import (APGD, APGDT, BIM, CWL2, DIFGSM, MIFGSM, PGD, CWLinf, DeepFool, LBFGSAttack,
+                                 minimal_eps_by_bisection)
+from advfeatures.attacks.registry import ATTACK_NAMES, REGISTRY
 from advfeatures.errors import AdvFeaturesError, ConfigError, DataError
 
-from .conftest import random_affine
+from .conftest import random_affine, registry_attack, takes
 
-WITH_EPS = {
-    "bim": lambda **kw: BIM(**{"eps": 0.1, **kw}),
-    "iterative_least_likely": lambda **kw: IterativeLeastLikely(**{"eps": 0.1, **kw}),
-    "mifgsm": lambda **kw: MIFGSM(**{"eps": 0.1, **kw}),
-    "difgsm": lambda **kw: DIFGSM(**{"eps": 0.1, **kw}),
-    "cw_linf": lambda **kw: CWLinf(**{"eps": 0.1, **kw}),
-    "apgd": lambda **kw: APGD(**{"eps": 0.1, **kw}),
-    "apgd_t": lambda **kw: APGDT(**{"eps": 0.1, **kw}),
-}
-MINIMAL = {
-    "deepfool": lambda **kw: DeepFool(**kw),
-    "cw_l2": lambda **kw: CWL2(**kw),
-    "lbfgs": lambda **kw: LBFGSAttack(**kw),
-}
-EVERY = {**WITH_EPS, **MINIMAL}
+def construct(name: str, **kw):
+    """The registry's class for ``name`` called directly (no checks at the registry's door), with
+    what the name fixes, a valid eps where it takes one, and ``kw``."""
+    entry = REGISTRY[name]
+    base = {"eps": 0.1} if takes(name, "eps") else {}
+    return entry.load()(**{**base, **entry.fixed, **kw})
+
+
+WITH_EPS = sorted(n for n in ATTACK_NAMES if takes(n, "eps"))
+WITH_STEPS = sorted(n for n in ATTACK_NAMES if REGISTRY[n].steps_key and takes(n, REGISTRY[n].steps_key))
 
 
 def one_line(exc_info) -> str:
@@ -34,26 +30,27 @@ def one_line(exc_info) -> str:
     return message
 
 
-@pytest.mark.parametrize("name", sorted(WITH_EPS))
+@pytest.mark.parametrize("name", WITH_EPS)
 @pytest.mark.parametrize("eps", [-0.1, 0.0, float("nan")])
 def test_refuses_bad_eps(name, eps):
     with pytest.raises(ConfigError) as info:
-        WITH_EPS[name](eps=eps)
+        construct(name, eps=eps)
     assert "eps" in one_line(info)
 
 
-@pytest.mark.parametrize("name", sorted(EVERY))
+@pytest.mark.parametrize("name", WITH_STEPS)
 @pytest.mark.parametrize("steps", [0, -3, 2.5])
 def test_refuses_bad_steps(name, steps):
+    key = REGISTRY[name].steps_key
     with pytest.raises(ConfigError) as info:
-        EVERY[name](steps=steps)
-    assert "steps" in one_line(info)
+        construct(name, **{key: steps})
+    assert key in one_line(info)
 
 
-@pytest.mark.parametrize("name", sorted(EVERY))
+@pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_refuses_bad_inputs(name):
     model, x = random_affine(5, seed=0)
-    attack = EVERY[name]()
+    attack = registry_attack(name)
     y = torch.zeros(len(x), dtype=torch.int64)
     cases = [
         (x, torch.full_like(y, 5), "labels must lie in"),  # label out of range for 5 classes
@@ -88,6 +85,10 @@ def test_refuses_bad_inputs(name):
     (lambda: APGD(eps=0.1, momentum=0.0), "momentum"),
     (lambda: APGD(norm="L3", eps=0.1), "unknown norm"),
     (lambda: APGDT(eps=0.1, num_targets=0), "num_targets"),
+    (lambda: PGD(eps=0.1, sparsity=0.1), "sparsity is an option of the L1 step"),
+    (lambda: PGD(norm="L1", eps=1.0, sparsity=1.5), "sparsity"),
+    (lambda: PGD(eps=0.1, seed=-1), "seed"),
+    (lambda: PGD(eps=0.1, seed=2.5), "seed"),
 ])
 def test_refuses_bad_hyperparameters(make, fragment):
     with pytest.raises(ConfigError) as info:

@@ -10,29 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advfeatures.attacks import (APGD, APGDT, BIM, CWL2, DIFGSM, MIFGSM, CWLinf, DeepFool, IterativeLeastLikely,
-                                 LBFGSAttack)
+from advfeatures.attacks import APGD, APGDT, CWL2, MIFGSM, CWLinf
 from advfeatures.attacks.momentum import input_diversity
+from advfeatures.attacks.registry import ATTACK_NAMES, REGISTRY
 from advfeatures.threats import flat_norm
 
-BALL_ATTACKS = {
-    "bim": lambda norm, eps: BIM(eps=eps, steps=5),
-    "iterative_least_likely": lambda norm, eps: IterativeLeastLikely(eps=eps, steps=5),
-    "mifgsm": lambda norm, eps: MIFGSM(norm=norm, eps=eps, steps=5),
-    "mdi2fgsm": lambda norm, eps: MIFGSM(norm=norm, eps=eps, steps=5, diversity_prob=0.5),
-    "difgsm": lambda norm, eps: DIFGSM(norm=norm, eps=eps, steps=5),
-    "cw_linf": lambda norm, eps: CWLinf(eps=eps, steps=5),
-    "apgd_ce": lambda norm, eps: APGD(norm=norm, eps=eps, steps=8),
-    "apgd_dlr": lambda norm, eps: APGD(norm=norm, eps=eps, steps=8, loss="dlr"),
-    "apgd_t": lambda norm, eps: APGDT(norm=norm, eps=eps, steps=5, num_targets=3),
-}
-LINF_ONLY = {"bim", "iterative_least_likely", "cw_linf"}
-MINIMAL_ATTACKS = {
-    "deepfool_l2": lambda: DeepFool(norm="L2", steps=10),
-    "deepfool_linf": lambda: DeepFool(norm="Linf", steps=10),
-    "cw_l2": lambda: CWL2(steps=15, search_steps=2, initial_const=1.0),
-    "lbfgs": lambda: LBFGSAttack(steps=6, search_steps=2, restart_every=3),
-}
+from .conftest import registry_attack, takes
+
+WITH_EPS = sorted(n for n in ATTACK_NAMES if takes(n, "eps"))  # fixed-budget attacks: the ball invariant
+WITHOUT_EPS = sorted(n for n in ATTACK_NAMES if not takes(n, "eps"))  # minimal-norm and spatial attacks
 
 
 def images(seed: int, n: int = 4) -> torch.Tensor:
@@ -49,41 +35,36 @@ def check_image_batch(x_adv: torch.Tensor, x: torch.Tensor) -> None:
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
-@pytest.mark.parametrize("name", sorted(BALL_ATTACKS))
-@settings(max_examples=6, deadline=None)
+@pytest.mark.parametrize("name", WITH_EPS)
+@settings(max_examples=4, deadline=None)
 @given(eps=st.floats(0.01, 0.6), seed=st.integers(0, 2**16), norm_index=st.integers(0, 2))
 def test_outputs_stay_in_the_ball_and_the_box(untrained_mlp, name, eps, seed, norm_index):
-    norm = "Linf" if name in LINF_ONLY else ("Linf", "L2", "L1")[norm_index]
-    if name.startswith(("mifgsm", "mdi2", "difgsm")) and norm == "L1":
-        norm = "L2"
+    norms = REGISTRY[name].norms
+    norm = norms[norm_index % len(norms)]
     if norm != "Linf":
         eps *= 4  # a comparable ball in L2 / L1 for 64 pixels
     x = images(seed)
     y = torch.arange(4) % 10
-    attack = BALL_ATTACKS[name](norm, eps)
-    x_adv = attack(untrained_mlp, x, y)
+    x_adv = registry_attack(name, norm=norm, eps=eps, seed=seed % 7)(untrained_mlp, x, y)
     check_image_batch(x_adv, x)
     p = {"Linf": math.inf, "L2": 2.0, "L1": 1.0}[norm]
     assert (flat_norm(x_adv - x, p) <= eps * (1 + 1e-5) + 1e-6).all()
 
 
-@pytest.mark.parametrize("name", sorted(MINIMAL_ATTACKS))
-@settings(max_examples=4, deadline=None)
+@pytest.mark.parametrize("name", WITHOUT_EPS)
+@settings(max_examples=3, deadline=None)
 @given(seed=st.integers(0, 2**16))
-def test_minimal_norm_attacks_return_images_in_the_box(untrained_mlp, name, seed):
+def test_attacks_without_a_budget_return_images_in_the_box(untrained_mlp, name, seed):
     x = images(seed)
     y = untrained_mlp(x).argmax(1).detach()
-    res = MINIMAL_ATTACKS[name]()(untrained_mlp, x, y, return_result=True)
+    res = registry_attack(name)(untrained_mlp, x, y, return_result=True)
     check_image_batch(res.x_adv, x)
     # an example the attack did not fool comes back unchanged (up to CW's tanh rounding)
-    if name in ("cw_l2", "lbfgs"):
+    if name in ("cw-l2", "lbfgs"):
         assert (res.norms["L2"][~res.success] < 1e-4).all()
 
 
-ALL_ATTACKS = {**{k: (lambda f=f: f("Linf", 0.1)) for k, f in BALL_ATTACKS.items()}, **MINIMAL_ATTACKS}
-
-
-@pytest.mark.parametrize("name", sorted(ALL_ATTACKS))
+@pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_parameters_untouched_and_modes_restored(name):
     from advfeatures.models import MLP
 
@@ -95,7 +76,7 @@ def test_parameters_untouched_and_modes_restored(name):
     modes = [m.training for m in model.modules()]
     before = [p.detach().clone() for p in model.parameters()]
     x = images(1)
-    ALL_ATTACKS[name]()(model, x, torch.tensor([0, 1, 2, 3]))
+    registry_attack(name)(model, x, torch.tensor([0, 1, 2, 3]))
     assert [m.training for m in model.modules()] == modes
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -129,14 +110,13 @@ def test_input_diversity_resizes_pads_and_keeps_the_shape():
 
 
 BATCH_INDEPENDENT = {  # deterministic attacks whose per-example work must not see the rest of the batch
-    "bim": lambda: BIM(eps=0.1, steps=5),
-    "mifgsm": lambda: MIFGSM(eps=0.1, steps=5),
+    **{n: (lambda n=n: registry_attack(n)) for n in ATTACK_NAMES if REGISTRY[n].batch_independent},
+    # and settings that make the others deterministic and per-example
     "mifgsm_l2": lambda: MIFGSM(norm="L2", eps=0.5, steps=5),
     "cw_linf": lambda: CWLinf(eps=0.1, steps=5, random_start=False),
     "apgd": lambda: APGD(eps=0.1, steps=12, random_start=False),
     "apgd_l2_dlr": lambda: APGD(norm="L2", eps=0.5, steps=12, loss="dlr", random_start=False),
     "apgd_t": lambda: APGDT(eps=0.1, steps=6, num_targets=3, random_start=False),
-    "deepfool": lambda: DeepFool(steps=10),
     "cw_l2": lambda: CWL2(steps=20, search_steps=3, initial_const=1.0, abort_early=False),
 }
 
@@ -167,9 +147,9 @@ def test_mifgsm_accumulates_l1_normalised_gradients_with_decay(untrained_mlp):
     assert torch.allclose(out, x_adv, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(ALL_ATTACKS))
+@pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_works_the_same_inside_a_no_grad_block(untrained_mlp, name):
     x, y = images(6), torch.tensor([2, 7, 1, 8])
-    expected = ALL_ATTACKS[name]()(untrained_mlp, x, y)
+    expected = registry_attack(name)(untrained_mlp, x, y)
     with torch.no_grad():
-        assert torch.equal(ALL_ATTACKS[name]()(untrained_mlp, x, y), expected)
+        assert torch.equal(registry_attack(name)(untrained_mlp, x, y), expected)

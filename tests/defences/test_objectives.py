@@ -66,7 +66,7 @@ def test_logit_pairing_adds_the_squared_logit_distance():
     adv = PGD(norm="Linf", eps=0.05, steps=2, seed=0)
     obj = build_objective("logit_pairing", DefenceConfig(pairing_weight=0.7), adv)
     per_example, logits = obj.losses(model, model, x, y, 0.0)
-    x_adv = PGD(norm="Linf", eps=0.05, steps=2, seed=0).perturb(model, x, y, None)  # same seed: same start
+    x_adv = PGD(norm="Linf", eps=0.05, steps=2, seed=0).run_unchecked(model, x, y)  # same seed: same start
     with torch.no_grad():
         za, zc = model(x_adv), model(x)
         expected = nn.functional.cross_entropy(za, y, reduction="none") + 0.7 * (za - zc).pow(2).sum(1)

@@ -49,8 +49,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ConfigError
-from ..threats import check_steps, make_threat
-from .base import Attack, num_classes_of
+from .base import Attack, between, choice, count, flag, hyper, hyperparameters, num_classes_of, top_targets
 from .loop import Update, optimize_inputs
 from .losses import cross_entropy, dlr, dlr_targeted
 
@@ -79,53 +78,29 @@ class APGDRun(NamedTuple):
     step_size: torch.Tensor  # η at the end
 
 
+@hyperparameters
 class APGD(Attack):
     """Auto-PGD with the cross-entropy or DLR loss (targeted DLR when called with ``target=``)."""
 
     name = "apgd"
 
-    def __init__(
-        self,
-        *,
-        norm: str = "Linf",
-        eps: float,
-        steps: int = 100,
-        loss: str = "ce",
-        targeted_loss: str = "dlr",
-        rho: float = 0.75,
-        momentum: float = 0.75,
-        random_start: bool = True,
-        restarts: int = 1,
-        early_stop: bool = True,
-        eot_iter: int = 1,
-        seed: int = 0,
-        **threat_kwargs,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.threat = make_threat(norm, eps, **threat_kwargs)
-        self.norm, self.eps = self.threat.norm, self.threat.eps
-        self.steps = check_steps(steps)
-        if loss not in _UNTARGETED:
-            raise ConfigError(f"unknown APGD loss {loss!r}; choose one of {', '.join(_UNTARGETED)}")
-        if targeted_loss not in _TARGETED:
-            raise ConfigError(f"unknown APGD targeted loss {targeted_loss!r}; choose one of {', '.join(_TARGETED)}")
-        if not 0.0 < rho <= 1.0:
-            raise ConfigError(f"rho must be in (0, 1] (the paper uses 0.75), got {rho}")
-        if not 0.0 < momentum <= 1.0:
-            raise ConfigError(f"momentum α must be in (0, 1] (the paper uses 0.75; 1 means none), got {momentum}")
-        self.loss, self.targeted_loss, self.rho, self.momentum = loss, targeted_loss, float(rho), float(momentum)
-        self.random_start = bool(random_start)
-        self.restarts = check_steps(restarts, "restarts")
-        self.early_stop = bool(early_stop)
-        self.eot_iter = check_steps(eot_iter, "eot_iter")
+    norm: str = "Linf"
+    eps: float  # checked by the threat model
+    steps: int = hyper(100, check=count)
+    loss: str = hyper("ce", check=choice(_UNTARGETED, "APGD loss"))
+    targeted_loss: str = hyper("dlr", check=choice(_TARGETED, "APGD targeted loss"))
+    rho: float = hyper(0.75, check=between(0.0, 1.0, low_open=True, hint="the paper uses 0.75"))
+    momentum: float = hyper(0.75, check=between(0.0, 1.0, low_open=True, hint="α; the paper uses 0.75, 1 means none"))
+    random_start: bool = hyper(True, check=flag)
+    restarts: int = hyper(1, check=count)
+    early_stop: bool = hyper(True, check=flag)
+    eot_iter: int = hyper(1, check=count)
+    sparsity: float | None = hyper(None, record=False)  # the L1 step's share of coordinates (threats.L1Ball)
+
+    def resolve(self) -> None:
+        self.ball(self.sparsity)
         self.initial_step = (1.0 if self.norm == "L1" else 2.0) * self.eps
         self.checkpoints = checkpoints(self.steps)
-
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "loss": self.loss,
-                "targeted_loss": self.targeted_loss, "rho": self.rho, "momentum": self.momentum,
-                "random_start": self.random_start, "restarts": self.restarts, "early_stop": self.early_stop,
-                "eot_iter": self.eot_iter}
 
     def _check_classes(self, model, x, targeted: bool) -> None:
         k = num_classes_of(model, x)
@@ -275,28 +250,17 @@ class APGDUpdate(Update):
         return x_new
 
 
+@hyperparameters
 class APGDT(APGD):
     """APGD-T: targeted-DLR APGD against each of the top ``num_targets`` classes in turn."""
 
     name = "apgd_t"
 
-    def __init__(self, *, norm: str = "Linf", eps: float, steps: int = 100, num_targets: int = 9,
-                 targeted_loss: str = "dlr", rho: float = 0.75, momentum: float = 0.75, random_start: bool = True,
-                 restarts: int = 1, early_stop: bool = True, eot_iter: int = 1, seed: int = 0, **threat_kwargs) -> None:
-        super().__init__(norm=norm, eps=eps, steps=steps, targeted_loss=targeted_loss, rho=rho, momentum=momentum,
-                         random_start=random_start, restarts=restarts, early_stop=early_stop, eot_iter=eot_iter, seed=seed,
-                         **threat_kwargs)
-        self.num_targets = check_steps(num_targets, "num_targets")
-
-    def describe(self) -> dict:
-        return {**super().describe(), "num_targets": self.num_targets}
+    loss: str = hyper("ce", init=False)
+    num_targets: int = hyper(9, check=count)
 
     def perturb(self, model, x, y, target):
         if target is not None:
             return super().perturb(model, x, y, target)
         self._check_classes(model, x, targeted=True)
-        with torch.no_grad():
-            ranked = model(x).argsort(1, descending=True)
-        count = min(self.num_targets, ranked.shape[1] - 1)
-        targets = [ranked[:, j] for j in range(1, count + 1) for _ in range(self.restarts)]
-        return self.sweep(model, x, y, targets, judge=None)
+        return self.sweep(model, x, y, top_targets(model, x, self.num_targets, repeat=self.restarts), judge=None)

@@ -9,20 +9,135 @@ It returns detached inputs of the same shape, dtype and device; with ``return_re
 :class:`AttackResult` with per-example success, perturbation norms and final loss. It runs the model
 in eval mode and restores every module's mode, never touches parameter gradients, and draws its
 randomness from its own ``torch.Generator`` seeded by ``seed`` (never the global RNG).
+
+Hyperparameters are declared once, as the fields of a keyword-only dataclass (:func:`hyperparameters`),
+each with its check (:func:`hyper`); the constructor, :meth:`Attack.describe` (what reports and
+``config.json`` record) and ``repr`` all come from those fields::
+
+    @hyperparameters
+    class PGD(Attack):
+        eps: float = hyper(check=positive)
+        steps: int = hyper(10, check=count)
+
+        def resolve(self):  # settings derived from the checked fields
+            self.threat = make_threat(self.norm, self.eps)
+
+A variant redeclares the fields it changes (another default, or ``init=False`` for one it fixes)
+and restates no check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, dataclass_transform
 
 import torch
 from torch import nn
 
+from .. import validate
 from ..data.dataset import check_images
 from ..errors import ConfigError, DataError
-from ..threats import flat_norm
+from ..threats import check_positive, check_steps, flat_norm, make_threat
 from .loop import eval_mode
 from .losses import cross_entropy
+
+Check = Callable[[str, Any], Any]  # (name, value) -> the value to keep, or a ConfigError
+
+
+# --- the checks a hyperparameter may declare --------------------------------------------------------
+def positive(name: str, value: Any) -> float:
+    return check_positive(name, value)
+
+
+def positive_or_inf(name: str, value: Any) -> float:
+    return check_positive(name, value, allow_inf=True)
+
+
+def count(name: str, value: Any) -> int:
+    """A whole number ≥ 1 (steps, restarts, queries, ...)."""
+    return check_steps(value, name)
+
+
+def flag(name: str, value: Any) -> bool:
+    return bool(value)
+
+
+def seed_value(name: str, value: Any) -> int:
+    try:
+        value = operator.index(value)  # ints, numpy and 0-d torch integers; not 2.5 or "3"
+    except TypeError:
+        raise ConfigError(f"{name} must be a whole number in [0, {validate.MAX_SEED}], got {value!r}") from None
+    return validate.seed(value, name)
+
+
+def optional(check: Check) -> Check:
+    """``check``, with ``None`` (meaning: derive it) let through."""
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def choice(options, what: str = "") -> Check:
+    """One of ``options`` (``what`` names it in the error, e.g. "APGD loss")."""
+    def check(name: str, value: Any) -> Any:
+        if value not in options:
+            raise ConfigError(f"unknown {what or name} {value!r}; choose one of {', '.join(options)}")
+        return value
+    return check
+
+
+def norm_of(options: tuple[str, ...], who: str) -> Check:
+    """A norm among ``options``, case-insensitive, returned in its canonical spelling."""
+    def check(name: str, value: Any) -> str:
+        names = {k.lower(): k for k in options}
+        key = names.get(str(value).lower())
+        if key is None:
+            raise ConfigError(f"{who} supports norm {' or '.join(options)}, got {value!r}")
+        return key
+    return check
+
+
+def between(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False,
+            allow_inf: bool = False, hint: str = "") -> Check:
+    """A number in the interval from ``low`` to ``high`` (closed ends unless said open; finite unless
+    ``allow_inf``); ``hint`` (e.g. "the paper uses 0.75") goes into the error."""
+    def check(name: str, value: Any) -> float:
+        v = float(value)
+        ok = not math.isnan(v) and (allow_inf or math.isfinite(v))
+        ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:
+            where = (f"{'>' if low_open else '≥'} {low:g}" if math.isinf(high) else
+                     f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+            kind = "a number" if allow_inf else "a finite number"
+            raise ConfigError(f"{name} must be {kind} {where}{f' ({hint})' if hint else ''}, got {value}")
+        return v
+    return check
+
+
+def hyper(default: Any = MISSING, *, check: Check | None = None, record: bool | None = None,
+          shown: Callable[[Any], Any] | None = None, init: bool = True) -> Any:
+    """A hyperparameter field: its default, its ``check`` (run once, at construction), whether
+    :meth:`Attack.describe` records it (default: yes), and how (``shown``: the recorded form of the
+    value). What a redeclaration leaves out (None) it inherits from the field it redeclares."""
+    return field(default=default, init=init, metadata={"check": check, "record": record, "shown": shown})
+
+
+def _declared(cls: type, name: str, key: str, default: Any = None) -> Any:
+    """``key`` of field ``name`` as the nearest class of ``cls``'s MRO that says it declares it."""
+    for klass in cls.__mro__:
+        f = klass.__dict__.get("__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get(key) is not None:
+            return f.metadata[key]
+    return default
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(hyper, field))
+def hyperparameters(cls: type) -> type:
+    """``@dataclass(kw_only=True)`` for attacks: keyword-only constructor from the fields; ``repr``
+    and ``describe`` are the one derived pair of :class:`Attack`, and attacks compare (and hash) by
+    identity, as before they were dataclasses."""
+    return dataclass(kw_only=True, repr=False, eq=False)(cls)
 
 TARGET_MODES = ("random", "least_likely")
 
@@ -73,29 +188,72 @@ def least_likely_targets(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).argmin(1)
 
 
+def top_targets(model: nn.Module, x: torch.Tensor, num_targets: int, *, repeat: int = 1) -> list[torch.Tensor]:
+    """AutoAttack's targets for APGD-T and FAB-T: the classes the model ranks 2nd, 3rd, ... on the
+    clean input (at most ``num_targets``, and never more than the other classes), each ``repeat`` times."""
+    with torch.no_grad():
+        ranked = model(x).argsort(1, descending=True)
+    return [ranked[:, j] for j in range(1, min(num_targets, ranked.shape[1] - 1) + 1) for _ in range(repeat)]
+
+
+@hyperparameters
 class Attack:
-    """Base class: subclasses implement :meth:`perturb` (x, y, target already checked)."""
+    """Base class: subclasses declare their hyperparameters as fields (:func:`hyperparameters`),
+    derive what follows from them in :meth:`resolve`, and implement :meth:`perturb` (x, y, target
+    already checked)."""
 
     name = "attack"
-    norm = "Linf"
+    norm = "Linf"  # a field in the attacks that take a norm; the threat model's spelling after resolve
     supports_targeted = True
 
-    def __init__(self, *, seed: int = 0) -> None:
-        self.seed = int(seed)
+    seed: int = hyper(0, check=seed_value, record=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check = _declared(type(self), f.name, "check")
+            if check is not None and f.init:
+                setattr(self, f.name, check(f.name, getattr(self, f.name)))
         self._generators: dict[torch.device, torch.Generator] = {}
+        self.resolve()
+
+    def resolve(self) -> None:
+        """Settings derived from the checked fields (the threat model, default step sizes) and the
+        checks that involve several fields; subclasses extend it."""
+
+    def ball(self, sparsity: float | None = None) -> None:
+        """Set ``threat`` from ``norm`` and ``eps`` (and the L1 step's ``sparsity``), and both to its spelling."""
+        options = {}
+        if sparsity is not None:
+            if str(self.norm).lower() != "l1":
+                raise ConfigError(f"sparsity is an option of the L1 step; drop it for norm {self.norm}")
+            options["sparsity"] = sparsity
+        self.threat = make_threat(self.norm, self.eps, **options)
+        self.norm, self.eps = self.threat.norm, self.threat.eps
 
     def generator(self, device: torch.device | str) -> torch.Generator:
         """This attack's generator for ``device`` (created from ``seed`` on first use)."""
         device = torch.device(device)
-        if device not in self._generators:
+        generators = self.__dict__.setdefault("_generators", {})
+        if device not in generators:
             g = torch.Generator(device=device)
             g.manual_seed(self.seed)
-            self._generators[device] = g
-        return self._generators[device]
+            generators[device] = g
+        return generators[device]
 
     def describe(self) -> dict:
-        """Hyperparameters for reports (subclasses extend)."""
-        return {"attack": self.name, "norm": self.norm}
+        """The hyperparameters for reports and ``config.json``: the name, the norm, then every field
+        declared ``record=True`` (as resolved: a derived step size is recorded as the number used)."""
+        out = {"attack": self.name, "norm": self.norm}
+        for f in fields(self):
+            if f.name != "norm" and _declared(type(self), f.name, "record", True):
+                shown = _declared(type(self), f.name, "shown")
+                value = getattr(self, f.name)
+                out[f.name] = shown(value) if shown else value
+        return out
+
+    def __repr__(self) -> str:
+        args = [f for f in fields(self) if f.init and f.name != "seed"] + [f for f in fields(self) if f.name == "seed"]
+        return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in args)})"
 
     def resolve_target(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target, num_classes: int) -> torch.Tensor | None:
         if target is None:
@@ -125,6 +283,18 @@ class Attack:
                 return x_adv
             return self.result(model, x, y, x_adv, t, extra)
 
+    def run_unchecked(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      target: torch.Tensor | None = None) -> torch.Tensor:
+        """The attack without :meth:`__call__`'s argument checks, and so without their host
+        synchronisations: for callers whose batches are already checked, such as training's inner
+        maximisation on every batch. The caller guarantees what ``__call__`` would check: ``x`` NCHW
+        in [0, 1], ``y`` (and ``target``, a tensor of classes or None) int64 class indices on ``x``'s
+        device within the model's classes; a bad batch gives a wrong answer or a torch error, not one
+        of ours. Runs the model in eval mode (restoring every module's) and returns ``x_adv``, detached."""
+        with eval_mode(model):
+            out = self.perturb(model, x.detach(), y, target)
+        return (out[0] if isinstance(out, tuple) else out).detach().to(x.dtype)
+
     def result(self, model, x, y, x_adv, target, extra) -> AttackResult:
         with torch.no_grad():
             logits = model(x_adv)
@@ -138,4 +308,6 @@ class Attack:
         return AttackResult(x_adv, success, norms, loss, pred, target, queries, extra)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
+        """The attack itself, for subclasses to implement (x, y, target checked, model in eval mode);
+        returns ``x_adv`` or ``(x_adv, extra)``. Callers use ``__call__`` or :meth:`run_unchecked`."""
         raise NotImplementedError

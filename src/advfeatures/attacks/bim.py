@@ -28,7 +28,7 @@ Usage::
 
 from __future__ import annotations
 
-from ..threats import check_positive, check_steps
+from .base import count, hyper, hyperparameters, optional
 from .pgd import PGD
 
 
@@ -46,30 +46,31 @@ def bim_step_size(eps: float, steps: int | None) -> float:
     return min(eps, max(1 / 255, 1.25 * eps / steps))
 
 
+@hyperparameters
 class BIM(PGD):
     """Basic iterative method (Linf): PGD from the clean input with Kurakin's α = 1/255 and steps;
     with a chosen ``steps`` and no ``step_size``, α = :func:`bim_step_size` so that ε is reachable."""
 
     name = "bim"
 
-    def __init__(
-        self,
-        *,
-        eps: float,
-        steps: int | None = None,
-        step_size: float | None = None,
-        loss: str = "ce",
-        keep_best: bool = False,
-        seed: int = 0,
-    ) -> None:
-        eps = check_positive("eps", eps)
-        steps = None if steps is None else check_steps(steps)
-        if step_size is None:
-            step_size = bim_step_size(eps, steps)
-        super().__init__(norm="Linf", eps=eps, steps=kurakin_steps(eps) if steps is None else steps,
-                         step_size=step_size, random_start=False, loss=loss, keep_best=keep_best, seed=seed)
+    norm: str = hyper("Linf", init=False)
+    steps: int | None = hyper(None, check=optional(count))  # None: Kurakin's count
+    random_start: bool | None = hyper(False, init=False)
+    restarts: int = hyper(1, init=False)
+    keep_best: bool = hyper(False)
+    early_stop: bool = hyper(False, init=False)
+    sparsity: float | None = hyper(None, init=False)
+
+    def resolve(self) -> None:
+        self.ball()  # ε checked before the defaults below use it
+        if self.step_size is None:
+            self.step_size = bim_step_size(self.eps, self.steps)
+        if self.steps is None:
+            self.steps = kurakin_steps(self.eps)
+        super().resolve()
 
 
+@hyperparameters
 class IterativeLeastLikely(BIM):
     """BIM aimed at the least-likely class of the clean input (used when no ``target`` is given)."""
 

@@ -34,17 +34,12 @@ import math
 
 import torch
 
-from ..errors import ConfigError
-from ..threats import check_positive, check_steps
-from .base import Attack
+from .base import Attack, between, count, flag, hyper, hyperparameters, positive
 from .losses import margin
 from .pgd import PGD
 
 
-def _check_confidence(confidence: float) -> float:
-    if not (confidence >= 0 and not math.isnan(confidence)):
-        raise ConfigError(f"confidence κ must be ≥ 0 (0 finds the closest adversarial example), got {confidence}")
-    return float(confidence)
+_CONFIDENCE = between(0.0, allow_inf=True, hint="κ; 0 finds the closest adversarial example")
 
 
 def adversarial_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -53,34 +48,19 @@ def adversarial_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tens
     return margin(logits, y) if target is None else -margin(logits, target)
 
 
+@hyperparameters
 class CWL2(Attack):
     """Carlini–Wagner L2: tanh box, Adam, binary search on c, smallest successful perturbation."""
 
     name = "cw_l2"
     norm = "L2"
 
-    def __init__(
-        self,
-        *,
-        steps: int = 1000,
-        search_steps: int = 9,
-        initial_const: float = 1e-3,
-        lr: float = 0.01,
-        confidence: float = 0.0,
-        abort_early: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.steps = check_steps(steps)
-        self.search_steps = check_steps(search_steps, "search_steps")
-        self.initial_const = check_positive("initial_const", initial_const)
-        self.lr = check_positive("lr", lr)
-        self.confidence = _check_confidence(confidence)
-        self.abort_early = bool(abort_early)
-
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "steps": self.steps, "search_steps": self.search_steps,
-                "initial_const": self.initial_const, "lr": self.lr, "confidence": self.confidence}
+    steps: int = hyper(1000, check=count)
+    search_steps: int = hyper(9, check=count)
+    initial_const: float = hyper(1e-3, check=positive)
+    lr: float = hyper(0.01, check=positive)
+    confidence: float = hyper(0.0, check=_CONFIDENCE)
+    abort_early: bool = hyper(True, check=flag, record=False)
 
     @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):
@@ -121,28 +101,20 @@ class CWL2(Attack):
         return best_x.detach()
 
 
+@hyperparameters
 class CWLinf(PGD):
     """"CW∞": Linf PGD at fixed ε on the CW margin loss capped at κ (not the paper's τ-iteration)."""
 
     name = "cw_linf"
 
-    def __init__(
-        self,
-        *,
-        eps: float,
-        steps: int = 20,
-        step_size: float | None = None,
-        confidence: float = 50.0,
-        random_start: bool = True,
-        restarts: int = 1,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(norm="Linf", eps=eps, steps=steps, step_size=step_size, random_start=random_start,
-                         restarts=restarts, loss="margin", seed=seed)
-        self.confidence = _check_confidence(confidence)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "confidence": self.confidence}
+    norm: str = hyper("Linf", init=False)
+    steps: int = hyper(20)
+    random_start: bool | None = hyper(True)
+    loss: str = hyper("margin", init=False)
+    keep_best: bool = hyper(True, init=False)
+    early_stop: bool = hyper(False, init=False)
+    sparsity: float | None = hyper(None, init=False)
+    confidence: float = hyper(50.0, check=_CONFIDENCE)
 
     def objective(self, model, y, target):
         return lambda x: adversarial_margin(model(x), y, target).clamp(max=self.confidence)

@@ -35,37 +35,25 @@ Usage::
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..errors import ConfigError
-from ..threats import check_steps, flat_norm
-from .base import Attack
+from ..threats import flat_norm
+from .base import Attack, between, count, hyper, hyperparameters, norm_of
 
 _DUAL = {"L2": 2.0, "Linf": 1.0}
 _PUSH = 1e-4  # added to a step the box clips, so that clipped iterates cross the boundary
 
 
+@hyperparameters
 class DeepFool(Attack):
     """DeepFool, L2 or Linf, minimal-norm and untargeted."""
 
     name = "deepfool"
     supports_targeted = False
 
-    def __init__(self, *, norm: str = "L2", steps: int = 50, overshoot: float = 0.02, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        names = {k.lower(): k for k in _DUAL}
-        if str(norm).lower() not in names:
-            raise ConfigError(f"DeepFool supports norm L2 or Linf, got {norm!r}")
-        self.norm = names[str(norm).lower()]
-        self.steps = check_steps(steps)
-        if not (math.isfinite(overshoot) and overshoot >= 0):
-            raise ConfigError(f"overshoot must be a finite number ≥ 0 (the paper uses 0.02), got {overshoot}")
-        self.overshoot = float(overshoot)
-
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "steps": self.steps, "overshoot": self.overshoot}
+    norm: str = hyper("L2", check=norm_of(tuple(_DUAL), "DeepFool"))
+    steps: int = hyper(50, check=count)
+    overshoot: float = hyper(0.02, check=between(0.0, hint="the paper uses 0.02"))
 
     @torch.enable_grad()  # also when called inside a no_grad block
     def perturb(self, model, x, y, target):

@@ -42,20 +42,11 @@ import math
 
 import torch
 
-from ..errors import ConfigError
-from ..threats import check_positive, check_steps, flat_norm
-from .base import Attack, num_classes_of
+from ..threats import flat_norm
+from .base import Attack, between, count, flag, hyper, hyperparameters, norm_of, optional, positive_or_inf, top_targets
 
 _P = {"Linf": math.inf, "L2": 2.0, "L1": 1.0}
 _DUAL = {"Linf": 1.0, "L2": 2.0, "L1": math.inf}
-
-
-def _canonical(norm: str) -> str:
-    names = {k.lower(): k for k in _P}
-    key = names.get(str(norm).lower())
-    if key is None:
-        raise ConfigError(f"FAB supports norm 'Linf', 'L2' or 'L1', got {norm!r}")
-    return key
 
 
 def min_norm_step(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str) -> torch.Tensor:
@@ -104,32 +95,21 @@ def min_norm_step(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str) 
     return direction * m
 
 
+@hyperparameters
 class FAB(Attack):
     """Untargeted FAB: each step heads for the closest linearised boundary."""
 
     name = "fab"
     targeted_variant = False
 
-    def __init__(self, *, norm: str = "Linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, early_stop: bool = True,
-                 seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self.norm = _canonical(norm)
-        self.eps = None if eps is None else check_positive("eps", eps, allow_inf=True)
-        self.steps = check_steps(steps)
-        self.restarts = check_steps(restarts, "restarts")
-        if not 0.0 <= alpha_max <= 1.0:
-            raise ConfigError(f"alpha_max must be in [0, 1] (the paper uses 0.1), got {alpha_max}")
-        if eta < 1.0:
-            raise ConfigError(f"eta must be ≥ 1 (the overshoot; the paper uses 1.05), got {eta}")
-        if not 0.0 < beta <= 1.0:
-            raise ConfigError(f"beta must be in (0, 1] (the backward step; the paper uses 0.9), got {beta}")
-        self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
-        self.early_stop = bool(early_stop)
-
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "restarts": self.restarts,
-                "alpha_max": self.alpha_max, "eta": self.eta, "beta": self.beta, "early_stop": self.early_stop}
+    norm: str = hyper("Linf", check=norm_of(tuple(_P), "FAB"))
+    eps: float | None = hyper(None, check=optional(positive_or_inf))  # None: minimal-norm
+    steps: int = hyper(100, check=count)
+    restarts: int = hyper(1, check=count)
+    alpha_max: float = hyper(0.1, check=between(0.0, 1.0, hint="the paper uses 0.1"))
+    eta: float = hyper(1.05, check=between(1.0, hint="the overshoot; the paper uses 1.05"))
+    beta: float = hyper(0.9, check=between(0.0, 1.0, low_open=True, hint="the backward step; the paper uses 0.9"))
+    early_stop: bool = hyper(True, check=flag)
 
     # --- one run ----------------------------------------------------------------------------------
     def _boundary(self, model, x, y, target):
@@ -227,27 +207,17 @@ class FAB(Attack):
         return self._finish(x, best, best_norm)
 
 
+@hyperparameters
 class FABT(FAB):
     """FAB-T: targeted FAB against each of the top ``num_targets`` classes in turn (AutoAttack's
     ``fab-t``); success is misclassification, as in AutoAttack."""
 
     name = "fab_t"
 
-    def __init__(self, *, norm: str = "Linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
-                 num_targets: int = 9, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
-                 early_stop: bool = True, seed: int = 0) -> None:
-        super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
-                         early_stop=early_stop, seed=seed)
-        self.num_targets = check_steps(num_targets, "num_targets")
-
-    def describe(self) -> dict:
-        return {**super().describe(), "num_targets": self.num_targets}
+    num_targets: int = hyper(9, check=count)
 
     def perturb(self, model, x, y, target):
         if target is not None:
             return super().perturb(model, x, y, target)
-        with torch.no_grad():
-            ranked = model(x).argsort(1, descending=True)
-        count = min(self.num_targets, num_classes_of(model, x) - 1)
-        best, best_norm = self._sweep(model, x, y, [ranked[:, j] for j in range(1, count + 1)])
+        best, best_norm = self._sweep(model, x, y, top_targets(model, x, self.num_targets))
         return self._finish(x, best, best_norm)

@@ -31,8 +31,7 @@ import math
 
 import torch
 
-from ..threats import check_positive, check_steps
-from .base import Attack
+from .base import Attack, count, hyper, hyperparameters, positive
 from .losses import cross_entropy
 
 
@@ -42,32 +41,18 @@ def not_label_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
 
 
+@hyperparameters
 class LBFGSAttack(Attack):
     """Szegedy et al.'s box-constrained L-BFGS attack with a per-example search on c."""
 
     name = "lbfgs"
     norm = "L2"
 
-    def __init__(
-        self,
-        *,
-        steps: int = 100,
-        search_steps: int = 8,
-        initial_const: float = 0.1,
-        restart_every: int = 25,
-        history_size: int = 10,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.steps = check_steps(steps)
-        self.search_steps = check_steps(search_steps, "search_steps")
-        self.initial_const = check_positive("initial_const", initial_const)
-        self.restart_every = check_steps(restart_every, "restart_every")
-        self.history_size = check_steps(history_size, "history_size")
-
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "steps": self.steps, "search_steps": self.search_steps,
-                "initial_const": self.initial_const, "restart_every": self.restart_every}
+    steps: int = hyper(100, check=count)
+    search_steps: int = hyper(8, check=count)
+    initial_const: float = hyper(0.1, check=positive)
+    restart_every: int = hyper(25, check=count)
+    history_size: int = hyper(10, check=count, record=False)
 
     def _solve(self, model, x, loss_fn, const):
         """Minimise c·‖r‖² + loss over x + r in the box; returns the (clamped) solution."""

@@ -29,9 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from ..threats import check_positive, check_steps, flat_norm, make_threat
-from .base import Attack
+from ..threats import flat_norm
+from .base import Attack, between, choice, count, hyper, hyperparameters, optional, positive
 from .loop import Update, optimize_inputs
 from .losses import LOSSES
 
@@ -80,42 +79,25 @@ class MomentumUpdate(Update):
             self.g = self.g[keep]
 
 
+@hyperparameters
 class MIFGSM(Attack):
     """Momentum iterative FGSM, optionally with input diversity (``diversity_prob > 0``)."""
 
     name = "mifgsm"
 
-    def __init__(
-        self,
-        *,
-        norm: str = "Linf",
-        eps: float,
-        steps: int = 10,
-        step_size: float | None = None,
-        momentum: float = 1.0,
-        diversity_prob: float = 0.0,
-        resize_rate: float = 1.1,
-        loss: str = "ce",
-        seed: int = 0,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.threat = make_threat(norm, eps)
-        self.norm, self.eps = self.threat.norm, self.threat.eps
-        self.steps = check_steps(steps)
-        self.step_size = check_positive("step_size", step_size) if step_size is not None else self.eps / self.steps
-        if not (math.isfinite(momentum) and momentum >= 0):
-            raise ConfigError(f"momentum must be a finite number ≥ 0 (Dong et al. use 1.0), got {momentum}")
-        if not 0.0 <= diversity_prob <= 1.0:
-            raise ConfigError(f"diversity_prob must be a probability in [0, 1] (Xie et al. use 0.5), got {diversity_prob}")
-        if not (math.isfinite(resize_rate) and resize_rate > 1.0):
-            raise ConfigError(f"resize_rate must be a finite number > 1 (Xie et al. use about 1.1), got {resize_rate}")
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-        self.momentum, self.diversity_prob, self.resize_rate, self.loss = float(momentum), float(diversity_prob), float(resize_rate), loss
+    norm: str = "Linf"
+    eps: float  # checked by the threat model
+    steps: int = hyper(10, check=count)
+    step_size: float | None = hyper(None, check=optional(positive))  # None: eps / steps
+    momentum: float = hyper(1.0, check=between(0.0, hint="Dong et al. use 1.0"))
+    diversity_prob: float = hyper(0.0, check=between(0.0, 1.0, hint="a probability; Xie et al. use 0.5"))
+    resize_rate: float = hyper(1.1, check=between(1.0, low_open=True, hint="Xie et al. use about 1.1"))
+    loss: str = hyper("ce", check=choice(LOSSES, "loss"))
 
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
-                "momentum": self.momentum, "diversity_prob": self.diversity_prob, "resize_rate": self.resize_rate, "loss": self.loss}
+    def resolve(self) -> None:
+        self.ball()
+        if self.step_size is None:
+            self.step_size = self.eps / self.steps
 
     def perturb(self, model, x, y, target):
         loss_fn = LOSSES[self.loss]
@@ -132,13 +114,11 @@ class MIFGSM(Attack):
                                final_loss=False).x
 
 
+@hyperparameters
 class DIFGSM(MIFGSM):
     """DI²-FGSM (Xie et al. 2019): iterative FGSM through random resize-and-pad, p = 0.5, μ = 0."""
 
     name = "difgsm"
 
-    def __init__(self, *, norm: str = "Linf", eps: float, steps: int = 10, step_size: float | None = None,
-                 momentum: float = 0.0, diversity_prob: float = 0.5, resize_rate: float = 1.1, loss: str = "ce",
-                 seed: int = 0) -> None:
-        super().__init__(norm=norm, eps=eps, steps=steps, step_size=step_size, momentum=momentum,
-                         diversity_prob=diversity_prob, resize_rate=resize_rate, loss=loss, seed=seed)
+    momentum: float = hyper(0.0)
+    diversity_prob: float = hyper(0.5)

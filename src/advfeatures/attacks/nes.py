@@ -42,8 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..threats import check_positive, check_steps, make_threat
-from .base import Attack
+from .base import Attack, choice, count, hyper, hyperparameters, norm_of, optional, positive
 from .losses import cross_entropy, margin
 
 NES_LOSSES = {"ce": cross_entropy, "margin": margin}
@@ -80,46 +79,27 @@ def nes_gradient(score: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return (diff * u).sum(0) / (2 * pairs * sigma)
 
 
+@hyperparameters
 class NES(Attack):
     name = "nes"
 
-    def __init__(
-        self,
-        *,
-        norm: str = "Linf",
-        eps: float,
-        sigma: float = 0.001,
-        n_samples: int = 50,
-        step_size: float | None = None,
-        max_queries: int = 10_000,
-        loss: str = "ce",
-        dct_size: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(seed=seed)
-        if str(norm).lower() not in ("linf", "l2"):
-            raise ConfigError(f"NES supports norm 'Linf' or 'L2', got {norm!r}")
-        self.threat = make_threat(norm, eps)
-        self.norm, self.eps = self.threat.norm, self.threat.eps
-        self.sigma = check_positive("sigma", sigma)
-        n_samples = check_steps(n_samples, "n_samples")
-        if n_samples % 2:
-            raise ConfigError(f"n_samples counts antithetic pairs twice and must be even, got {n_samples}")
-        self.n_samples = n_samples
-        self.step_size = check_positive("step_size", step_size) if step_size is not None else self.eps / 5
-        self.max_queries = check_steps(max_queries, "max_queries")
-        if self.max_queries < n_samples + 2:
-            raise ConfigError(f"max_queries must allow one step (≥ n_samples + 2 = {n_samples + 2}), got {max_queries}")
-        if loss not in NES_LOSSES:
-            raise ConfigError(f"unknown NES loss {loss!r}; choose one of {', '.join(NES_LOSSES)}")
-        self.loss = loss
-        if dct_size is not None:
-            dct_size = check_steps(dct_size, "dct_size")
-        self.dct_size = dct_size
+    norm: str = hyper("Linf", check=norm_of(("Linf", "L2"), "NES"))
+    eps: float  # checked by the threat model
+    sigma: float = hyper(0.001, check=positive)
+    n_samples: int = hyper(50, check=count)
+    step_size: float | None = hyper(None, check=optional(positive))  # None: eps / 5
+    max_queries: int = hyper(10_000, check=count)
+    loss: str = hyper("ce", check=choice(NES_LOSSES, "NES loss"))
+    dct_size: int | None = hyper(None, check=optional(count))
 
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "sigma": self.sigma, "n_samples": self.n_samples,
-                "step_size": self.step_size, "max_queries": self.max_queries, "loss": self.loss, "dct_size": self.dct_size}
+    def resolve(self) -> None:
+        self.ball()
+        if self.n_samples % 2:
+            raise ConfigError(f"n_samples counts antithetic pairs twice and must be even, got {self.n_samples}")
+        if self.step_size is None:
+            self.step_size = self.eps / 5
+        if self.max_queries < self.n_samples + 2:
+            raise ConfigError(f"max_queries must allow one step (≥ n_samples + 2 = {self.n_samples + 2}), got {self.max_queries}")
 
     def _noise(self, pairs: int, x: torch.Tensor) -> torch.Tensor:
         g = self.generator(x.device)

@@ -24,49 +24,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..threats import check_positive, check_steps, make_threat
-from .base import Attack
+from .base import Attack, choice, count, flag, hyper, hyperparameters, optional, positive
 from .loop import optimize_inputs
 from .losses import LOSSES
 
 
+def _after_first(value):
+    return "after the first restart" if value is None else value
+
+
+@hyperparameters
 class PGD(Attack):
     name = "pgd"
 
-    def __init__(
-        self,
-        *,
-        norm: str = "Linf",
-        eps: float,
-        steps: int = 10,
-        step_size: float | None = None,
-        random_start: bool | None = None,
-        restarts: int = 1,
-        loss: str = "ce",
-        keep_best: bool = True,
-        early_stop: bool = False,
-        seed: int = 0,
-        **threat_kwargs,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.threat = make_threat(norm, eps, **threat_kwargs)
-        self.norm = self.threat.norm
-        self.eps = self.threat.eps
-        self.steps = check_steps(steps)
-        self.step_size = check_positive("step_size", step_size) if step_size is not None else 2.5 * self.eps / self.steps
-        self.random_start = None if random_start is None else bool(random_start)
-        self.restarts = check_steps(restarts, "restarts")
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-        self.loss = loss
-        self.keep_best = bool(keep_best)
-        self.early_stop = bool(early_stop)
+    norm: str = "Linf"
+    eps: float  # checked by the threat model
+    steps: int = hyper(10, check=count)
+    step_size: float | None = hyper(None, check=optional(positive))  # None: 2.5 · eps / steps
+    random_start: bool | None = hyper(None, check=optional(flag), shown=_after_first)
+    restarts: int = hyper(1, check=count)
+    loss: str = hyper("ce", check=choice(LOSSES, "loss"))
+    keep_best: bool = hyper(True, check=flag, record=False)
+    early_stop: bool = hyper(False, check=flag)
+    sparsity: float | None = hyper(None, record=False)  # the L1 step's share of coordinates (threats.L1Ball)
 
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
-                "random_start": "after the first restart" if self.random_start is None else self.random_start,
-                "restarts": self.restarts, "loss": self.loss, "early_stop": self.early_stop}
+    def resolve(self) -> None:
+        self.ball(self.sparsity)
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
 
     def objective(self, model: nn.Module, y: torch.Tensor, target: torch.Tensor | None):
         loss_fn = LOSSES[self.loss]
@@ -130,12 +115,21 @@ class PGD(Attack):
         return out
 
 
+@hyperparameters
 class FGSM(PGD):
     """Fast gradient sign method: one step of size ``eps`` from the clean input (Linf by default;
     ``norm="L2"`` gives the fast gradient method)."""
 
     name = "fgsm"
 
-    def __init__(self, *, norm: str = "Linf", eps: float, random_start: bool = False, loss: str = "ce", seed: int = 0) -> None:
-        super().__init__(norm=norm, eps=eps, steps=1, step_size=eps, random_start=random_start, loss=loss,
-                         keep_best=False, seed=seed)
+    steps: int = hyper(1, init=False)
+    step_size: float | None = hyper(None, init=False)  # eps
+    random_start: bool | None = hyper(False)
+    restarts: int = hyper(1, init=False)
+    keep_best: bool = hyper(False, init=False)
+    early_stop: bool = hyper(False, init=False)
+    sparsity: float | None = hyper(None, init=False)
+
+    def resolve(self) -> None:
+        self.step_size = self.eps
+        super().resolve()

@@ -12,7 +12,7 @@ keyword goes to the attack's constructor, and a keyword the attack does not take
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,10 @@ class AttackEntry:
     needs_eps: bool = True  # False: minimal-norm or spatial attacks
     fixed: dict[str, Any] = field(default_factory=dict)  # what the name itself sets (e.g. loss="dlr")
     steps_key: str = "steps"
+    # at its defaults, each example's result depends on it alone, not on the rest of its batch (False:
+    # random draws made for the whole batch, one perturbation shared by the batch, or a batch-level
+    # line search or early abort); the tests hold every attack with True to it
+    batch_independent: bool = True
 
     def load(self) -> type:
         import importlib
@@ -46,19 +50,19 @@ REGISTRY: dict[str, AttackEntry] = {
     "bim": AttackEntry("bim:BIM", ("Linf",)),
     "iterative-ll": AttackEntry("bim:IterativeLeastLikely", ("Linf",)),
     "mifgsm": AttackEntry("momentum:MIFGSM", _LP),
-    "difgsm": AttackEntry("momentum:DIFGSM", _LP),
-    "apgd": AttackEntry("apgd:APGD", NORMS),
-    "apgd-dlr": AttackEntry("apgd:APGD", NORMS, fixed={"loss": "dlr"}),
-    "apgd-t": AttackEntry("apgd:APGDT", NORMS),
+    "difgsm": AttackEntry("momentum:DIFGSM", _LP, batch_independent=False),  # one random resize per step
+    "apgd": AttackEntry("apgd:APGD", NORMS, batch_independent=False),  # random start
+    "apgd-dlr": AttackEntry("apgd:APGD", NORMS, fixed={"loss": "dlr"}, batch_independent=False),
+    "apgd-t": AttackEntry("apgd:APGDT", NORMS, batch_independent=False),
     "fab": AttackEntry("fab:FAB", NORMS, needs_eps=False),
     "fab-t": AttackEntry("fab:FABT", NORMS, needs_eps=False),
-    "cw-linf": AttackEntry("cw:CWLinf", ("Linf",)),
-    "cw-l2": AttackEntry("cw:CWL2", ("L2",), needs_eps=False),
+    "cw-linf": AttackEntry("cw:CWLinf", ("Linf",), batch_independent=False),  # random start
+    "cw-l2": AttackEntry("cw:CWL2", ("L2",), needs_eps=False, batch_independent=False),  # early abort on the batch
     "deepfool": AttackEntry("deepfool:DeepFool", _LP, needs_eps=False),
-    "lbfgs": AttackEntry("lbfgs:LBFGSAttack", ("L2",), needs_eps=False),
-    "nes": AttackEntry("nes:NES", _LP),
-    "square": AttackEntry("square:Square", _LP),
-    "universal": AttackEntry("universal:Universal", _LP, steps_key="epochs"),
+    "lbfgs": AttackEntry("lbfgs:LBFGSAttack", ("L2",), needs_eps=False, batch_independent=False),  # batch line search
+    "nes": AttackEntry("nes:NES", _LP, batch_independent=False),  # random probes
+    "square": AttackEntry("square:Square", _LP, batch_independent=False),  # random windows
+    "universal": AttackEntry("universal:Universal", _LP, steps_key="epochs", batch_independent=False),  # one δ
     "spatial": AttackEntry("spatial:SpatialGrid", (), needs_eps=False, steps_key=""),
     "stadv": AttackEntry("spatial:StAdv", (), needs_eps=False),
 }
@@ -66,12 +70,8 @@ ATTACK_NAMES = tuple(REGISTRY)
 
 
 def accepted_keywords(cls: type) -> list[str]:
-    """The keyword arguments ``cls``'s constructor takes (``sparsity`` too where it passes threat options on)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    names = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        names.append("sparsity")
-    return names
+    """The keyword arguments ``cls``'s constructor takes: its declared hyperparameters."""
+    return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def build_attack(name: str, *, norm: str, eps: float | None, steps: int | None = None, queries: int | None = None,

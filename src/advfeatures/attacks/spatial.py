@@ -30,9 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..threats import check_positive, check_steps
-from .base import Attack
+from .base import Attack, between, count, hyper, hyperparameters, optional, positive
 from .losses import cross_entropy
 
 
@@ -62,35 +60,21 @@ def rotate_translate(x: torch.Tensor, angle_deg: Scalar, tx: Scalar = 0.0, ty: S
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
 
 
+def _scale_shown(scale):
+    return "width/32" if scale is None else scale
+
+
+@hyperparameters
 class SpatialGrid(Attack):
     name = "spatial"
     norm = "spatial"
 
-    def __init__(
-        self,
-        *,
-        max_rotation: float = 30.0,
-        max_translation: float = 3.0,
-        n_rotations: int = 31,
-        n_translations: int = 5,
-        translation_scale: float | None = None,
-        grid_batch: int = 64,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(seed=seed)
-        if max_rotation < 0 or max_translation < 0 or not math.isfinite(max_rotation + max_translation):
-            raise ConfigError(f"max_rotation and max_translation must be finite and ≥ 0, got {max_rotation}, {max_translation}")
-        self.max_rotation, self.max_translation = float(max_rotation), float(max_translation)
-        self.n_rotations = check_steps(n_rotations, "n_rotations")
-        self.n_translations = check_steps(n_translations, "n_translations")
-        self.translation_scale = check_positive("translation_scale", translation_scale) if translation_scale is not None else None
-        self.grid_batch = check_steps(grid_batch, "grid_batch")
-
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "max_rotation": self.max_rotation,
-                "max_translation": self.max_translation,
-                "translation_scale": "width/32" if self.translation_scale is None else self.translation_scale,
-                "n_rotations": self.n_rotations, "n_translations": self.n_translations}
+    max_rotation: float = hyper(30.0, check=between(0.0))
+    max_translation: float = hyper(3.0, check=between(0.0))
+    translation_scale: float | None = hyper(None, check=optional(positive), shown=_scale_shown)  # None: width / 32
+    n_rotations: int = hyper(31, check=count)
+    n_translations: int = hyper(5, check=count)
+    grid_batch: int = hyper(64, check=count, record=False)
 
     def grid(self, width: int = 32, device=None) -> torch.Tensor:
         """The (G, 3) list of (angle in degrees, tx, ty in pixels) tried for images ``width`` pixels
@@ -159,26 +143,18 @@ def flow_smoothness(flow: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return total
 
 
+@hyperparameters
 class StAdv(Attack):
     name = "stadv"
     norm = "flow"
 
-    def __init__(self, *, tau: float = 0.05, steps: int = 100, lr: float = 0.01, kappa: float = 0.0,
-                 max_flow: float | None = None, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        if not tau >= 0:
-            raise ConfigError(f"tau must be ≥ 0, got {tau}")
-        if kappa < 0:
-            raise ConfigError(f"kappa must be ≥ 0, got {kappa}")
-        self.tau, self.kappa = float(tau), float(kappa)
-        self.steps = check_steps(steps)
-        self.lr = check_positive("lr", lr)
-        self.max_flow = check_positive("max_flow", max_flow) if max_flow is not None else None
+    tau: float = hyper(0.05, check=between(0.0, allow_inf=True))
+    steps: int = hyper(100, check=count)
+    lr: float = hyper(0.01, check=positive)
+    kappa: float = hyper(0.0, check=between(0.0, allow_inf=True))
+    max_flow: float | None = hyper(None, check=optional(positive))
 
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "tau": self.tau, "steps": self.steps, "lr": self.lr,
-                "kappa": self.kappa, "max_flow": self.max_flow}
-
+    @torch.enable_grad()  # also when called inside a no_grad block (the flow's gradient and Adam's step)
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
         n, _, h, w = x.shape
         ref = y if target is None else target
@@ -187,14 +163,13 @@ class StAdv(Attack):
         best_x = x.clone()
         best_smooth = torch.full((n,), torch.inf, device=x.device)
         for t in range(self.steps + 1):  # the last pass only scores the final flow
-            with torch.enable_grad():  # also when called under torch.no_grad()
-                x_adv = apply_flow(x, flow)
-                logits = model(x_adv)
-                own = logits.gather(1, ref[:, None]).squeeze(1)
-                other = logits.scatter(1, ref[:, None], -torch.inf).amax(1)
-                margin = own - other if target is None else other - own
-                smooth = flow_smoothness(flow)
-                loss = margin.clamp_min(-self.kappa) + self.tau * smooth
+            x_adv = apply_flow(x, flow)
+            logits = model(x_adv)
+            own = logits.gather(1, ref[:, None]).squeeze(1)
+            other = logits.scatter(1, ref[:, None], -torch.inf).amax(1)
+            margin = own - other if target is None else other - own
+            smooth = flow_smoothness(flow)
+            loss = margin.clamp_min(-self.kappa) + self.tau * smooth
             with torch.no_grad():
                 success = logits.argmax(1) != ref if target is None else logits.argmax(1) == ref
                 better = success & (smooth < best_smooth)

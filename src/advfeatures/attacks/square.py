@@ -39,8 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..threats import check_steps, make_threat
-from .base import Attack
+from .base import Attack, between, count, flag, hyper, hyperparameters, norm_of
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -80,27 +79,20 @@ def _l2(delta: torch.Tensor) -> torch.Tensor:
     return delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
 
+@hyperparameters
 class Square(Attack):
     name = "square"
 
-    def __init__(self, *, norm: str = "Linf", eps: float, max_queries: int = 5000, p_init: float = 0.8,
-                 early_stop: bool = True, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        if str(norm).lower() not in ("linf", "l2"):
-            raise ConfigError(f"Square supports norm 'Linf' or 'L2', got {norm!r}")
-        self.threat = make_threat(norm, eps)
-        if math.isinf(self.threat.eps):
-            raise ConfigError("Square needs a finite eps")
-        self.norm, self.eps = self.threat.norm, self.threat.eps
-        self.max_queries = check_steps(max_queries, "max_queries")
-        if not 0.0 < p_init <= 1.0:
-            raise ConfigError(f"p_init must be in (0, 1], got {p_init}")
-        self.p_init = float(p_init)
-        self.early_stop = bool(early_stop)
+    norm: str = hyper("Linf", check=norm_of(("Linf", "L2"), "Square"))
+    eps: float  # checked by the threat model
+    max_queries: int = hyper(5000, check=count)
+    p_init: float = hyper(0.8, check=between(0.0, 1.0, low_open=True, hint="AutoAttack uses 0.8"))
+    early_stop: bool = hyper(True, check=flag)
 
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "max_queries": self.max_queries, "p_init": self.p_init,
-                "early_stop": self.early_stop}
+    def resolve(self) -> None:
+        self.ball()
+        if math.isinf(self.eps):
+            raise ConfigError("Square needs a finite eps")
 
     # --- pieces -----------------------------------------------------------------------------------
     def _margin_and_loss(self, logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:

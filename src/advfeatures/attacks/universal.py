@@ -30,7 +30,7 @@ from torch import nn
 from ..data.dataset import ImageDataset, check_images
 from ..errors import ConfigError, DataError
 from ..threats import ThreatModel, check_positive, check_steps, make_threat
-from .base import Attack
+from .base import Attack, count, hyper, hyperparameters, optional, positive
 from .loop import eval_mode
 
 Batches = ImageDataset | tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -160,6 +160,7 @@ def universal_perturbation(
     return UniversalPerturbation(delta, threat.norm, threat.eps, rates["fooling_rate"], rates["error_rate"], history)
 
 
+@hyperparameters
 class Universal(Attack):
     """The universal perturbation as an attack: fit one δ on the batch it is given, then add it to
     every image (for the CLI and ensembles; use :func:`universal_perturbation` to fit on a
@@ -168,18 +169,17 @@ class Universal(Attack):
     name = "universal"
     supports_targeted = False
 
-    def __init__(self, *, norm: str = "Linf", eps: float, epochs: int = 20, step_size: float | None = None,
-                 batch_size: int = 128, loss_clip: float | None = None, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self.threat = make_threat(norm, eps)
-        self.norm, self.eps = self.threat.norm, self.threat.eps
-        self.epochs = check_steps(epochs, "epochs")
-        self.batch_size = check_steps(batch_size, "batch_size")
-        self.step_size = check_positive("step_size", step_size) if step_size is not None else self.eps / 10
-        self.loss_clip = check_positive("loss_clip", loss_clip) if loss_clip is not None else None
+    norm: str = "Linf"
+    eps: float  # checked by the threat model
+    epochs: int = hyper(20, check=count)
+    step_size: float | None = hyper(None, check=optional(positive))  # None: eps / 10
+    batch_size: int = hyper(128, check=count, record=False)
+    loss_clip: float | None = hyper(None, check=optional(positive), record=False)
 
-    def describe(self) -> dict:
-        return {"attack": self.name, "norm": self.norm, "eps": self.eps, "epochs": self.epochs, "step_size": self.step_size}
+    def resolve(self) -> None:
+        self.ball()
+        if self.step_size is None:
+            self.step_size = self.eps / 10
 
     def perturb(self, model, x, y, target):
         gen = torch.Generator().manual_seed(self.seed)

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.loop import eval_mode
 from ..errors import ConfigError
 from ..threats import check_positive, check_steps
 
@@ -124,10 +123,9 @@ class PGDTraining(Objective):
     def adversarial(self, attack_net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not y.shape[0]:
             return x
-        # the attack's own hook: the batch comes from a checked dataset, so skip the argument checks of
-        # Attack.__call__ and their host synchronisations on every batch
-        with eval_mode(attack_net):
-            return self.adversary.perturb(attack_net, x, y, None).detach()
+        # the batch comes from a checked dataset: skip Attack.__call__'s checks and their host
+        # synchronisations on every batch
+        return self.adversary.run_unchecked(attack_net, x, y)
 
     def losses(self, net, attack_net, x, y, progress):
         logits = net(self.adversarial(attack_net, x, y))

@@ -28,6 +28,9 @@ against each of the ``num_targets`` (default 9) classes ranked most likely after
 clean input, each run only on the examples no earlier run has fooled; success is misclassification.
 ``restarts > 1`` likewise reruns on the examples still robust.
 
+It runs on the shared loop (:func:`~.loop.optimize_inputs`): the momentum, the checkpoints and the
+step halving are :class:`APGDUpdate`, the loop's active set is ``early_stop``.
+
 ``early_stop`` (on by default: APGD is an evaluation attack): an example leaves the working batch at
 its first successful iterate, which is what it returns anyway, and the batch is compacted, so later
 steps cost less; the examples that stay follow exactly the steps they would have (examples never

@@ -15,7 +15,8 @@ T(x) (Xie et al.): with probability p per example, resize to a random ``r × r``
 One random size and offset per step serves the whole batch (as in the reference code), drawn from a
 CPU generator so no device synchronisation is needed; the per-example coin uses the device's.
 
-:class:`DIFGSM` is DI²-FGSM (p = 0.5, no momentum); ``MIFGSM(eps=ε, diversity_prob=0.5)`` is
+Both run on the shared loop (:func:`~.loop.optimize_inputs`): the transform is part of the
+objective, the momentum is :class:`MomentumUpdate`. :class:`DIFGSM` is DI²-FGSM (p = 0.5, no momentum); ``MIFGSM(eps=ε, diversity_prob=0.5)`` is
 M-DI²-FGSM. Usage::
 
     x_adv = MIFGSM(eps=16 / 255)(source_model, x, y)     # then evaluate on another model

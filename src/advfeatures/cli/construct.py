@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .options import data_options, device_option, model_file_option, model_options, seed_option
+from .options import data_options, device_option, model_file_option, model_options, seed_option, speed_options, start_runtime
 
 
 def _fingerprint(settings: dict) -> str:
@@ -47,22 +47,19 @@ def _fingerprint(settings: dict) -> str:
 @click.option("--n", "--num-images", "n", type=int, default=None,
               help="Use the first N training images (all by default); spell it --num-images under torchrun, whose own parser takes --n.")
 @device_option
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (speed only).")
-@click.option("--bf16", is_flag=True, help="bf16 autocast (faster on recent CPUs and GPUs; bf16 rounding).")
-@click.option("--channels-last", is_flag=True, help="Channels-last memory format (speed only).")
+@speed_options
 def construct_command(kind, model_path, loader, source, out, steps, step_size, eps, start, shard_size, batch_size, seed, n,
-                      device, compile_, bf16, channels_last):
+                      device, speed):
     """Build one of the paper's four training sets, shard by shard (resumable; torchrun shards it by example index)."""
     from dataclasses import asdict, replace
 
     from ..construct import MatchingConfig, RelabelConfig, build_dataset
-    from ..distributed import accelerate, barrier, init_distributed, shutdown, tune_allocator
+    from ..runtime import barrier, shutdown
     from ..errors import AdvFeaturesError, ConfigError
     from ..storage import MANIFEST, file_sha256, folder_lock, read_json, write_json_atomic
     from ..threats import check_steps
     from ..validate import seed as check_seed
 
-    tune_allocator()
     if n is not None and n < 2:
         raise ConfigError(f"--n must be ≥ 2, got {n}")
     # every setting is checked before anything is written: a refused run leaves the folder as it was
@@ -83,7 +80,8 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
         relabel = replace(relabel, **{k: v for k, v in {"steps": steps, "step_size": step_size, "eps": eps}.items() if v is not None})
         relabel.validate()
 
-    ctx, dev = init_distributed(device)
+    rt = start_runtime(device, distributed=True, **speed)  # joins torchrun's group when it started this process
+    ctx, dev = rt.context, rt.device
     try:
         train, _ = source.load()
         model = loader.load(model_path, dev, train)
@@ -113,7 +111,7 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
             wrote_settings = ctx.is_main and found is None
             if ctx.is_main:
                 write_json_atomic(settings_path, {"key": key, "settings": settings})
-            net = accelerate(model, compile=compile_, bf16=bf16, channels_last=channels_last, device=dev)
+            net = rt.accelerate(model)
             began = time.perf_counter()
             try:
                 manifest = build_dataset(kind, net, images, out, matching=matching, relabel=relabel, seed=seed,

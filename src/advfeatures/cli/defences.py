@@ -18,8 +18,8 @@ from . import main
 from ..errors import ConfigError
 from ..storage import write_text_atomic
 from .attack import _load, _table
-from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, resolve_device,
-                      seed_option, write_result)
+from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, seed_option,
+                      start_runtime, write_result)
 
 _DEVICE = device_option
 
@@ -53,7 +53,7 @@ def _radii(text: str) -> list[float]:
               help="Folder for certify.json (and, for smoothing, certify.md and smoothing.png).")
 def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0, samples, alpha, radii, seed, device, out):
     """Certified accuracy of a saved model: IBP (Linf) or randomized smoothing (L2)."""
-    device = resolve_device(device)
+    device = start_runtime(device).device
     model, x, y, _ = _load(model_path, loader, source, n_images, device)
     if method == "ibp":
         from ..certify import ibp_verified_accuracy
@@ -107,7 +107,7 @@ def physical_command(model_path, loader, source, n_images, eps, eot_samples, see
 
     if eot_samples < 1:
         raise ConfigError(f"--eot-samples must be ≥ 1, got {eot_samples}")
-    device = resolve_device(device)
+    device = start_runtime(device).device
     model, x, y, _ = _load(model_path, loader, source, n_images, device)
     res = physical_study(model, x, y, eps=eps, eot_samples=eot_samples, seed=seed)
     names = list(res["attacks"])
@@ -146,7 +146,7 @@ def defences_command(dataset, data_root, out, overrides, device):
         parts, value = parse_override(text)
         _set_path(data, parts, value)
     cfg = from_dict(DefenceTableConfig, data).validate()
-    result = defence_table(cfg, out, device=resolve_device(device))
+    result = defence_table(cfg, out, device=start_runtime(device).device)
     click.echo((Path(out) / "defences.md").read_text(encoding="utf-8"))
     failed = [c["check"] for c in result["checks"] if not c["passed"]]
     if failed:

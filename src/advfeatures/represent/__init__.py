@@ -8,7 +8,7 @@ see each module's docstring for the paper's settings and our defaults.
 """
 
 from .generate import ClassGaussians, GenerationResult, fit_class_gaussians, generate
-from .inversion import (InversionResult, compare_inversions, interpolate, inversion_comparison, invert, match_goal,
+from .inversion import (InversionResult, compare_inversions, interpolate, interpolate_pairs, invert, match_goal,
                         noise_seeds)
 from .saliency import (METHODS as SALIENCY_METHODS, cascading_randomization, edge_detector, gradient_times_input,
                        input_gradient, saliency, smooth_grad, spearman, ssim)
@@ -33,7 +33,7 @@ __all__ = [
     "gradient_times_input",
     "input_gradient",
     "interpolate",
-    "inversion_comparison",
+    "interpolate_pairs",
     "invert",
     "layer_activations",
     "linear_probe",

@@ -395,6 +395,14 @@ def _set_path(d: dict[str, Any], parts: list[str], value: Any) -> None:
     d[parts[-1]] = value
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``data`` (nested settings) with each ``--set key.path=value`` of ``overrides`` applied, in place."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set_path(data, parts, value)
+    return data
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -435,9 +443,7 @@ def _layers(data: dict[str, Any], given: dict[str, Any], config_file: str | Path
         file_data = load_config_file(config_file)
         data = deep_merge(data, file_data)
         given["config_file"] = {"path": str(config_file), "settings": file_data}
-    for text in overrides:
-        parts, value = parse_override(text)
-        _set_path(data, parts, value)
+    apply_overrides(data, overrides)
     given["overrides"] = list(overrides)
     for k, v in direct.items():
         if v is not None:

@@ -168,17 +168,9 @@ _RESERVED = {"n", "layer", "steps", "step_size", "start", "seed", "dataset", "in
              "held_out_accuracy_on_targets", "figure", "json", "interpolation"}
 
 
-def interpolate_pairs(
-    models: Mapping[str, nn.Module],
-    data: ImageDataset,
-    *,
-    num: int,
-    pairs: int = 4,
-    steps: int = 1000,
-    step_size: float = 0.1,
-    seed: int = 0,
-    layer: str | None = None,
-) -> tuple[torch.Tensor, dict[str, tuple[InversionResult, torch.Tensor]]]:
+def interpolate_pairs(models: Mapping[str, nn.Module], data: ImageDataset, *, num: int, pairs: int = 4, steps: int = 1000,
+                      step_size: float = 0.1, seed: int = 0,
+                      layer: str | None = None) -> tuple[torch.Tensor, dict[str, tuple[InversionResult, torch.Tensor]]]:
     """:func:`interpolate` between the same ``pairs`` random pairs of ``data``'s images through each
     of ``models`` (noise seeds, drawn from one generator seeded by ``seed``, model after model).
 

@@ -72,6 +72,8 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
     if preset is None:  # the built-in set's own preset, or the one reproduce would choose for these images
         preset = source.dataset if source.data is None else choose_preset(train.image_shape, len(train))[0]
         click.echo(f"training settings from the {preset} preset's {stage} stage (pass --preset to choose another)", err=True)
+    # the command's own options are the last layer over the preset, --config and --set: cfg.seed is --seed,
+    # which train_model draws batch order, augmentation and the adversary's starts from
     cfg, given = resolve_train_config(preset, stage, config_file=config_file, overrides=list(overrides), epochs=epochs,
                                       batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, **adversary)
     if init_model is not None:

@@ -26,6 +26,9 @@ shard and a few small columns at a time; :func:`load_constructed` can stream a f
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,12 +44,12 @@ from .attacks.pgd import PGD
 from .data.dataset import ImageDataset
 from .data.source import RowFileSource
 from .distributed import barrier
-from .errors import ConfigError, DataError
+from .errors import AdvFeaturesError, ConfigError, DataError
 from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
 from .seeding import generator
-from .storage import (MANIFEST, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
-                      fault_point, save_safetensors_atomic, shard_key, shard_path, write_manifest)
+from .storage import (MANIFEST, folder_lock, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
+                      fault_point, save_safetensors_atomic, shard_key, shard_path, write_json_atomic, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -230,6 +233,65 @@ def build_dataset(
     return finish_manifest(folder, kind=kind, num_shards=num_shards, config={
         "kind": kind, "seed": seed, "shard_size": shard_size, "source": source.name, "source_count": n,
         "matching": matching_record, "relabel": asdict(relabel) if relabel else None}, key=key)
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """The fingerprint of a construction's settings (16 hex digits): a folder holds one key."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SETTINGS_FILE = "construct.json"
+
+
+def construct_folder(
+    kind: str,
+    model: nn.Module,
+    source: ImageDataset,
+    folder: str | Path,
+    *,
+    settings: dict[str, Any],
+    rank: int = 0,
+    world_size: int = 1,
+    **build: Any,
+) -> tuple[str, dict[str, Any] | None]:
+    """:func:`build_dataset` into a folder that is checked first and holds one construction only.
+
+    ``settings`` (JSON-ready: the model file's hash, the data, the configurations, the seed...)
+    describe the construction; their :func:`settings_key` is written to ``construct.json`` before
+    the first shard and to the manifest at the end. A folder whose manifest has the same key is
+    finished (nothing is done); one holding another key, finished or not, is refused. Rank 0 holds
+    the folder's lock while building. A construction refused before its first shard (a setting the
+    data cannot take) leaves the folder as it was, so that the corrected command runs.
+
+    ``build``: :func:`build_dataset`'s keyword arguments. Returns ``("finished", None)`` when the
+    folder already held this construction, else ``("built", manifest)`` (the manifest is None on
+    ranks other than 0).
+    """
+    folder = Path(folder)
+    key = settings_key(settings)
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        found = read_json(manifest_path)
+        found = found.get("key") if isinstance(found, dict) else None
+        if found == key:
+            return "finished", None
+        raise ConfigError(f"{folder} holds a different construction (key {found}, these options give {key}); choose another --out")
+    settings_path = folder / SETTINGS_FILE
+    found = read_json(settings_path) if settings_path.is_file() else None
+    if found is not None and (not isinstance(found, dict) or found.get("key") != key):
+        raise ConfigError(f"{folder} holds part of a different construction; resume it with its own options or choose another --out")
+    main_rank = rank == 0
+    with folder_lock(folder, what="construction") if main_rank else contextlib.nullcontext():
+        barrier()  # every rank has checked the folder before rank 0 writes to it
+        wrote_settings = main_rank and found is None
+        if main_rank:
+            write_json_atomic(settings_path, {"key": key, "settings": settings})
+        try:
+            return "built", build_dataset(kind, model, source, folder, rank=rank, world_size=world_size, key=key, **build)
+        except AdvFeaturesError:
+            if wrote_settings and not any(folder.glob("shard-*.safetensors")):
+                settings_path.unlink(missing_ok=True)
+            raise
 
 
 def _refuse_foreign_shards(folder: Path, num_shards: int, key: str) -> None:

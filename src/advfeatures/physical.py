@@ -228,3 +228,26 @@ def physical_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         adv_rate = float((clean & ~_correct(model, x_adv, y)).float().sum() / max(1, int(clean.sum())))
         out["attacks"][name] = {"adversarial_rate": adv_rate, "rates": rates}
     return out
+
+
+def destruction_table(res: dict) -> tuple[str, list[str], list[list[str]]]:
+    """:func:`physical_study`'s result as a table: its title, the column heads (the transform, then
+    one column per attack) and one row per transformation, then the attacks' adversarial rates."""
+    names = list(res["attacks"])
+    transforms = list(res["attacks"][names[0]]["rates"])
+    rows = [[t] + [f"{100 * res['attacks'][a]['rates'][t]['destruction_rate']:.1f}%" for a in names] for t in transforms]
+    rows.append(["(adversarial rate)"] + [f"{100 * res['attacks'][a]['adversarial_rate']:.1f}%" for a in names])
+    title = f"destruction rate at Linf eps {res['eps']:g} on {res['n']} images (clean accuracy {100 * res['clean_accuracy']:.1f}%)"
+    return title, ["transform", *names], rows
+
+
+def physical_markdown(res: dict, *, dataset: str, model_name: str, eot_samples: int) -> str:
+    """The report of :func:`physical_study`'s result as Markdown (the table of :func:`destruction_table`)."""
+    title, head, rows = destruction_table(res)
+    md = [f"# Physical-world destruction rates ({dataset}, model {model_name})", "", title + ", "
+          f"EOT-BIM averaging {eot_samples} random photos per step.", "",
+          "| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", "Destruction rate (Kurakin et al. 2017): the share of clean-correct, adversarially misclassified images that "
+           "the transformation returns to the right class. Last row: share of clean-correct images the attack fools."]
+    return "\n".join(md) + "\n"

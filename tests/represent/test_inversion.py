@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advfeatures.errors import ConfigError
-from advfeatures.represent import interpolate, inversion_comparison, invert, noise_seeds
+from advfeatures.represent import compare_inversions, interpolate, invert, noise_seeds
 
 from .conftest import linear_classifier
 
@@ -65,8 +65,8 @@ def test_robust_inversions_are_closer_to_their_targets(standard_cnn, robust_cnn,
     """Engstrom et al.: robust representations are more invertible. Same targets, same seeds, same
     architecture; the held-out classifier is an MLP (another architecture)."""
     before = {k: v.clone() for k, v in robust_cnn.state_dict().items()}
-    out = inversion_comparison(standard_cnn, robust_cnn, digits[1], tmp_path, n=32, steps=300, start=start, seed=0,
-                               held_out_model=standard_mlp)
+    out = compare_inversions({"standard": standard_cnn, "robust": robust_cnn}, digits[1], tmp_path, n=32, steps=300,
+                             start=start, seed=0, held_out_model=standard_mlp)
     std, rob = out["standard"], out["robust"]
     assert rob["pixel_l2"] < 0.95 * std["pixel_l2"], (std, rob)  # measured: 0.83 (noise), 0.88 (image)
     assert out["robust_closer"] is True
@@ -88,6 +88,6 @@ def test_inversion_rejects_mismatched_seeds_and_unknown_starts(robust_mlp, digit
     with pytest.raises(ConfigError, match="shape"):
         invert(robust_mlp, x, start=x[:3])
     with pytest.raises(ConfigError, match="start"):
-        inversion_comparison(robust_mlp, robust_mlp, digits[1], tmp_path, n=4, start="blank")
+        compare_inversions({"standard": robust_mlp}, digits[1], tmp_path, n=4, start="blank")
     with pytest.raises(ConfigError, match="steps"):
         invert(robust_mlp, x, steps=0)

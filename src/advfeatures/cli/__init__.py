@@ -148,19 +148,10 @@ def main(ctx: click.Context, quiet: bool, verbose: bool, threads: int | None) ->
     ctx.obj["quiet"] = quiet
     ctx.obj["threads"] = threads
     from ..progress import set_progress_enabled
-    from ..runtime import set_threads, tune_allocator
 
     set_progress_enabled(not quiet)
-    # glibc's default malloc thresholds caused page-fault storms in CPU PyTorch on our machines
-    # (benchmarks/RESULTS.md); ADVFEATURES_MALLOC=default or an explicit GLIBC_TUNABLES opts out.
-    tune_allocator()
-    # torch's default of one thread per core made one-off commands 10-20x slower on a busy 2-core
-    # machine: without --threads, only the free cores (advfeatures.runtime.threads); restored after
-    import torch
-
-    before = torch.get_num_threads()
-    set_threads(threads)
-    ctx.call_on_close(lambda: torch.set_num_threads(before))
+    # --threads (and the allocator settings) are applied by the command itself, with its --device,
+    # in one call: options.start_runtime → advfeatures.runtime.apply_runtime
 
 
 def threads_given() -> int | None:

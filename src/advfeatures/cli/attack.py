@@ -17,7 +17,7 @@ import click
 from . import main
 from ..errors import ConfigError
 from ..attacks.registry import ATTACK_NAMES, NORMS, build_attack
-from .options import (data_options, device_option, model_file_option, model_options, resolve_device, seed_option,
+from .options import (data_options, device_option, model_file_option, model_options, seed_option, start_runtime,
                       write_result)
 
 
@@ -84,7 +84,7 @@ def attack_command(model_path, loader, source, norm, n, batch_size, seed, device
     options = {"step_size": step_size, "restarts": restarts, "random_start": random_start}
     attack = build_attack(attack_name, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed,
                           **{k: v for k, v in options.items() if v is not None})
-    dev = resolve_device(device)
+    dev = start_runtime(device).device
     if save_adv is not None and save_adv.exists():
         raise ConfigError(f"--save-adv {save_adv} already exists; choose another path")
     model, x, y, test = _load(model_path, loader, source, n, dev)
@@ -127,7 +127,7 @@ def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, devi
     norm = _canonical_norm(norm)
     if not (math.isfinite(eps) and eps > 0):
         raise ConfigError(f"--eps must be a positive finite number, got {eps}")
-    dev = resolve_device(device)
+    dev = start_runtime(device).device
     model, x, y, _ = _load(model_path, loader, source, n, dev)
     members = None
     if version == "custom":

@@ -14,20 +14,13 @@ construction is refused. (``torchrun`` reads any option that abbreviates one of 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import time
 from pathlib import Path
 
 import click
 
 from . import main
-from .options import data_options, device_option, model_file_option, model_options, seed_option
-
-
-def _fingerprint(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+from .options import data_options, device_option, model_file_option, model_options, seed_option, speed_options, start_runtime
 
 
 @main.command("construct")
@@ -47,22 +40,19 @@ def _fingerprint(settings: dict) -> str:
 @click.option("--n", "--num-images", "n", type=int, default=None,
               help="Use the first N training images (all by default); spell it --num-images under torchrun, whose own parser takes --n.")
 @device_option
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (speed only).")
-@click.option("--bf16", is_flag=True, help="bf16 autocast (faster on recent CPUs and GPUs; bf16 rounding).")
-@click.option("--channels-last", is_flag=True, help="Channels-last memory format (speed only).")
+@speed_options
 def construct_command(kind, model_path, loader, source, out, steps, step_size, eps, start, shard_size, batch_size, seed, n,
-                      device, compile_, bf16, channels_last):
+                      device, speed):
     """Build one of the paper's four training sets, shard by shard (resumable; torchrun shards it by example index)."""
     from dataclasses import asdict, replace
 
-    from ..construct import MatchingConfig, RelabelConfig, build_dataset
-    from ..distributed import accelerate, barrier, init_distributed, shutdown, tune_allocator
-    from ..errors import AdvFeaturesError, ConfigError
-    from ..storage import MANIFEST, file_sha256, folder_lock, read_json, write_json_atomic
+    from ..construct import MatchingConfig, RelabelConfig, construct_folder, settings_key
+    from ..runtime import shutdown
+    from ..errors import ConfigError
+    from ..storage import file_sha256
     from ..threats import check_steps
     from ..validate import seed as check_seed
 
-    tune_allocator()
     if n is not None and n < 2:
         raise ConfigError(f"--n must be ≥ 2, got {n}")
     # every setting is checked before anything is written: a refused run leaves the folder as it was
@@ -83,10 +73,11 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
         relabel = replace(relabel, **{k: v for k, v in {"steps": steps, "step_size": step_size, "eps": eps}.items() if v is not None})
         relabel.validate()
 
-    ctx, dev = init_distributed(device)
+    rt = start_runtime(device, distributed=True, **speed)  # joins torchrun's group when it started this process
+    ctx = rt.context
     try:
         train, _ = source.load()
-        model = loader.load(model_path, dev, train)
+        model = loader.load(model_path, rt.device, train)
         images = train.head(n)
         if kind in ("d_r", "d_nr") and len(images) < 2:
             raise ConfigError("representation matching needs at least 2 training images to pair them")
@@ -94,36 +85,12 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
                     "n": len(images), "seed": seed,
                     "shard_size": shard_size, "matching": asdict(matching) if matching else None,
                     "relabel": asdict(relabel) if relabel else None}
-        key = _fingerprint(settings)
-        manifest_path = out / MANIFEST
-        if manifest_path.is_file():
-            found = read_json(manifest_path)
-            found = found.get("key") if isinstance(found, dict) else None
-            if found == key:
-                if ctx.is_main:
-                    click.echo(f"{out} already holds this construction (key {key}); nothing to do")
-                return
-            raise ConfigError(f"{out} holds a different construction (key {found}, these options give {key}); choose another --out")
-        settings_path = out / "construct.json"
-        found = read_json(settings_path) if settings_path.is_file() else None
-        if found is not None and (not isinstance(found, dict) or found.get("key") != key):
-            raise ConfigError(f"{out} holds part of a different construction; resume it with its own options or choose another --out")
-        with folder_lock(out, what="construction") if ctx.is_main else contextlib.nullcontext():
-            barrier()  # every rank has checked the folder before rank 0 writes to it
-            wrote_settings = ctx.is_main and found is None
-            if ctx.is_main:
-                write_json_atomic(settings_path, {"key": key, "settings": settings})
-            net = accelerate(model, compile=compile_, bf16=bf16, channels_last=channels_last, device=dev)
-            began = time.perf_counter()
-            try:
-                manifest = build_dataset(kind, net, images, out, matching=matching, relabel=relabel, seed=seed,
-                                         batch_size=batch_size, shard_size=shard_size, device=dev, rank=ctx.rank,
-                                         world_size=ctx.world_size, key=key)
-            except AdvFeaturesError:
-                # refused before its first shard: leave the folder as it was, so the corrected command runs
-                if wrote_settings and not any(out.glob("shard-*.safetensors")):
-                    settings_path.unlink(missing_ok=True)
-                raise
+        began = time.perf_counter()
+        status, manifest = construct_folder(kind, rt.accelerate(model), images, out, settings=settings, rank=ctx.rank,
+                                            world_size=ctx.world_size, matching=matching, relabel=relabel, seed=seed,
+                                            batch_size=batch_size, shard_size=shard_size, device=rt.device)
+        if status == "finished" and ctx.is_main:
+            click.echo(f"{out} already holds this construction (key {settings_key(settings)}); nothing to do")
         if manifest is not None:
             summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in manifest["summary"].items()
                                 if not isinstance(v, list))

@@ -18,8 +18,8 @@ from . import main
 from ..errors import ConfigError
 from ..storage import write_text_atomic
 from .attack import _load, _table
-from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, resolve_device,
-                      seed_option, write_result)
+from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, seed_option,
+                      start_runtime, write_result)
 
 _DEVICE = device_option
 
@@ -53,7 +53,7 @@ def _radii(text: str) -> list[float]:
               help="Folder for certify.json (and, for smoothing, certify.md and smoothing.png).")
 def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0, samples, alpha, radii, seed, device, out):
     """Certified accuracy of a saved model: IBP (Linf) or randomized smoothing (L2)."""
-    device = resolve_device(device)
+    device = start_runtime(device).device
     model, x, y, _ = _load(model_path, loader, source, n_images, device)
     if method == "ibp":
         from ..certify import ibp_verified_accuracy
@@ -103,29 +103,20 @@ def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
 def physical_command(model_path, loader, source, n_images, eps, eot_samples, seed, device, out):
     """Destruction rates (Kurakin et al. 2017) of simulated print-and-photograph transformations."""
-    from ..physical import physical_study
+    from ..physical import destruction_table, physical_markdown, physical_study
 
     if eot_samples < 1:
         raise ConfigError(f"--eot-samples must be ≥ 1, got {eot_samples}")
-    device = resolve_device(device)
+    device = start_runtime(device).device
     model, x, y, _ = _load(model_path, loader, source, n_images, device)
     res = physical_study(model, x, y, eps=eps, eot_samples=eot_samples, seed=seed)
-    names = list(res["attacks"])
-    transforms = list(res["attacks"][names[0]]["rates"])
-    rows = [[t] + [f"{100 * res['attacks'][a]['rates'][t]['destruction_rate']:.1f}%" for a in names] for t in transforms]
-    rows.append(["(adversarial rate)"] + [f"{100 * res['attacks'][a]['adversarial_rate']:.1f}%" for a in names])
-    title = f"destruction rate at Linf eps {eps:g} on {res['n']} images (clean accuracy {100 * res['clean_accuracy']:.1f}%)"
+    title, head, rows = destruction_table(res)
     click.echo(title)
-    click.echo(_table(rows, ["transform"] + names))
+    click.echo(_table(rows, head))
     if out:
         write_result(out, res)
-        md = [f"# Physical-world destruction rates ({source.label}, model {Path(model_path).name})", "", title + ", "
-              f"EOT-BIM averaging {eot_samples} random photos per step.", "",
-              "| transform | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        md += ["| " + " | ".join(r) + " |" for r in rows]
-        md += ["", "Destruction rate (Kurakin et al. 2017): the share of clean-correct, adversarially misclassified images that "
-               "the transformation returns to the right class. Last row: share of clean-correct images the attack fools."]
-        write_text_atomic(Path(out).with_suffix(".md"), "\n".join(md) + "\n")
+        write_text_atomic(Path(out).with_suffix(".md"), physical_markdown(res, dataset=source.label, model_name=Path(model_path).name,
+                                                                          eot_samples=eot_samples))
 
 
 @main.command("defences")
@@ -137,16 +128,10 @@ def physical_command(model_path, loader, source, n_images, eps, eot_samples, see
 @_DEVICE
 def defences_command(dataset, data_root, out, overrides, device):
     """Train every defence on one dataset and write the defence table (clean, robust, certified, cost)."""
-    from ..experiments.config import from_dict, parse_override, _set_path, to_dict
     from ..experiments.defence_table import DefenceTableConfig, defence_table
 
-    data = to_dict(DefenceTableConfig())
-    data.update({"dataset": dataset, "data_root": data_root})
-    for text in overrides:
-        parts, value = parse_override(text)
-        _set_path(data, parts, value)
-    cfg = from_dict(DefenceTableConfig, data).validate()
-    result = defence_table(cfg, out, device=resolve_device(device))
+    cfg = DefenceTableConfig.resolve(overrides, dataset=dataset, data_root=data_root)
+    result = defence_table(cfg, out, device=start_runtime(device).device)
     click.echo((Path(out) / "defences.md").read_text(encoding="utf-8"))
     failed = [c["check"] for c in result["checks"] if not c["passed"]]
     if failed:

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .options import data_options
+from .options import data_options, start_runtime
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
 
@@ -39,6 +39,7 @@ def export_command(source, constructed, fmt, split, out, overwrite, seed):
     from ..construct import load_constructed
     from ..data import export_dataset
 
+    start_runtime("cpu")
     train, test = source.load(seed=seed)
     if constructed is not None:
         data, manifest = load_constructed(constructed, classes=train.classes, name=constructed.name)

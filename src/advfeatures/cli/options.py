@@ -10,7 +10,15 @@ handful of loose arguments:
 * :func:`data_options` adds ``--dataset``, ``--data`` and ``--data-root`` and passes ``source``, a
   :class:`DataSource` whose ``load(seed)`` gives the (train, test) splits;
 * :data:`seed_option`, :data:`device_option` and :func:`out_option` are plain options with one
-  default everywhere (the device is ``auto``: a GPU when there is one).
+  default everywhere (the device is ``auto``: a GPU when there is one); :func:`speed_options` adds
+  ``--compile``, ``--bf16`` and ``--channels-last``;
+* :func:`start_runtime` is what every command calls first: it applies the one runtime
+  configuration (global ``--threads``, the command's ``--device`` and speed options).
+
+``--seed`` (:data:`seed_option`) is a plain whole number that each command passes straight to the
+library call it makes (``seed=seed``); the library draws its random choices from
+``torch.Generator().manual_seed(seed)`` or from streams derived from it (:mod:`advfeatures.seeding`),
+never from the global seed.
 
 Nothing here imports torch at import time, so ``advfeatures --help`` stays fast.
 """
@@ -241,10 +249,45 @@ def out_option(*, folder: bool, required: bool = True, help: str | None = None) 
                         help=help or ("Folder for the output files." if folder else "Write the results as JSON here."))
 
 
-def resolve_device(name: str):
-    from ..distributed import resolve_device as resolve
+def speed_options(f: Callable) -> Callable:
+    """Add ``--compile``, ``--bf16`` and ``--channels-last`` (from the one table of runtime options,
+    :func:`advfeatures.runtime.runtime_options`); the command receives ``speed``, a dict to pass to
+    :func:`start_runtime` (``start_runtime(device, **speed)``)."""
+    from ..runtime.config import runtime_options
 
-    return resolve(name)
+    rows = [r for r in runtime_options() if r["name"] in ("compile", "bf16", "channels_last")]
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, speed={r["name"]: kwargs.pop(r["name"]) for r in rows}, **kwargs)
+
+    for row in reversed(rows):
+        wrapper = click.option(row["option"], row["name"], is_flag=True, help=row["help"])(wrapper)
+    return wrapper
+
+
+def start_runtime(device: str | None = None, *, config=None, **options: Any):
+    """Configure where and how fast this command computes, once, at its start: one
+    :class:`~advfeatures.runtime.RuntimeConfig` from the global ``--threads``, the command's
+    ``--device`` and ``options`` (speed options, ``distributed=True`` for a command that joins
+    ``torchrun``'s group), or the given ``config``, applied by
+    :func:`advfeatures.runtime.apply_runtime`. Returns the :class:`~advfeatures.runtime.Runtime`
+    (its ``device``, ``context`` and ``accelerate``). Torch's thread count is given back when the
+    command ends."""
+    from ..runtime.config import RuntimeConfig, apply_runtime
+    from . import threads_given
+
+    if config is None:
+        config = RuntimeConfig.from_options(**{"device": device, "threads": threads_given(), "distributed": False, **options})
+    runtime = apply_runtime(config)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        root = ctx.find_root()
+        if isinstance(root.obj, dict) and "runtime" not in root.obj:
+            root.call_on_close(runtime.restore)  # the first runtime knows the count from before the command
+        if isinstance(root.obj, dict):
+            root.obj["runtime"] = runtime
+    return runtime
 
 
 def write_result(path: str | Path, result: dict[str, Any], *, command: str | None = None,

@@ -25,7 +25,9 @@ from . import main
                    "--robust-arch, a MadryLab robustness checkpoint, a torchvision-layout ResNet).")
 @click.option("--robust-arch", default=None, metavar="NAME|MODULE:FACTORY", help="Architecture of a --robust-model that records none.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Where to compute [default: auto].")
-@click.option("--seed", type=int, help="Run seed (data split, initialisation, attacks) [default: 0].")
+@click.option("--seed", type=int, help="Run seed [default: the --config file's, else 0]: the data split, and every stream "
+              "(initialisations, constructions, attacks) as advfeatures.seeding.derive_seed(seed, stream), streams named "
+              "in advfeatures.experiments.state.STREAMS.")
 @click.option("--seeds", "seed_list", metavar="LIST", help="Run every seed of a list (0,1,2 or 0-4), each in DIR/seed<N>, and "
               "write an aggregate report (mean ± std over seeds) in DIR [default DIR: runs/<preset>-seeds<LIST>].")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the final summary.")
@@ -71,11 +73,16 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         direct.update({"robust_model": str(robust_model), "robust_model_arch": arch, "robust_model_kwargs": arch_kwargs or None})
     elif robust_arch is not None:
         raise ConfigError("--robust-arch describes --robust-model: give the model file too")
+    # the command's own options (--seed, --device, --threads, ...) are the last layer over the preset,
+    # --config and --set: cfg.seed is --seed when given. The pipeline splits it into the named
+    # stream seeds (experiments.state.named_seeds) that every step draws from.
     cfg, given = resolve_config(preset or "digits", config_file=config_file, overrides=list(overrides), **direct)
     from ..experiments.pipeline import load_data as load_run_data
+    from .options import start_runtime
 
+    runtime = start_runtime(config=cfg.runtime)  # device and threads, once, shared with the pipeline
     checked = load_run_data(cfg)  # the data is read (and so checked) before any estimate or work
-    _before_a_long_run(cfg, estimate, checked)
+    _before_a_long_run(cfg, estimate, checked, runtime.device)
     # default run folders: the preset's name, or your data's and the preset's
     name = cfg.preset if data is None else f"{Path(data).stem}-{cfg.preset}"
     if seed_list is not None:
@@ -85,23 +92,21 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         out_dir = Path(out) if out else Path("runs") / f"{name}-seeds{'-'.join(map(str, seeds))}"
         # without --out, each seed's run is the single-seed default folder, so earlier runs are reused
         run_dirs = None if out else {s: Path("runs") / f"{name}-seed{s}" for s in seeds}
-        results = run_seeds(cfg, given, out_dir, seeds, run_dirs=run_dirs)
+        results = run_seeds(cfg, given, out_dir, seeds, run_dirs=run_dirs, runtime=runtime)
         click.echo(aggregate_table(results))
     else:
         out_dir = Path(out) if out else Path("runs") / f"{name}-seed{cfg.seed}"
-        results = Reproduction(cfg, given, out_dir, data=checked).execute()
+        results = Reproduction(cfg, given, out_dir, data=checked, runtime=runtime).execute()
         click.echo(summary_table(results))
     click.echo(f"\nreport: {out_dir / 'report.md'}\nresults: {out_dir / 'results.json'}")
 
 
-def _before_a_long_run(cfg, estimate: bool | None, data) -> None:
+def _before_a_long_run(cfg, estimate: bool | None, data, device) -> None:
     """A preset that needs a GPU says so on a CPU (one line, exit 2) before anything starts; then
     the estimated time (calibrated by a few timed passes here, at this machine's current load)."""
     from ..errors import ConfigError
     from ..experiments.estimate import estimate_reproduce_time, format_estimate, gpu_warning
-    from ..runtime import resolve_device
 
-    device = resolve_device(cfg.device)
     warning = gpu_warning(cfg, device)
     if warning is not None:
         if cfg.device == "auto":

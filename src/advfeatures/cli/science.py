@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import main
-from .options import data_options, device_option, parse_arch_option, resolve_device, seed_option, write_result
+from .options import data_options, device_option, parse_arch_option, seed_option, start_runtime, write_result
 
 def _train_options(fn):
     for opt in reversed([
@@ -49,7 +49,7 @@ def planted(out: Path, quick: bool, seed: int, device: str) -> None:
     """The planted-features benchmark: which feature D_R, D_NR, D_rand and D_det keep, with ground truth."""
     from ..science.planted import run_planted
 
-    res = run_planted(out, seed=seed, quick=quick, device=resolve_device(device))
+    res = run_planted(out, seed=seed, quick=quick, device=start_runtime(device).device)
     click.echo(f"wrote {out / 'planted.json'}, {res['figures']['summary']} and {res['figures']['examples']}")
     click.echo(f"{'set':8s} {'robust share':>13s} {'non-robust share':>17s} {'model: follows robust':>22s} {'follows non-robust':>19s}")
     for name, sig in res["signal"].items():
@@ -73,6 +73,7 @@ def leakage(constructed: Path, source, eps: float, norm: str, k: int, features: 
     from ..construct import load_constructed
     from ..science.leakage import leakage_audit
 
+    start_runtime("cpu")
     train, test = source.load()
     data, manifest = load_constructed(constructed, classes=train.classes, name=constructed.name)
     res = leakage_audit(data, train, test, eps=eps, norm=norm, k=k, features=features)
@@ -100,7 +101,7 @@ def distill(source, arch, teacher, teacher_arch, teacher_epochs, epochs, batch_s
     from ..science.distill import distillation_control
     from .options import ModelLoader
 
-    dev = resolve_device(device)
+    dev = start_runtime(device).device
     train, test = source.load(seed=seed)
     name, kwargs = parse_arch_option(arch)
     teacher_loader = ModelLoader(*parse_arch_option(teacher_arch)) if teacher_arch else ModelLoader()
@@ -139,7 +140,7 @@ def transfer(source_model, d_rand, source, archs, source_arch, epochs, batch_siz
     from ..science.transfer import plot_transfer, transfer_experiment
     from .options import ModelLoader
 
-    dev = resolve_device(device)
+    dev = start_runtime(device).device
     train, test = source.load(seed=seed)
     rand, _ = load_constructed(d_rand, classes=train.classes, name="d_rand")
     loader = ModelLoader(*parse_arch_option(source_arch)) if source_arch else ModelLoader()

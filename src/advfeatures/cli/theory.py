@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import main
+from .options import start_runtime
 
 
 @main.command()
@@ -18,6 +19,7 @@ def theory(out: Path, seed: int, quick: bool) -> None:
     """Simulate the two-Gaussian, Tsipras and logistic models and check them against their closed forms."""
     from ..theory.run import run_theory
 
+    start_runtime("cpu")
     results = run_theory(out, seed=seed, quick=quick)
     click.echo(f"wrote {out / 'theory.json'} and {', '.join(results['figures'].values())}")
     click.echo("largest |simulation − closed form| in standard errors:")

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .options import data_options, device_option, model_file_option, model_options, resolve_device, seed_option, write_result
+from .options import data_options, device_option, model_file_option, model_options, seed_option, start_runtime, write_result
 
 
 @main.command("train")
@@ -66,12 +66,14 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
         adversary["adversary.eps"] = 0.5  # the paper's CIFAR robust model: L2, ε = 0.5, 7 steps of ε/5
     if init_model is None and loader.arch is None:
         raise ConfigError("say what to train: --arch NAME|module:factory for a fresh model, or --model FILE to start from weights")
-    dev = resolve_device(device)
+    dev = start_runtime(device).device
     train, test = source.load(seed=seed)
     train = train.head(n)
     if preset is None:  # the built-in set's own preset, or the one reproduce would choose for these images
         preset = source.dataset if source.data is None else choose_preset(train.image_shape, len(train))[0]
         click.echo(f"training settings from the {preset} preset's {stage} stage (pass --preset to choose another)", err=True)
+    # the command's own options are the last layer over the preset, --config and --set: cfg.seed is --seed,
+    # which train_model draws batch order, augmentation and the adversary's starts from
     cfg, given = resolve_train_config(preset, stage, config_file=config_file, overrides=list(overrides), epochs=epochs,
                                       batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, **adversary)
     if init_model is not None:

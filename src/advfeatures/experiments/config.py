@@ -20,6 +20,7 @@ from ..construct import MatchingConfig, RelabelConfig
 from ..data.loaders import DATASETS
 from ..errors import ConfigError
 from ..evaluate import AttackSpec
+from ..runtime.config import RuntimeConfig
 from ..threats import check_positive, check_steps
 from ..train import AdversaryConfig, TrainConfig
 from ..validate import finite, whole
@@ -110,7 +111,10 @@ class ReproduceConfig:
     seed: int = 0
     device: str = "auto"
     train_limit: int | None = None  # use the first N training images (None: all)
-    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    # CPU threads for torch. None: the runtime's default, the cores not busy with other work (OMP_NUM_THREADS
+    # wins), resolved in one place, advfeatures.runtime.threads.set_threads, when the pipeline applies
+    # `runtime` (below). The presets set it: a run that must be bit-identical fixes its thread count.
+    threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     standard: TrainConfig = field(default_factory=lambda: _paper_train(lr=0.1))
     adversarial: TrainConfig = field(default_factory=lambda: _paper_train(lr=0.1, adversary=AdversaryConfig()))
@@ -121,6 +125,12 @@ class ReproduceConfig:
     construction: ConstructionConfig = field(default_factory=ConstructionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        """Where and how fast the run computes (:func:`advfeatures.runtime.apply_runtime` applies it):
+        ``device`` and ``threads`` (None: the free cores, see above); no process group."""
+        return RuntimeConfig(device=self.device, threads=self.threads, distributed=False)
 
     def validate(self) -> ReproduceConfig:
         if self.dataset not in DATASETS:
@@ -385,6 +395,14 @@ def _set_path(d: dict[str, Any], parts: list[str], value: Any) -> None:
     d[parts[-1]] = value
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``data`` (nested settings) with each ``--set key.path=value`` of ``overrides`` applied, in place."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set_path(data, parts, value)
+    return data
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -425,9 +443,7 @@ def _layers(data: dict[str, Any], given: dict[str, Any], config_file: str | Path
         file_data = load_config_file(config_file)
         data = deep_merge(data, file_data)
         given["config_file"] = {"path": str(config_file), "settings": file_data}
-    for text in overrides:
-        parts, value = parse_override(text)
-        _set_path(data, parts, value)
+    apply_overrides(data, overrides)
     given["overrides"] = list(overrides)
     for k, v in direct.items():
         if v is not None:

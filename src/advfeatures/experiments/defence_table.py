@@ -41,6 +41,7 @@ from ..evaluate import predict, worst_case_evaluation
 from ..storage import write_json_atomic, write_text_atomic
 from ..threats import check_positive, check_steps
 from ..train import AdversaryConfig, TrainConfig, train_model
+from .config import apply_overrides, from_dict, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ class DefenceTableConfig:
     noise_samples: int = 32
     cost_rounds: int = 3  # interleaved rounds of one timed epoch per defence (the cost column)
     seed: int = 0
+
+    @classmethod
+    def resolve(cls, overrides: list[str] | tuple[str, ...] = (), **settings: Any) -> DefenceTableConfig:
+        """The defaults, then ``settings`` (top-level fields, e.g. ``dataset``), then ``--set
+        key.path=value`` ``overrides``; checked."""
+        data = {**to_dict(cls()), **settings}
+        return from_dict(cls, apply_overrides(data, overrides)).validate()
 
     def validate(self) -> DefenceTableConfig:
         unknown = [d for d in self.defences if d not in DEFENCES]

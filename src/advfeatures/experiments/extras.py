@@ -49,7 +49,7 @@ def run_extras(state: RunState) -> dict[str, Any]:
 
 
 def inversion(state: RunState, *, n: int = 16) -> dict[str, Any]:
-    from ..represent import inversion_comparison
+    from ..represent import compare_inversions
 
     steps = state.config.construction.matching.steps * 2
     key = digest({"std": state.keys["standard"], "adv": state.keys["adversarial"], "n": n, "steps": steps,
@@ -62,9 +62,9 @@ def inversion(state: RunState, *, n: int = 16) -> dict[str, Any]:
             held_out = build_model("mlp", state.train.image_shape, state.train.num_classes, hidden=(256,))
         train_model(held_out, state.train, dataclasses.replace(state.config.standard, seed=state.seeds["inversion_held_out_train"]),
                     device=state.device, desc="held-out MLP")
-        res = inversion_comparison(state.models["standard"], state.models["adversarial"], state.test, folder, n=n, steps=steps,
-                                   step_size=state.config.construction.matching.step_size, start="noise",
-                                   seed=state.seeds["inversion"], held_out_model=held_out)
+        models = {"standard": state.models["standard"], "robust": state.models["adversarial"]}
+        res = compare_inversions(models, state.test, folder, n=n, steps=steps, step_size=state.config.construction.matching.step_size,
+                                 start="noise", seed=state.seeds["inversion"], held_out_model=held_out)
         return {k: res[k] for k in ("standard", "robust", "robust_closer", "start_pixel_l2", "held_out_accuracy_on_targets",
                                     "n", "steps", "step_size", "start")}
 

@@ -15,6 +15,7 @@ work and an interrupted run resumes. The steps fill one :class:`~.state.RunState
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import platform
@@ -29,7 +30,8 @@ from ..construct import build_dataset, is_finished, load_constructed
 from ..data import load_data as load_any_data
 from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
-from ..distributed import resolve_device
+from ..runtime.config import Runtime, runtime_applied
+from ..runtime.device import resolve_device
 from ..errors import DataError
 from ..evaluate import accuracy, evaluate_suite, sanity_checks, standard_members, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
@@ -64,10 +66,13 @@ def data_digest(train: ImageDataset, test: ImageDataset) -> str:
 
 
 def new_state(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
-              data: tuple[ImageDataset, ImageDataset] | None = None) -> RunState:
-    """A run's state before any step: the data is loaded (and so checked) before anything is written."""
+              data: tuple[ImageDataset, ImageDataset] | None = None, device: torch.device | None = None) -> RunState:
+    """A run's state before any step: the data is loaded (and so checked) before anything is written.
+    ``device``: the applied runtime's (default: ``cfg.device`` resolved). ``cfg.seed`` is split into
+    the named stream seeds here (:func:`.state.named_seeds`), which every step draws from."""
     train, test = data if data is not None else load_data(cfg)
-    return RunState(config=cfg, given=given, run=RunDir(out_dir), device=resolve_device(cfg.device), train=train, test=test,
+    device = resolve_device(cfg.device) if device is None else device
+    return RunState(config=cfg, given=given, run=RunDir(out_dir), device=device, train=train, test=test,
                     data_key=data_digest(train, test), seeds=named_seeds(cfg.seed))
 
 
@@ -193,16 +198,15 @@ def sanity_step(state: RunState, name: str) -> None:
 
 # -- the whole pipeline -------------------------------------------------------------------------
 def run_reproduction(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
-                     data: tuple[ImageDataset, ImageDataset] | None = None) -> RunState:
-    """Run (or resume) the whole pipeline in ``out_dir``; the returned state holds ``results``."""
-    state = new_state(cfg, given, out_dir, data=data)
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+                     data: tuple[ImageDataset, ImageDataset] | None = None, runtime: Runtime | None = None) -> RunState:
+    """Run (or resume) the whole pipeline in ``out_dir``; the returned state holds ``results``.
+
+    ``runtime``: the one the caller applied (the command line's, from ``cfg.runtime``); without it
+    ``cfg.runtime`` (device, threads) is applied here for the run and torch's thread count given back
+    after it."""
+    with contextlib.nullcontext(runtime) if runtime is not None else runtime_applied(cfg.runtime) as rt:
+        state = new_state(cfg, given, out_dir, data=data, device=rt.device)
         _execute(state)
-    finally:
-        torch.set_num_threads(threads)
     return state
 
 
@@ -238,12 +242,12 @@ class Reproduction:
     """One run of the pipeline in one run directory (``Reproduction(cfg, given, out).execute()``)."""
 
     def __init__(self, cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
-                 data: tuple[ImageDataset, ImageDataset] | None = None) -> None:
-        self.cfg, self.given, self.out_dir, self.data = cfg, given, Path(out_dir), data
+                 data: tuple[ImageDataset, ImageDataset] | None = None, runtime: Runtime | None = None) -> None:
+        self.cfg, self.given, self.out_dir, self.data, self.runtime = cfg, given, Path(out_dir), data, runtime
         self.state: RunState | None = None
 
     def execute(self) -> dict[str, Any]:
-        self.state = run_reproduction(self.cfg, self.given, self.out_dir, data=self.data)
+        self.state = run_reproduction(self.cfg, self.given, self.out_dir, data=self.data, runtime=self.runtime)
         return self.state.results
 
 
@@ -329,19 +333,21 @@ def seed_dir(out_dir: str | Path, seed: int) -> Path:
 
 
 def run_seeds(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, seeds: list[int], *,
-              data: tuple[ImageDataset, ImageDataset] | None = None, run_dirs: dict[int, Path] | None = None) -> dict[str, Any]:
+              data: tuple[ImageDataset, ImageDataset] | None = None, run_dirs: dict[int, Path] | None = None,
+              runtime: Runtime | None = None) -> dict[str, Any]:
     """Run the pipeline once per seed (each in its own run directory, each reusing its finished
     steps), then write the aggregate ``results.json`` and ``report.md`` in ``out_dir``.
 
     Each seed draws its own data split (unless ``data`` fixes one), initialisations and attacks.
-    ``run_dirs`` may place a seed's run elsewhere (default ``out_dir/seed<N>``).
+    ``run_dirs`` may place a seed's run elsewhere (default ``out_dir/seed<N>``); ``runtime`` as in
+    :func:`run_reproduction`.
     """
     per_seed, dirs = [], {}
     for s in seeds:
         where = (run_dirs or {}).get(s, seed_dir(out_dir, s))
         dirs[s] = str(where)
         cfg_s = dataclasses.replace(cfg, seed=s)
-        per_seed.append(run_reproduction(cfg_s, {**given, "seed": s}, where, data=data).results)
+        per_seed.append(run_reproduction(cfg_s, {**given, "seed": s}, where, data=data, runtime=runtime).results)
     agg = aggregate(per_seed, margin=cfg.evaluation.margin_se)
     agg["runs"] = dirs
     agg["config"] = {"given": {**given, "seeds": list(seeds)}, "resolved": to_dict(cfg)}

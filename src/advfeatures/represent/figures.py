@@ -103,6 +103,21 @@ def image_grid(
     return save_png(fig, path)
 
 
+def interpolation_grid(images: torch.Tensor, alphas: Sequence[float], path: str | Path, *, title: str | None = None) -> Path:
+    """One row per pair of an interpolation (``images``: (pairs·num, C, H, W), pair-major, as
+    :func:`advfeatures.represent.inversion.interpolate` returns them), one column per α."""
+    num = len(alphas)
+    rows = list(images.view(images.shape[0] // num, num, *images.shape[1:]))
+    return image_grid(rows, path, col_labels=[f"α={a:.2f}" for a in alphas], title=title)
+
+
+def class_grid(images: torch.Tensor, classes: Sequence[str], path: str | Path, *, title: str | None = None) -> Path:
+    """One row per class of ``images`` ((K·per_class, C, H, W), class-major), labelled by ``classes``."""
+    k = len(classes)
+    rows = list(images.cpu().view(k, images.shape[0] // k, *images.shape[1:]))
+    return image_grid(rows, path, row_labels=classes, title=title)
+
+
 def saliency_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], path: str | Path, *, title: str | None = None) -> Path:
     """Images in the first row, then one row of absolute saliency maps per method (each map scaled
     to its own maximum)."""

@@ -16,7 +16,7 @@ point takes ``layer=``: g is then the output of that ``named_modules()`` layer, 
 
 Metrics make "robust representations are more invertible" a number: the final relative
 representation distance, and the pixel L2 distance of each inversion to its target image.
-:func:`inversion_comparison` puts a standard and a robust model side by side, optionally adding a
+:func:`compare_inversions` puts models (e.g. a standard and a robust one) side by side, optionally adding a
 held-out classifier's accuracy on the inverted images (use a different architecture than the two
 inverted models: adversarial, non-robust features transfer between models of one family).
 
@@ -43,7 +43,7 @@ from ..errors import ConfigError
 from ..models.base import as_classifier
 from ..storage import iter_chunks, write_json_atomic
 from ..threats import check_steps
-from .figures import image_grid
+from .figures import image_grid, interpolation_grid
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,25 @@ def _held_out_accuracy(model: nn.Module | None, x: torch.Tensor, y: torch.Tensor
 
 
 _RESERVED = {"n", "layer", "steps", "step_size", "start", "seed", "dataset", "indices", "start_pixel_l2", "models", "robust_closer",
-             "held_out_accuracy_on_targets", "figure", "json"}
+             "held_out_accuracy_on_targets", "figure", "json", "interpolation"}
+
+
+def interpolate_pairs(models: Mapping[str, nn.Module], data: ImageDataset, *, num: int, pairs: int = 4, steps: int = 1000,
+                      step_size: float = 0.1, seed: int = 0,
+                      layer: str | None = None) -> tuple[torch.Tensor, dict[str, tuple[InversionResult, torch.Tensor]]]:
+    """:func:`interpolate` between the same ``pairs`` random pairs of ``data``'s images through each
+    of ``models`` (noise seeds, drawn from one generator seeded by ``seed``, model after model).
+
+    Returns the pairs' indices (2, pairs) and, per model name, the result and the α values."""
+    pairs = check_steps(pairs, "pairs")
+    if 2 * pairs > len(data):
+        raise ConfigError(f"{pairs} interpolation pairs need {2 * pairs} images; {data.name} has {len(data)}")
+    device = next(next(iter(models.values())).parameters()).device
+    gen = torch.Generator().manual_seed(int(seed))
+    index = torch.randperm(len(data), generator=gen)[: 2 * pairs].view(2, pairs)
+    xa, xb = data.batch(index[0])[0].to(device), data.batch(index[1])[0].to(device)
+    return index, {name: interpolate(model, xa, xb, num=num, steps=steps, step_size=step_size, generator=gen, layer=layer)
+                   for name, model in models.items()}
 
 
 def compare_inversions(
@@ -180,11 +198,26 @@ def compare_inversions(
     seed: int = 0,
     held_out_model: nn.Module | None = None,
     layer: str | None = None,
+    interpolation: int = 0,
 ) -> dict[str, Any]:
     """Invert the same ``n`` images of ``data`` through each of ``models`` from the same seeds
-    (through ``layer``'s output when named: a ``named_modules()`` name every model has);
-    write ``inversion.png`` (targets, seeds, one row per model) and ``inversion.json`` to
-    ``out_dir``; return the metrics, one entry per model name (see :func:`inversion_comparison`)."""
+    (through ``layer``'s output when named: a ``named_modules()`` name every model has); write
+    ``inversion.png`` (targets, seeds, one row per model) and ``inversion.json`` to ``out_dir`` and
+    return the metrics. With ``interpolation`` > 0, also invert that many points between four
+    random pairs of images through each model (:func:`interpolate_pairs`, seeded by ``seed``) and
+    draw ``interpolation-<name>.png``.
+
+    Images and seeds are chosen by ``seed`` (a random subset; ``start="image"`` seeds each
+    inversion with another random image of the subset). The returned dict has one entry per model
+    name, each with ``pixel_l2`` (mean L2 to the targets), ``pixel_l2_median``,
+    ``representation_distance`` (mean final relative distance), ``representation_distance_median``
+    and ``held_out_accuracy`` (the held-out classifier's accuracy on the inverted images w.r.t. the
+    targets' labels, None without ``held_out_model``); plus ``robust_closer`` (with models named
+    ``standard`` and ``robust``: robust mean pixel L2 < standard's), ``start_pixel_l2`` (seeds to
+    targets), ``held_out_accuracy_on_targets``, ``n``, ``steps``, ``step_size``, ``start``,
+    ``seed``, ``layer``, ``dataset``, ``indices``, ``models``, ``figure`` and ``json`` (paths), and
+    with interpolation ``interpolation``: per model its summary, ``alphas`` and ``figure``.
+    """
     if start not in ("noise", "image"):
         raise ConfigError(f"start must be 'noise' or 'image', got {start!r}")
     if not models or _RESERVED & set(models):
@@ -196,7 +229,8 @@ def compare_inversions(
     device = next(next(iter(models.values())).parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(data), generator=gen)[:n]
-    x, y = data.images[idx].to(device), data.labels[idx].to(device)
+    x, y = data.batch(idx)
+    x, y = x.to(device), y.to(device)
     if start == "noise":
         seeds = noise_seeds(x.cpu(), generator=gen).to(device)
     else:
@@ -218,37 +252,12 @@ def compare_inversions(
     if "standard" in models and "robust" in models:
         summary["robust_closer"] = summary["robust"]["pixel_l2"] < summary["standard"]["pixel_l2"]
     summary.update(figure=str(fig), json=str(out_dir / "inversion.json"))
+    if interpolation:
+        _, done = interpolate_pairs(models, data, num=interpolation, steps=steps, step_size=step_size, seed=seed, layer=layer)
+        summary["interpolation"] = {}
+        for name, (inv, alphas) in done.items():
+            path = interpolation_grid(inv.images, alphas.tolist(), out_dir / f"interpolation-{name}.png",
+                                      title=f"Inverting (1−α)·g(a) + α·g(b) through the {name} model")
+            summary["interpolation"][name] = {**inv.summary(), "alphas": alphas.tolist(), "figure": str(path)}
     write_json_atomic(out_dir / "inversion.json", summary)
     return summary
-
-
-def inversion_comparison(
-    standard_model: nn.Module,
-    robust_model: nn.Module,
-    data: ImageDataset,
-    out_dir: Path,
-    *,
-    n: int = 16,
-    steps: int = 1000,
-    step_size: float = 0.1,
-    start: Literal["noise", "image"] = "noise",
-    seed: int = 0,
-    held_out_model: nn.Module | None = None,
-    layer: str | None = None,
-) -> dict[str, Any]:
-    """Invert the same ``n`` images of ``data`` through both models from the same seeds; write
-    ``inversion.png`` (targets, seeds, standard and robust inversions) and ``inversion.json`` to
-    ``out_dir`` and return the metrics.
-
-    Images and seeds are chosen by ``seed`` (a random subset; ``start="image"`` seeds each
-    inversion with another random image of the subset). The returned dict has ``standard`` and
-    ``robust`` entries, each with ``pixel_l2`` (mean L2 to the targets), ``pixel_l2_median``,
-    ``representation_distance`` (mean final relative distance), ``representation_distance_median``
-    and ``held_out_accuracy`` (the held-out classifier's accuracy on the inverted images w.r.t. the
-    targets' labels, None without ``held_out_model``); plus ``robust_closer`` (robust mean pixel L2
-    < standard's), ``start_pixel_l2`` (seeds to targets), ``held_out_accuracy_on_targets``, ``n``,
-    ``steps``, ``step_size``, ``start``, ``seed``, ``dataset``, ``indices``, ``models``, ``figure``
-    and ``json`` (paths).
-    """
-    return compare_inversions({"standard": standard_model, "robust": robust_model}, data, out_dir, n=n, steps=steps,
-                              step_size=step_size, start=start, seed=seed, held_out_model=held_out_model, layer=layer)

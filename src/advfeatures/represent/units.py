@@ -29,18 +29,32 @@ from ..threats import check_steps
 from .visualize import random_directions
 
 
-def layer_activations(model: nn.Module, x: torch.Tensor, *, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
-    """The flattened output of ``layer`` (the representation g when None) for ``x``, (N, D)."""
+def layer_activations(model: nn.Module, x: torch.Tensor | ImageDataset, *, layer: str | None = None,
+                      batch_size: int = 500) -> torch.Tensor:
+    """The flattened output of ``layer`` (the representation g when None) for ``x``, (N, D): a
+    tensor of images, or an :class:`ImageDataset` read ``batch_size`` images at a time."""
     try:
         features = as_classifier(model, layer).features
     except ModelError as exc:  # an unknown layer name is a setting to fix, as everywhere in this module
         raise ConfigError(str(exc)) from None
     device = next(model.parameters()).device
-    parts = []
+    batch_size = check_steps(batch_size, "batch_size")
+    if isinstance(x, ImageDataset):
+        batches = (xb for xb, _ in x.iter_batches(batch_size))
+    else:
+        batches = (x[a:b] for a, b in iter_chunks(x.shape[0], batch_size))
     with torch.no_grad(), eval_mode(model):
-        for a, b in iter_chunks(x.shape[0], check_steps(batch_size, "batch_size")):
-            parts.append(features(x[a:b].to(device)).flatten(1).float())
+        parts = [features(xb.to(device)).flatten(1).float() for xb in batches]
     return torch.cat(parts)
+
+
+def live_units(activations: torch.Tensor, num: int, *, generator: torch.Generator, fix: str) -> list[int]:
+    """``num`` random units (columns of ``activations``, (N, D)) that vary over the N images; a
+    layer whose every unit is constant is an error whose message ends with ``fix``."""
+    live = (activations.std(0) > 0).nonzero().flatten().cpu()
+    if live.numel() == 0:
+        raise ConfigError(f"every unit of this layer is constant on these images; {fix}")
+    return live[torch.randperm(live.numel(), generator=generator)[:num]].tolist()
 
 
 def label_purity(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -71,14 +85,11 @@ def units_vs_directions(
     num = check_steps(num, "num")
     if top_k > len(data):
         raise ConfigError(f"top_k ({top_k}) exceeds the number of images ({len(data)})")
-    acts = layer_activations(model, data.images, layer=layer).cpu()
+    acts = layer_activations(model, data, layer=layer).cpu()
     dim = acts.shape[1]
     gen = torch.Generator().manual_seed(int(seed))
     if units is None:
-        live = (acts.std(0) > 0).nonzero().flatten()
-        if live.numel() == 0:
-            raise ConfigError(f"every unit of layer {layer or 'representation'} is constant on these images; pick another layer")
-        units = live[torch.randperm(live.numel(), generator=gen)[:num]].tolist()
+        units = live_units(acts, num, generator=gen, fix=f"pick another layer than {layer or 'the representation'}")
     elif any(not 0 <= u < dim for u in units):
         raise ConfigError(f"units must lie in [0, {dim - 1}] for layer {layer or 'representation'}")
     dirs = torch.cat([torch.eye(dim)[units], random_directions(num, dim, generator=gen)])

@@ -1,7 +1,9 @@
 """Where the computation runs and how fast: one configuration, one function that applies it.
 
 * :class:`RuntimeConfig` / :func:`apply_runtime` (:mod:`.config`): device, threads, process group,
-  allocator and speed options, applied once at the start of every entry point.
+  allocator and speed options, applied once at the start of every entry point (every command via
+  :func:`advfeatures.cli.options.start_runtime`, ``reproduce``'s pipeline, a script);
+  :func:`runtime_applied` for a block that gives the thread count back.
 * :mod:`.device`: :func:`resolve_device`; one default everywhere, ``"auto"`` (:data:`DEFAULT_DEVICE`).
 * :mod:`.threads`: torch's CPU thread count; by default only the free cores (measured: on a busy
   2-core machine torch's default of two threads made PGD 4–11× slower than one).
@@ -19,7 +21,8 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "RuntimeConfig": "config", "Runtime": "config", "apply_runtime": "config", "runtime_options": "config",
+    "RuntimeConfig": "config", "Runtime": "config", "apply_runtime": "config", "runtime_applied": "config",
+    "runtime_options": "config",
     "DEVICES": "device", "DEFAULT_DEVICE": "device", "resolve_device": "device", "check_device_name": "device",
     "available_cores": "threads", "choose_threads": "threads", "default_threads": "threads",
     "set_threads": "threads", "using_threads": "threads",

@@ -5,15 +5,34 @@ fast to compute with one :class:`RuntimeConfig` and calls :func:`apply_runtime` 
 
     rt = apply_runtime(RuntimeConfig(device="auto", threads=None))
     model = rt.accelerate(model.to(rt.device))
+    ...
+    rt.restore()  # torch's thread count as it was before
+
+    with runtime_applied(RuntimeConfig(threads=1)) as rt:  # the same, restored on leaving
+        ...
 
 :func:`apply_runtime` tunes the allocator (unless ``tune_allocator=False``), sets torch's thread
-count (``threads=None``: the free cores, see :mod:`.threads`), joins ``torchrun``'s process group
-when the environment describes one, and resolves the device. It returns a :class:`Runtime`: what
-was applied, for the record (``as_dict`` goes into results and benchmark JSON).
+count, joins ``torchrun``'s process group when the environment describes one, and resolves the
+device. It returns a :class:`Runtime`: what was applied, for the record (``as_dict`` goes into
+results and benchmark JSON).
+
+``threads=None`` means one thing everywhere (a command without ``--threads``, a reproduce preset or
+``ReproduceConfig`` without ``threads``, a script): the cores not busy with other work, at least
+one, at most torch's own default, and ``OMP_NUM_THREADS`` when it is set
+(:func:`.threads.default_threads`). It is resolved in one place, :func:`.threads.set_threads`,
+which :func:`apply_runtime` calls.
+
+Where the command line uses it: every command calls
+:func:`advfeatures.cli.options.start_runtime` once at its start, which builds this configuration
+from the global ``--threads``, the command's ``--device`` and speed options, and applies it;
+``reproduce`` builds it from its resolved configuration (``ReproduceConfig.runtime``) and hands the
+applied :class:`Runtime` to the pipeline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +58,8 @@ class RuntimeConfig:
 
     device: str = _opt(DEFAULT_DEVICE, "Where to compute: auto (the GPU when one is visible), cpu, cuda or cuda:N.",
                        choices=("auto", "cpu", "cuda"))
-    threads: int | None = _opt(None, "CPU threads for torch (default: the cores not busy with other work, at least 1).")
+    threads: int | None = _opt(None, "CPU threads for torch (default: the cores not busy with other work, at least 1; "
+                                     "OMP_NUM_THREADS wins).")
     compile: bool = _opt(False, "Run the model through torch.compile (speed only).")
     bf16: bool = _opt(False, "bf16 autocast (faster on recent hardware; results change by bf16 rounding).")
     channels_last: bool = _opt(False, "Channels-last weights and inputs (speed only).")
@@ -80,6 +100,15 @@ class Runtime:
     threads: int
     context: DistContext
     allocator: dict[str, Any] | None = field(default=None)
+    threads_before: int | None = field(default=None, compare=False)  # torch's count before, for restore()
+
+    def restore(self) -> None:
+        """Give torch back the thread count it had before :func:`apply_runtime` (the allocator
+        settings and the process group stay)."""
+        if self.threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self.threads_before)
 
     def accelerate(self, model: nn.Module) -> nn.Module:
         """``model`` wrapped with the configuration's speed options (itself when all are off)."""
@@ -117,7 +146,10 @@ def apply_runtime(config: RuntimeConfig | None = None) -> Runtime:
     from .device import resolve_device
     from .threads import set_threads
 
+    import torch
+
     tuned = tune_allocator() if config.tune_allocator else None
+    before = torch.get_num_threads()
     n = set_threads(config.threads)
     if config.distributed:
         ctx, dev = init_distributed(config.device)
@@ -129,4 +161,14 @@ def apply_runtime(config: RuntimeConfig | None = None) -> Runtime:
         ok, why = compile_available()
         if not ok:
             raise ConfigError(f"compile was asked for but {why}; install one or turn compile off")
-    return Runtime(config=config, device=dev, threads=n, context=ctx, allocator=tuned)
+    return Runtime(config=config, device=dev, threads=n, context=ctx, allocator=tuned, threads_before=before)
+
+
+@contextmanager
+def runtime_applied(config: RuntimeConfig | None = None) -> Iterator[Runtime]:
+    """:func:`apply_runtime` for a block; torch's thread count is restored when it ends."""
+    rt = apply_runtime(config)
+    try:
+        yield rt
+    finally:
+        rt.restore()

@@ -8,8 +8,6 @@ a temporary name in the target folder and then renamed, so a reader never sees h
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ..storage import atomic_path
 
 _CLOSED = dict(lw=1.8)
 _SIM = dict(ls="none", marker="o", ms=4.5, mfc="white", mew=1.3, capsize=2)
@@ -30,17 +30,17 @@ def _figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Figure, np
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Save ``fig`` as PNG at ``path`` atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.png")  # same folder: rename is atomic
-    try:
+    """Save ``fig`` as PNG at ``path`` atomically (:func:`advfeatures.storage.atomic_path`)."""
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
+
+
+def _finish(fig: Figure, title: str, path: Path) -> Path:
+    """The figure's overall title, a tight layout, then :func:`save_figure`."""
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def _legend_note(ax: Axes) -> None:
@@ -148,9 +148,7 @@ def plot_gaussian(res: dict[str, Any], path: Path) -> Path:
     ax.set_title("(d) robust models' gradients align with μ*", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
 
-    fig.suptitle("Ilyas et al. 2019, Sec. 4: two Gaussian classes, standard vs robust maximum likelihood", fontsize=12)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, "Ilyas et al. 2019, Sec. 4: two Gaussian classes, standard vs robust maximum likelihood", path)
 
 
 def plot_tsipras(res: dict[str, Any], path: Path) -> Path:
@@ -214,9 +212,7 @@ def plot_tsipras(res: dict[str, Any], path: Path) -> Path:
     )
     ax.legend(fontsize=8, loc="center left")
 
-    fig.suptitle("Tsipras et al. 2019: one robust feature (right w.p. p) and many weak non-robust ones", fontsize=12)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, "Tsipras et al. 2019: one robust feature (right w.p. p) and many weak non-robust ones", path)
 
 
 def plot_logistic(res: dict[str, Any], path: Path) -> Path:
@@ -270,6 +266,4 @@ def plot_logistic(res: dict[str, Any], path: Path) -> Path:
     ax.set_title("(d) the ε‖w‖₁ term inside the softplus shrinks weak features", fontsize=10)
     ax.legend(fontsize=8)
 
-    fig.suptitle("Goodfellow et al. 2015: adversarial logistic regression in closed form", fontsize=12)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, "Goodfellow et al. 2015: adversarial logistic regression in closed form", path)

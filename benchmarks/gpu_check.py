@@ -45,7 +45,7 @@ from workloads import attack_workloads, limit_passes, make_batch, train_workload
 from advfeatures.attacks.pgd import PGD  # noqa: E402
 from advfeatures.models import build_model  # noqa: E402
 from advfeatures.progress import set_progress_enabled  # noqa: E402
-from advfeatures.runtime import accelerate, compile_available, peak_gpu_mib, reset_peak_gpu, resolve_device  # noqa: E402
+from advfeatures.runtime import CPU_CHANNELS_LAST, accelerate, compile_available, peak_gpu_mib, reset_peak_gpu, resolve_device  # noqa: E402
 
 OPTIONS = {
     "eager": {},
@@ -231,6 +231,8 @@ def run_section(model_name: str, opt: str, s: dict, clock: Clock, results: dict,
         rows[opt] = {"skipped": f"compile unavailable: {why_not}"}
     elif clock.left() <= needs_s:
         rows[opt] = {"skipped": f"time budget: {clock.left():.0f} s of {args.budget_s:.0f} s left, {needs_s:.0f} s needed"}
+    elif OPTIONS[opt].get("channels_last") and clock.device.type == "cpu":
+        rows[opt] = {"skipped": CPU_CHANNELS_LAST}  # accelerate() would run it as eager: say so instead
     else:
         print(f"{model_name} {opt} ... ({clock.elapsed():.0f} s so far)", flush=True)
         r = guarded(opt, rows, lambda: bench_option(model_name, s["models"][model_name], OPTIONS[opt], s, clock))

@@ -31,6 +31,7 @@ from .data.dataset import ImageDataset
 from .defences import DefenceConfig, build_objective, check_objective
 from .errors import ConfigError, DataError
 from .progress import progress
+from .runtime.speed import channels_last_usable
 from .storage import atomic_path, fault_point, tensor_digest
 from .threats import check_positive, check_steps
 from .validate import in_range, non_negative, whole
@@ -189,6 +190,7 @@ def train_model(
     model.to(device)
     world, rank = distributed.world_size(), distributed.rank()
     gen = torch.Generator().manual_seed(cfg.seed)
+    channels_last = channels_last_usable(channels_last, device.type)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # before DDP, which must see the final parameter layout
     opt = make_optimizer(model, cfg)

@@ -73,11 +73,26 @@ def test_accelerate_off_is_the_model_itself():
     assert accelerate(m) is m and unwrap(m) is m
 
 
+def test_channels_last_is_not_applied_on_a_cpu(caplog):
+    m = _model("cnn", (1, 8, 8), width=8, hidden=16)
+    with caplog.at_level("WARNING"):
+        fast = accelerate(m, channels_last=True, device="cpu")
+    assert fast is m and all(p.is_contiguous() for p in m.parameters())
+    from advfeatures.runtime import channels_last_usable
+
+    assert channels_last_usable(True, "cuda") and not channels_last_usable(True, "cpu") and not channels_last_usable(False, "cuda")
+
+
 def test_channels_last_changes_nothing_but_layout():
+    """The wrapper a GPU gets (built directly here: :func:`accelerate` does not apply it on a CPU),
+    in eval mode, where oneDNN's channels-last kernels run correctly on a CPU."""
+    from advfeatures.runtime.speed import AcceleratedModel
+
     m = _model("cnn", (1, 8, 8), width=8, hidden=16)
     x, y = _batch((1, 8, 8))
     ref = m(x)
-    fast = accelerate(m, channels_last=True)
+    m.to(memory_format=torch.channels_last)
+    fast = AcceleratedModel(m, compile=False, bf16=False, channels_last=True, device_type="cpu")
     assert unwrap(fast) is m and fast.num_classes == 10 and hasattr(fast, "features") and fast.head is m.head
     torch.testing.assert_close(fast(x), ref, rtol=1e-5, atol=1e-5)
     a = PGD(norm="L2", eps=0.5, steps=3, seed=4)(m, x, y)

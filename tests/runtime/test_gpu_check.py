@@ -32,7 +32,9 @@ def test_cpu_smoke_measures_every_section(tmp_path):
     for rows in res["models"].values():
         assert set(rows) == {"eager", "bf16", "channels-last", "bf16+channels-last", "compile"}
         assert "skipped" in rows["compile"]  # not built in the smoke run, and it says why
-        for opt in ("eager", "bf16", "channels-last", "bf16+channels-last"):
+        for opt in ("channels-last", "bf16+channels-last"):  # not applied on a CPU (oneDNN heap corruption)
+            assert "channels-last is not applied on a CPU" in rows[opt]["skipped"], (opt, rows[opt])
+        for opt in ("eager", "bf16"):
             r = rows[opt]
             assert "error" not in r, (opt, r)
             for key in ("ms_per_pass", "pgd_ratio", "d_r_ratio", "adv_train_ratio"):

@@ -30,6 +30,7 @@ _WHERE = {
     "rank": "group", "world_size": "group", "barrier": "group", "all_reduce_sum": "group",
     "broadcast_object": "group", "shutdown": "group",
     "AcceleratedModel": "speed", "accelerate": "speed", "unwrap": "speed", "compile_available": "speed",
+    "channels_last_usable": "speed", "CPU_CHANNELS_LAST": "speed",
     "MMAP_THRESHOLD": "allocator", "TRIM_THRESHOLD": "allocator", "RECOMMENDED_GLIBC_TUNABLES": "allocator",
     "tune_allocator": "allocator", "allocator_settings": "allocator",
     "peak_rss_mib": "memory", "peak_gpu_mib": "memory", "reset_peak_gpu": "memory",

@@ -110,3 +110,39 @@ def test_a_constructed_set_streams_back(digits_u8, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=32, crop_padding=0, flip=False)
     m1, m2 = _model(), _model()
     assert train_model(m1, whole, cfg) == train_model(m2, lazy, cfg)
+
+
+def test_the_data_digest_is_the_same_held_any_way_and_read_by_batch(digits_u8, tmp_path):
+    from advfeatures.experiments.pipeline import data_digest
+    from advfeatures.storage import tensor_digest
+
+    held, floats, streamed = _three_ways(digits_u8, tmp_path)
+    want = tensor_digest(floats.images, floats.labels)  # what every earlier run cache is keyed by
+    assert {held.digest(), streamed.digest(), streamed.digest(batch_size=7), floats.digest()} == {want}
+    assert streamed._float is None and held._float is None  # hashed batch by batch: no float32 copy was built
+    assert data_digest(streamed, held.head(9)) == data_digest(floats, floats.head(9))
+    flipped = ImageDataset(digits_u8[0].flip(0), digits_u8[1], digits_u8[2])
+    assert flipped.digest() != want  # the digest sees the pixels
+
+
+def test_evaluation_reads_a_streamed_set_by_batch_with_the_same_numbers(digits_u8, tmp_path):
+    from advfeatures.evaluate import accuracy, sanity_checks, worst_case_evaluation
+
+    held, floats, streamed = _three_ways(digits_u8, tmp_path)
+    model = _model()
+    train_model(model, floats, TrainConfig(epochs=2, batch_size=50, lr=0.1, crop_padding=0, flip=False))
+    kw = dict(norm="L2", eps=0.5, batch_size=64, steps=3, n_target_classes=2, square_queries=20, seed=1)
+    ref = worst_case_evaluation(model, floats.images, floats.labels, **kw)
+    sane = dict(norm="L2", eps=0.5, steps=3, square_queries=20, batch_size=64, seed=1)
+    ref_meas: dict = {}
+    ref_found = sanity_checks(model, floats.images[:100], floats.labels[:100], measurements=ref_meas, **sane)
+    for ds in (held, streamed):
+        got = worst_case_evaluation(model, ds, **kw)
+        assert got["x_adv"] is None and torch.equal(got["robust"], ref["robust"])
+        assert [m["newly_broken"] for m in got["members"]] == [m["newly_broken"] for m in ref["members"]]
+        assert got["clean_accuracy"] == ref["clean_accuracy"] == accuracy(model, ds) and got["robust_accuracy"] == ref["robust_accuracy"]
+        meas: dict = {}
+        assert sanity_checks(model, ds.head(100), measurements=meas, **sane) == ref_found and meas == ref_meas
+    assert streamed._float is None
+    with pytest.raises(Exception, match="own labels"):
+        worst_case_evaluation(model, streamed, streamed.labels, **kw)

@@ -146,3 +146,30 @@ def test_evaluation_reads_a_streamed_set_by_batch_with_the_same_numbers(digits_u
     assert streamed._float is None
     with pytest.raises(Exception, match="own labels"):
         worst_case_evaluation(model, streamed, streamed.labels, **kw)
+
+
+def test_an_uncompressed_npz_streams_and_a_compressed_one_is_read_whole(digits_u8, tmp_path, caplog):
+    import logging
+
+    from advfeatures.data import read_npz
+    from advfeatures.errors import DataError
+
+    u8, y, _ = digits_u8
+    xt = (u8[:30].float() / 255).numpy()
+    np.savez(tmp_path / "plain.npz", x_train=u8.permute(0, 2, 3, 1).numpy(), y_train=y.numpy().astype(np.int16), x_test=xt,
+             y_test=y[:30].numpy())
+    np.savez_compressed(tmp_path / "packed.npz", x_train=u8.numpy(), y_train=y.numpy(), x_test=xt, y_test=y[:30].numpy())
+    plain, plain_test = read_npz(tmp_path / "plain.npz", stream=True)
+    assert not plain.in_memory and not plain_test.in_memory and plain.storage_dtype == torch.uint8
+    with caplog.at_level(logging.WARNING):
+        packed, packed_test = read_npz(tmp_path / "packed.npz", stream=True)
+    assert packed.in_memory and "savez_compressed" in caplog.text and "numpy.savez" in caplog.text
+    order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(0))
+    for (a, ya), (b, yb) in zip(plain.iter_batches(50, order=order), packed.iter_batches(50, order=order)):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert torch.equal(plain_test.batch(slice(0, 30))[0], torch.from_numpy(xt)) and plain.digest() == packed.digest()
+    bad = xt.copy()
+    bad[3, 0, 0, 0] = 1.5
+    np.savez(tmp_path / "bad.npz", x=bad, y=y[:30].numpy())
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        read_npz(tmp_path / "bad.npz", stream=True)  # refused at load, before any work, though streamed

@@ -19,8 +19,11 @@ naming the file and the fix):
   (0..255, kept as uint8) or float in [0, 1]; 3-D arrays are (N, H, W) grayscale; a 4-D array is
   NCHW when axis 1 has size 1 or 3 (this wins when axis 3 could be channels too), else NHWC when
   axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; the class count is the largest
-  label + 1 unless ``classes`` says otherwise. ``.npy`` files are read a batch at a time from
-  disk when large (``stream``); ``.npz`` members are always read into memory.
+  label + 1 unless ``classes`` says otherwise. ``.npy`` files, and ``.npz`` members stored
+  uncompressed (``numpy.savez``: each member is a plain ``.npy`` at an offset in the zip), are read
+  a batch at a time from disk when large (``stream``). A compressed ``.npz``
+  (``numpy.savez_compressed``) cannot be read at an offset: it is decompressed whole into memory
+  (a log line says so when it is large; save it with ``numpy.savez`` or as ``.npy`` files instead).
 * **MadryLab** (a folder with ``CIFAR_ims`` and ``CIFAR_lab``, as in their released
   ``d_robust_CIFAR``, ``d_non_robust_CIFAR``, ``drand_CIFAR``, ``ddet_CIFAR``): each file is a
   tensor or a list of tensors saved by ``torch.save``, read with ``weights_only=True`` and
@@ -35,8 +38,11 @@ naming the file and the fix):
 from __future__ import annotations
 
 import json
+import logging
 import math
+import struct
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,8 @@ from ..storage import RowFile
 from .dataset import ImageDataset, to_float
 from .loaders import CIFAR_CLASSES, load_dataset
 from .source import ImageFileSource, RowFileSource, TensorSource
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -105,7 +113,7 @@ def read_data(data: str | Path | Any, *, size=None, crop=None, stream: bool | No
     if fmt == "imagefolder":
         return read_image_folder(path, size=size, crop=crop, stream=stream, workers=workers)
     if fmt == "npz":
-        return read_npz(path)
+        return read_npz(path, stream=stream)
     if fmt == "npy":
         return read_npy(path, stream=stream)
     return read_madrylab(path)
@@ -405,17 +413,62 @@ def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | 
     raise DataError(f"{where} has arrays {sorted(keys)}; expected x_train/y_train[/x_test/y_test], images/labels or x/y")
 
 
-def read_npz(path: str | Path) -> Split:
-    """A ``.npz`` file (see the module docstring) as (train, test or None)."""
+def _stored_members(path: Path) -> dict[str, int]:
+    """Where the data of each uncompressed (``np.savez``) member of a zip starts, by array name:
+    such a member is a plain ``.npy`` at an offset, readable by positioned reads."""
+    out = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or not info.filename.endswith(".npy"):
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                continue
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            out[info.filename[:-4]] = info.header_offset + 30 + name_len + extra_len
+    return out
+
+
+def _npz_member(z, path: Path, key: str) -> np.ndarray:
+    try:
+        return z[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}:{key} is not a readable array ({exc}); re-save the file with numpy.savez") from None
+
+
+def _npz_images(z, path: Path, key: str, stored: dict[str, int], stream: bool | None) -> RowFileSource | TensorSource:
+    """One image member: positioned reads where it is stored uncompressed (streamed when large),
+    else decompressed whole (logged when large: a compressed member has no offsets to read at)."""
+    if key in stored:
+        try:
+            rows = npy_rows(path, start=stored[key])
+        except DataError:  # Fortran order, big-endian...: numpy reads it whole, and checks it below
+            rows = None
+        if rows is not None:
+            return _rows_source(rows, stream)
+    x = _images_from_array(_npz_member(z, path, key), f"{path}:{key}")
+    if key not in stored and _streamed(stream, x.numel()):
+        log.warning("%s: %s is compressed (numpy.savez_compressed), so it was read whole into memory; save it with "
+                    "numpy.savez (uncompressed) or as .npy files to read it a batch at a time", path, key)
+    return TensorSource(x)
+
+
+def read_npz(path: str | Path, *, stream: bool | None = None) -> Split:
+    """A ``.npz`` file (see the module docstring) as (train, test or None). Images stored
+    uncompressed (``numpy.savez``) are read from the file a batch at a time when large (``stream``);
+    compressed ones (``numpy.savez_compressed``) cannot be read at an offset and are read whole."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+        stored = _stored_members(path)
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc}); re-save it with numpy.savez") from None
-    xk, yk, xt, yt = _pick_keys(set(arrays), str(path))
-    parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
-    xs = [_images_from_array(arrays[a], f"{path}:{a}") for a, _, _ in parts]
+    with z:
+        xk, yk, xt, yt = _pick_keys(set(z.files), str(path))
+        parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
+        xs = [_npz_images(z, path, a, stored, stream) for a, _, _ in parts]
+        arrays = {k: _npz_member(z, path, k) for k in (yk, yt, "classes") if k is not None and k in z.files}
     ys = [labels_from(arrays[b], x.shape[0], f"{path}:{b}") for (_, b, _), x in zip(parts, xs)]
     _same_shapes(xs, str(path))
     classes = _classes(arrays.get("classes"), ys, str(path))
@@ -439,10 +492,12 @@ def _npy_keys(folder: Path) -> tuple[str, str, str | None, str | None] | None:
         return None
 
 
-def npy_rows(path: Path) -> RowFile:
-    """Where the rows of an ``.npy`` file's array lie (its header read, the data not)."""
+def npy_rows(path: Path, *, start: int = 0) -> RowFile:
+    """Where the rows of an ``.npy`` file's array lie (its header read, the data not); ``start``:
+    where the ``.npy`` begins inside ``path`` (an uncompressed ``.npz`` member)."""
     try:
         with open(path, "rb") as f:
+            f.seek(start)
             version = np.lib.format.read_magic(f)
             read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             if read_header is None:
@@ -465,6 +520,16 @@ def npy_rows(path: Path) -> RowFile:
     return RowFile(path, offset, tuple(int(s) for s in shape), torch_dtype)
 
 
+def _rows_source(rows: RowFile, stream: bool | None) -> RowFileSource | TensorSource:
+    """An array's rows on disk as a source: left there when large (``stream``), else read into memory."""
+    src = RowFileSource([rows], channels_last=_layout(rows.shape, str(rows.path)), check=True)
+    if not _streamed(stream, math.prod(src.shape)):
+        return TensorSource(_read_all(src))
+    if src.dtype == torch.float32:
+        _read_all(src, chunk=4096 * 4)  # one pass now, so a value outside [0, 1] is refused before any work
+    return src
+
+
 def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
     """A folder of ``.npy`` files (or one of them) as (train, test or None); large ones streamed."""
     path = Path(path)
@@ -477,19 +542,12 @@ def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
     parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
     sources, ys = [], []
     for a, b, _ in parts:
-        rows = npy_rows(folder / f"{a}.npy")
-        last = _layout(rows.shape, str(rows.path))
-        src = RowFileSource([rows], channels_last=last, check=True)
+        src = _rows_source(npy_rows(folder / f"{a}.npy"), stream)
         try:
             labels = np.load(folder / f"{b}.npy", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{folder / f'{b}.npy'} is not a readable .npy file ({exc})") from None
         ys.append(labels_from(labels, len(src), str(folder / f"{b}.npy")))
-        if _streamed(stream, math.prod(src.shape)):
-            if src.dtype == torch.float32:
-                _read_all(src, chunk=4096 * 4)  # one pass now, so a value outside [0, 1] is refused before any work
-        else:
-            src = TensorSource(_read_all(src))
         sources.append(src)
     _same_shapes([torch.empty((0, *s.shape[1:])) for s in sources], str(folder))
     classes = _classes(np.load(folder / "classes.npy", allow_pickle=False) if (folder / "classes.npy").is_file() else None, ys,

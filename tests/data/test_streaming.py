@@ -173,3 +173,27 @@ def test_an_uncompressed_npz_streams_and_a_compressed_one_is_read_whole(digits_u
     np.savez(tmp_path / "bad.npz", x=bad, y=y[:30].numpy())
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         read_npz(tmp_path / "bad.npz", stream=True)  # refused at load, before any work, though streamed
+
+
+def test_madrylab_tensors_are_read_at_offsets_and_the_legacy_format_whole(digits_u8, tmp_path, caplog):
+    import logging
+
+    from advfeatures.data import read_madrylab
+
+    u8, y, _ = digits_u8
+    x = u8.float() / 255
+    layouts = {"one": (x, {}), "parts": ([x[:100], x[100:170], x[170:]], {}),
+               "legacy": (x, {"_use_new_zipfile_serialization": False}), "u8": (u8, {})}
+    ref = None
+    for name, (ims, kw) in layouts.items():
+        (tmp_path / name).mkdir()
+        torch.save(ims, tmp_path / name / "CIFAR_ims", **kw)
+        torch.save(y.int(), tmp_path / name / "CIFAR_lab")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            ds, _ = read_madrylab(tmp_path / name, stream=True)
+        assert ds.in_memory == (name == "legacy") and ("read whole" in caplog.text) == (name == "legacy")
+        got = [ds.batch(torch.tensor([0, 150, 239, 99, 100]))[0], ds.labels]
+        ref = ref or got
+        assert all(torch.equal(a, b) for a, b in zip(got, ref)) and ds.digest() == ImageDataset(x, y, ds.classes).digest()
+        assert torch.equal(read_madrylab(tmp_path / name, stream=False)[0].images, x)

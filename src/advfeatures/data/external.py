@@ -54,7 +54,7 @@ from ..errors import ConfigError, DataError
 from ..storage import RowFile
 from .dataset import ImageDataset, to_float
 from .loaders import CIFAR_CLASSES, load_dataset
-from .source import ImageFileSource, RowFileSource, TensorSource
+from .source import FLOAT_TYPES, ImageFileSource, RowFileSource, TensorSource
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def read_data(data: str | Path | Any, *, size=None, crop=None, stream: bool | No
         return read_npz(path, stream=stream)
     if fmt == "npy":
         return read_npy(path, stream=stream)
-    return read_madrylab(path)
+    return read_madrylab(path, stream=stream)
 
 
 def detect_format(path: Path) -> str:
@@ -414,19 +414,20 @@ def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | 
 
 
 def _stored_members(path: Path) -> dict[str, int]:
-    """Where the data of each uncompressed (``np.savez``) member of a zip starts, by array name:
-    such a member is a plain ``.npy`` at an offset, readable by positioned reads."""
+    """Where the data of each uncompressed member of a zip starts, by member name. An ``np.savez``
+    member is a plain ``.npy`` there, a ``torch.save`` storage its raw bytes: both readable by
+    positioned reads."""
     out = {}
     with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
         for info in zf.infolist():
-            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or not info.filename.endswith(".npy"):
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
                 continue
             f.seek(info.header_offset)
             local = f.read(30)
             if len(local) != 30 or local[:4] != b"PK\x03\x04":
                 continue
             name_len, extra_len = struct.unpack("<HH", local[26:30])
-            out[info.filename[:-4]] = info.header_offset + 30 + name_len + extra_len
+            out[info.filename] = info.header_offset + 30 + name_len + extra_len
     return out
 
 
@@ -440,15 +441,15 @@ def _npz_member(z, path: Path, key: str) -> np.ndarray:
 def _npz_images(z, path: Path, key: str, stored: dict[str, int], stream: bool | None) -> RowFileSource | TensorSource:
     """One image member: positioned reads where it is stored uncompressed (streamed when large),
     else decompressed whole (logged when large: a compressed member has no offsets to read at)."""
-    if key in stored:
+    if f"{key}.npy" in stored:
         try:
-            rows = npy_rows(path, start=stored[key])
+            rows = npy_rows(path, start=stored[f"{key}.npy"])
         except DataError:  # Fortran order, big-endian...: numpy reads it whole, and checks it below
             rows = None
         if rows is not None:
             return _rows_source(rows, stream)
     x = _images_from_array(_npz_member(z, path, key), f"{path}:{key}")
-    if key not in stored and _streamed(stream, x.numel()):
+    if f"{key}.npy" not in stored and _streamed(stream, x.numel()):
         log.warning("%s: %s is compressed (numpy.savez_compressed), so it was read whole into memory; save it with "
                     "numpy.savez (uncompressed) or as .npy files to read it a batch at a time", path, key)
     return TensorSource(x)
@@ -520,9 +521,11 @@ def npy_rows(path: Path, *, start: int = 0) -> RowFile:
     return RowFile(path, offset, tuple(int(s) for s in shape), torch_dtype)
 
 
-def _rows_source(rows: RowFile, stream: bool | None) -> RowFileSource | TensorSource:
-    """An array's rows on disk as a source: left there when large (``stream``), else read into memory."""
-    src = RowFileSource([rows], channels_last=_layout(rows.shape, str(rows.path)), check=True)
+def _rows_source(rows: RowFile | list[RowFile], stream: bool | None) -> RowFileSource | TensorSource:
+    """An array's rows on disk (one file, or several read in order) as a source: left there when
+    large (``stream``), else read into memory."""
+    rows = [rows] if isinstance(rows, RowFile) else rows
+    src = RowFileSource(rows, channels_last=_layout(rows[0].shape, str(rows[0].path)), check=True)
     if not _streamed(stream, math.prod(src.shape)):
         return TensorSource(_read_all(src))
     if src.dtype == torch.float32:
@@ -585,8 +588,39 @@ def _load_tensor(path: Path) -> torch.Tensor:
     raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor or a list of tensors")
 
 
-def read_madrylab(path: str | Path) -> Split:
-    """A MadryLab constructed-dataset folder (``CIFAR_ims``/``CIFAR_lab``) as (train, test or None)."""
+def _tensor_rows(path: Path) -> list[RowFile] | None:
+    """Where the rows of a ``torch.save``'d tensor (or list of tensors) lie in its file, so that it
+    can be read by positioned reads: ``torch.load(mmap=True, weights_only=True)`` gives each tensor's
+    shape and place in its storage without reading its data, and each storage is an uncompressed
+    zip member at an offset. None where that cannot be told (the legacy pre-1.6 format, tensors
+    that are not contiguous or not images): then the file is read whole."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        offsets = sorted(o for name, o in _stored_members(path).items() if "/data/" in name)
+    except Exception:  # anything torch or zipfile refuses: _load_tensor reads it (or says why not)
+        return None
+    tensors = [obj] if isinstance(obj, torch.Tensor) else list(obj) if isinstance(obj, (list, tuple)) else []
+    if (not tensors or not offsets or not all(isinstance(t, torch.Tensor) and t.ndim == 4 and t.numel() and t.is_contiguous()
+                                              and (t.dtype == torch.uint8 or t.dtype in FLOAT_TYPES) for t in tensors)):
+        return None
+    ptrs = [t.untyped_storage().data_ptr() for t in tensors]
+    base = min(ptrs) - offsets[0]  # the one mapping of the file under every storage
+    known = set(offsets)
+    if any(p - base not in known for p in ptrs):
+        return None
+    return [RowFile(path, p - base + t.storage_offset() * t.element_size(), tuple(t.shape), t.dtype) for t, p in zip(tensors, ptrs)]
+
+
+def read_madrylab(path: str | Path, *, stream: bool | None = None) -> Split:
+    """A MadryLab constructed-dataset folder (``CIFAR_ims``/``CIFAR_lab``) as (train, test or None).
+
+    ``CIFAR_ims`` saved by a torch of 1.6 or later (a zip) is read by positioned reads, a batch at a
+    time from disk when large (``stream``), like an ``.npy``; memory-mapping it instead would count
+    every page read in the process's resident memory. An older (legacy-format) file is read whole."""
     path = Path(path)
     out = []
     for folder in (path, path / "test"):
@@ -595,11 +629,20 @@ def read_madrylab(path: str | Path) -> Split:
             if folder == path:
                 raise DataError(f"{path} lacks CIFAR_ims and CIFAR_lab (MadryLab's layout)")
             continue
-        x = _load_tensor(folder / f"{prefix}_ims")
-        if x.ndim != 4:
-            raise DataError(f"{folder / f'{prefix}_ims'} has shape {tuple(x.shape)}; expected N×C×H×W images")
-        if x.dtype != torch.uint8:
-            x = _images_from_array(x.float().numpy(), str(folder / f"{prefix}_ims"))
+        ims = folder / f"{prefix}_ims"
+        rows = _tensor_rows(ims)
+        if rows is not None:
+            x = _rows_source(rows, stream)
+        else:
+            x = _load_tensor(ims)
+            if x.ndim != 4:
+                raise DataError(f"{ims} has shape {tuple(x.shape)}; expected N×C×H×W images")
+            if x.dtype != torch.uint8:
+                x = _images_from_array(x.float().numpy(), str(ims))
+            if _streamed(stream, x.numel()):
+                log.warning("%s cannot be read at offsets (torch's legacy pre-1.6 format, or tensors that are not contiguous), "
+                            "so it was read whole into memory; re-save it with torch.save from a current torch, or as .npy, "
+                            "to read it a batch at a time", ims)
         y = _load_tensor(folder / f"{prefix}_lab")
         out.append((x, labels_from(y, x.shape[0], str(folder / f"{prefix}_lab")), folder))
     _same_shapes([x for x, _, _ in out], str(path))

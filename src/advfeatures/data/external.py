@@ -528,8 +528,9 @@ def _rows_source(rows: RowFile | list[RowFile], stream: bool | None) -> RowFileS
     src = RowFileSource(rows, channels_last=_layout(rows[0].shape, str(rows[0].path)), check=True)
     if not _streamed(stream, math.prod(src.shape)):
         return TensorSource(_read_all(src))
-    if src.dtype == torch.float32:
-        _read_all(src, chunk=4096 * 4)  # one pass now, so a value outside [0, 1] is refused before any work
+    if src.dtype == torch.float32:  # one pass now, a chunk at a time, so a value outside [0, 1] is refused before any work
+        for chunk in torch.arange(len(src)).split(4096):
+            src.read(chunk)
     return src
 
 

@@ -197,3 +197,28 @@ def test_madrylab_tensors_are_read_at_offsets_and_the_legacy_format_whole(digits
         ref = ref or got
         assert all(torch.equal(a, b) for a, b in zip(got, ref)) and ds.digest() == ImageDataset(x, y, ds.classes).digest()
         assert torch.equal(read_madrylab(tmp_path / name, stream=False)[0].images, x)
+
+
+def test_a_streamed_image_folder_decoded_by_workers_trains_and_constructs_the_same(digits_u8, tmp_path):
+    from PIL import Image
+
+    from advfeatures.data import read_image_folder
+
+    u8, y, _ = digits_u8
+    for i in range(160):
+        folder = tmp_path / "pngs" / f"c{int(y[i])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(u8[i, 0].numpy(), mode="L").save(folder / f"{i:04d}.png")
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.1, crop_padding=1, flip=True, seed=2)
+    runs = []
+    for workers in (0, 2):
+        ds, _ = read_image_folder(tmp_path / "pngs", stream=True, workers=workers)
+        assert not ds.in_memory and ds.source.workers == workers
+        model = _model()
+        history = train_model(model, ds, cfg)
+        build_dataset("d_rand", model, ds, tmp_path / f"w{workers}", seed=1, batch_size=30, shard_size=80,
+                      relabel=RelabelConfig(eps=0.5, steps=1, step_size=0.2))
+        runs.append((history, model.state_dict(), load_constructed(tmp_path / f"w{workers}", classes=ds.classes)[0]))
+    (h0, s0, c0), (h1, s1, c1) = runs
+    assert h0 == h1 and all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert torch.equal(c0.images, c1.images) and torch.equal(c0.labels, c1.labels)

@@ -53,7 +53,8 @@ def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
     """The run's (train, test): the built-in ``dataset``, or the user's ``data`` (with the test
     split of ``data_test`` where given)."""
     if cfg.data is not None:
-        train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed)
+        train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed, stream=cfg.data_stream,
+                                    workers=cfg.data_workers)
     else:
         train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)

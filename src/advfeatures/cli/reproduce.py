@@ -60,10 +60,13 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         from ..data import load_data
         from ..experiments.config import choose_preset
 
-        train, _ = load_data(dataset, data, root=data_root, seed=seed or 0, workers=workers)
+        # only the size and count are needed here: read lazily, the run loads the data itself
+        train, _ = load_data(dataset, data, root=data_root, seed=seed or 0, stream=True)
+        shape, count = train.image_shape, len(train)
+        del train
         direct.update({"data": str(data), "data_test": dataset, "dataset": None, "data_workers": workers or None})
         if preset is None:
-            preset, settings, why = choose_preset(train.image_shape, len(train))
+            preset, settings, why = choose_preset(shape, count)
             overrides = (*_as_overrides(settings), *overrides)
             click.echo(f"reproduce on {data}: {why} (pass --preset to choose another)")
     if robust_model is not None:

@@ -126,7 +126,9 @@ def construct_step(state: RunState, kind: str) -> None:
         return {"summary": manifest["summary"], "count": manifest["count"], "built_with": source_model}
 
     result = state.run.step(f"construct_{kind}", key, compute, artifacts=[folder / "manifest.json"])
-    state.datasets[kind], state.manifests[kind] = load_constructed(folder, classes=state.train.classes, name=kind)
+    # a streamed source's constructed sets stay in their shards too (read per batch, the same values)
+    state.datasets[kind], state.manifests[kind] = load_constructed(folder, classes=state.train.classes, name=kind,
+                                                                   stream=not state.train.in_memory)
     state.manifests[kind]["result"] = result
     state.keys[f"data_{kind}"] = key
 

@@ -29,7 +29,7 @@ from ..attacks.losses import margin
 from ..attacks.pgd import FGSM, PGD
 from ..attacks.square import Square
 from ..data.dataset import ImageDataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..threats import check_steps, make_threat
 from .metrics import batches, check_inputs, correct_mask, device_of, robust_accuracy, size_of, take
 
@@ -144,13 +144,7 @@ def sanity_checks(
     unbounded attack must fool at least ``unbounded_success`` of the correctly classified points.
     Pass a dict as ``measurements`` to receive the numbers the checks were based on. ``x`` may be
     an :class:`~advfeatures.data.ImageDataset` (its own labels), read a batch at a time."""
-    if isinstance(x, ImageDataset):
-        if y is not None:
-            raise ConfigError("a dataset brings its own labels: pass y only with a tensor of images")
-        if len(x) == 0:
-            raise DataError("no images to evaluate; pass at least one")
-    else:
-        check_inputs(x, y)
+    check_inputs(x, y)
     threat = make_threat(norm, eps)
     norm, eps = threat.norm, threat.eps
     steps = check_steps(steps)

@@ -58,7 +58,7 @@ from ..attacks.fab import FABT
 from ..attacks.loop import eval_mode
 from ..attacks.square import Square
 from ..data.dataset import ImageDataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..storage import iter_chunks
 from ..threats import check_steps, make_threat
 from .metrics import check_inputs, device_of, predict
@@ -152,14 +152,8 @@ def worst_case_evaluation(
     ``x`` may be an :class:`~advfeatures.data.ImageDataset` instead of images and labels: it is then
     read a batch at a time (a streamed set never in memory whole) and ``x_adv`` is None.
     """
+    check_inputs(x, y)
     data = x if isinstance(x, ImageDataset) else None
-    if data is not None:
-        if y is not None:
-            raise ConfigError("a dataset brings its own labels: pass y only with a tensor of images")
-        if len(data) == 0:
-            raise DataError("no images to evaluate; pass at least one")
-    else:
-        check_inputs(x, y)
     threat = make_threat(norm, eps)
     batch_size = check_steps(batch_size, "batch_size")
     if version not in VERSIONS:

@@ -22,7 +22,7 @@ from torch import nn
 from ..attacks.base import Attack
 from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset, check_images
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..progress import progress, progress_batches
 from ..storage import iter_chunks
 
@@ -76,8 +76,15 @@ def size_of(data: Data) -> int:
     return len(data) if isinstance(data, ImageDataset) else int(data[0].shape[0])
 
 
-def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
-    """Refuse evaluation images and labels that do not fit together (one clear error each)."""
+def check_inputs(x: torch.Tensor | ImageDataset, y: torch.Tensor | None) -> None:
+    """Refuse evaluation images and labels that do not fit together (one clear error each); a
+    dataset brings its own labels (and was checked when it was made)."""
+    if isinstance(x, ImageDataset):
+        if y is not None:
+            raise ConfigError("a dataset brings its own labels: pass y only with a tensor of images")
+        if len(x) == 0:
+            raise DataError("no images to evaluate; pass at least one")
+        return
     check_images(x, what="evaluation images")
     if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(f"labels must be a vector with one entry per image ({x.shape[0]})")

@@ -122,7 +122,8 @@ def construct_step(state: RunState, kind: str) -> None:
             state.run.reset_folder(folder, key)
             build_dataset(kind, state.models[source_model], state.train, folder, matching=c.matching, relabel=c.relabel,
                           seed=seed, batch_size=c.batch_size, shard_size=c.shard_size, device=state.device, key=key)
-        _, manifest = load_constructed(folder, classes=state.train.classes)
+        # only the manifest is needed here: a streamed source's set is not loaded whole for it
+        _, manifest = load_constructed(folder, classes=state.train.classes, stream=not state.train.in_memory)
         return {"summary": manifest["summary"], "count": manifest["count"], "built_with": source_model}
 
     result = state.run.step(f"construct_{kind}", key, compute, artifacts=[folder / "manifest.json"])

@@ -195,9 +195,10 @@ def build_dataset(
         gen = shard_generator(seed, shard, device)
         parts: dict[str, list[torch.Tensor]] = {}
         images = torch.empty((hi - lo, *source.image_shape), dtype=torch.float32)  # filled in place: no second copy
-        for a, b in progress(list(iter_chunks(hi - lo, batch_size)), desc=f"{kind} shard {shard}"):
+        # read per batch (a streamed source stays on disk; an image folder with workers decodes ahead in them)
+        batches = source.iter_batches(batch_size, order=torch.arange(lo, hi), device=device)
+        for (a, b), (x, y) in zip(progress(list(iter_chunks(hi - lo, batch_size)), desc=f"{kind} shard {shard}"), batches):
             idx = torch.arange(lo + a, lo + b)
-            x, y = (t.to(device) for t in source.batch(idx))  # read per batch: a streamed source stays on disk
             if matching is not None:
                 if pairing is not None:
                     start = source.batch(pairing[idx])[0].to(device)

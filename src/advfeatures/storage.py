@@ -181,12 +181,21 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
     """A short content hash of tensors (used to key cached pipeline steps)."""
+    return chunked_digest((t.dtype, tuple(t.shape), [t]) for t in tensors)
+
+
+def chunked_digest(parts: Iterable[tuple[torch.dtype, tuple[int, ...], Iterable[torch.Tensor]]]) -> str:
+    """:func:`tensor_digest` of tensors given as (dtype, shape, consecutive row chunks): the chunks
+    are hashed as they come, so a tensor that never fits in memory gets the digest it would have."""
     h = hashlib.sha256()
-    for t in tensors:
-        shape = tuple(t.shape)
-        t = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BatchNorm's counters) cannot be viewed as bytes
-        h.update(str((t.dtype, shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for dtype, shape, chunks in parts:
+        h.update(str((dtype, tuple(shape))).encode())
+        for t in chunks:
+            if t.dtype != dtype:
+                raise DataError(f"a {dtype} tensor's digest was given a {t.dtype} chunk")
+            t = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BatchNorm's counters) cannot be viewed as bytes
+            if t.numel():
+                h.update(memoryview(t.view(torch.uint8).numpy()))
     return h.hexdigest()[:16]
 
 

@@ -110,3 +110,115 @@ def test_a_constructed_set_streams_back(digits_u8, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=32, crop_padding=0, flip=False)
     m1, m2 = _model(), _model()
     assert train_model(m1, whole, cfg) == train_model(m2, lazy, cfg)
+
+
+def test_the_data_digest_is_the_same_held_any_way_and_read_by_batch(digits_u8, tmp_path):
+    from advfeatures.experiments.pipeline import data_digest
+    from advfeatures.storage import tensor_digest
+
+    held, floats, streamed = _three_ways(digits_u8, tmp_path)
+    want = tensor_digest(floats.images, floats.labels)  # what every earlier run cache is keyed by
+    assert {held.digest(), streamed.digest(), streamed.digest(batch_size=7), floats.digest()} == {want}
+    assert streamed._float is None and held._float is None  # hashed batch by batch: no float32 copy was built
+    assert data_digest(streamed, held.head(9)) == data_digest(floats, floats.head(9))
+    flipped = ImageDataset(digits_u8[0].flip(0), digits_u8[1], digits_u8[2])
+    assert flipped.digest() != want  # the digest sees the pixels
+
+
+def test_evaluation_reads_a_streamed_set_by_batch_with_the_same_numbers(digits_u8, tmp_path):
+    from advfeatures.evaluate import accuracy, sanity_checks, worst_case_evaluation
+
+    held, floats, streamed = _three_ways(digits_u8, tmp_path)
+    model = _model()
+    train_model(model, floats, TrainConfig(epochs=2, batch_size=50, lr=0.1, crop_padding=0, flip=False))
+    kw = dict(norm="L2", eps=0.5, batch_size=64, steps=3, n_target_classes=2, square_queries=20, seed=1)
+    ref = worst_case_evaluation(model, floats.images, floats.labels, **kw)
+    sane = dict(norm="L2", eps=0.5, steps=3, square_queries=20, batch_size=64, seed=1)
+    ref_meas: dict = {}
+    ref_found = sanity_checks(model, floats.images[:100], floats.labels[:100], measurements=ref_meas, **sane)
+    for ds in (held, streamed):
+        got = worst_case_evaluation(model, ds, **kw)
+        assert got["x_adv"] is None and torch.equal(got["robust"], ref["robust"])
+        assert [m["newly_broken"] for m in got["members"]] == [m["newly_broken"] for m in ref["members"]]
+        assert got["clean_accuracy"] == ref["clean_accuracy"] == accuracy(model, ds) and got["robust_accuracy"] == ref["robust_accuracy"]
+        meas: dict = {}
+        assert sanity_checks(model, ds.head(100), measurements=meas, **sane) == ref_found and meas == ref_meas
+    assert streamed._float is None
+    with pytest.raises(Exception, match="own labels"):
+        worst_case_evaluation(model, streamed, streamed.labels, **kw)
+
+
+def test_an_uncompressed_npz_streams_and_a_compressed_one_is_read_whole(digits_u8, tmp_path, caplog):
+    import logging
+
+    from advfeatures.data import read_npz
+    from advfeatures.errors import DataError
+
+    u8, y, _ = digits_u8
+    xt = (u8[:30].float() / 255).numpy()
+    np.savez(tmp_path / "plain.npz", x_train=u8.permute(0, 2, 3, 1).numpy(), y_train=y.numpy().astype(np.int16), x_test=xt,
+             y_test=y[:30].numpy())
+    np.savez_compressed(tmp_path / "packed.npz", x_train=u8.numpy(), y_train=y.numpy(), x_test=xt, y_test=y[:30].numpy())
+    plain, plain_test = read_npz(tmp_path / "plain.npz", stream=True)
+    assert not plain.in_memory and not plain_test.in_memory and plain.storage_dtype == torch.uint8
+    with caplog.at_level(logging.WARNING):
+        packed, packed_test = read_npz(tmp_path / "packed.npz", stream=True)
+    assert packed.in_memory and "savez_compressed" in caplog.text and "numpy.savez" in caplog.text
+    order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(0))
+    for (a, ya), (b, yb) in zip(plain.iter_batches(50, order=order), packed.iter_batches(50, order=order)):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert torch.equal(plain_test.batch(slice(0, 30))[0], torch.from_numpy(xt)) and plain.digest() == packed.digest()
+    bad = xt.copy()
+    bad[3, 0, 0, 0] = 1.5
+    np.savez(tmp_path / "bad.npz", x=bad, y=y[:30].numpy())
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        read_npz(tmp_path / "bad.npz", stream=True)  # refused at load, before any work, though streamed
+
+
+def test_madrylab_tensors_are_read_at_offsets_and_the_legacy_format_whole(digits_u8, tmp_path, caplog):
+    import logging
+
+    from advfeatures.data import read_madrylab
+
+    u8, y, _ = digits_u8
+    x = u8.float() / 255
+    layouts = {"one": (x, {}), "parts": ([x[:100], x[100:170], x[170:]], {}),
+               "legacy": (x, {"_use_new_zipfile_serialization": False}), "u8": (u8, {})}
+    ref = None
+    for name, (ims, kw) in layouts.items():
+        (tmp_path / name).mkdir()
+        torch.save(ims, tmp_path / name / "CIFAR_ims", **kw)
+        torch.save(y.int(), tmp_path / name / "CIFAR_lab")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            ds, _ = read_madrylab(tmp_path / name, stream=True)
+        assert ds.in_memory == (name == "legacy") and ("read whole" in caplog.text) == (name == "legacy")
+        got = [ds.batch(torch.tensor([0, 150, 239, 99, 100]))[0], ds.labels]
+        ref = ref or got
+        assert all(torch.equal(a, b) for a, b in zip(got, ref)) and ds.digest() == ImageDataset(x, y, ds.classes).digest()
+        assert torch.equal(read_madrylab(tmp_path / name, stream=False)[0].images, x)
+
+
+def test_a_streamed_image_folder_decoded_by_workers_trains_and_constructs_the_same(digits_u8, tmp_path):
+    from PIL import Image
+
+    from advfeatures.data import read_image_folder
+
+    u8, y, _ = digits_u8
+    for i in range(160):
+        folder = tmp_path / "pngs" / f"c{int(y[i])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(u8[i, 0].numpy(), mode="L").save(folder / f"{i:04d}.png")
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.1, crop_padding=1, flip=True, seed=2)
+    runs = []
+    for workers in (0, 2):
+        ds, _ = read_image_folder(tmp_path / "pngs", stream=True, workers=workers)
+        assert not ds.in_memory and ds.source.workers == workers
+        model = _model()
+        history = train_model(model, ds, cfg)
+        build_dataset("d_rand", model, ds, tmp_path / f"w{workers}", seed=1, batch_size=30, shard_size=80,
+                      relabel=RelabelConfig(eps=0.5, steps=1, step_size=0.2))
+        runs.append((history, model.state_dict(), load_constructed(tmp_path / f"w{workers}", classes=ds.classes)[0]))
+    (h0, s0, c0), (h1, s1, c1) = runs
+    assert h0 == h1 and all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert torch.equal(c0.images, c1.images) and torch.equal(c0.labels, c1.labels)

@@ -187,12 +187,13 @@ class DataSource:
     dataset: str | None = "digits"
     data: str | None = None
     root: str | None = None
+    workers: int = 0  # DataLoader processes decoding an image folder (the batches are the same)
 
     def load(self, *, seed: int = 0):
         """(train, test) splits; ``seed`` draws the split where the data has none of its own."""
         from ..data import load_data
 
-        return load_data(self.dataset, self.data, root=self.root, seed=seed)
+        return load_data(self.dataset, self.data, root=self.root, seed=seed, workers=self.workers)
 
     def split(self, which: str, *, seed: int = 0):
         train, test = self.load(seed=seed)
@@ -206,13 +207,19 @@ class DataSource:
         return {"dataset": self.dataset, "data": self.data, "data_root": self.root}
 
 
+workers_option = click.option(
+    "--workers", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+    help="Processes decoding the images of a --data image folder (PNG/JPEG) while the model works; the "
+         "batches, and so the results, are the same as with 0 (decode in this process).")
+
+
 def data_options(help: str = "Built-in dataset.") -> Callable[[Callable], Callable]:
     """Add ``--dataset``, ``--data`` and ``--data-root``; the command receives ``source``."""
 
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
-        def wrapper(*args, dataset: str | None, data: str | None, data_root: str | None, **kwargs):
-            return f(*args, source=DataSource(dataset or ("digits" if data is None else None), data, data_root), **kwargs)
+        def wrapper(*args, dataset: str | None, data: str | None, data_root: str | None, workers: int, **kwargs):
+            return f(*args, source=DataSource(dataset or ("digits" if data is None else None), data, data_root, workers), **kwargs)
 
         options = [
             click.option("--dataset", type=click.Choice(DATASET_NAMES), default=None,
@@ -223,6 +230,7 @@ def data_options(help: str = "Built-in dataset.") -> Callable[[Callable], Callab
                               "a .npz file, a folder of images.npy + labels.npy, or MadryLab's released CIFAR_ims/CIFAR_lab."),
             click.option("--data-root", default=None, type=click.Path(file_okay=False),
                          help="Folder holding a built-in dataset's files (mnist, cifar10; fashion-mnist has a default)."),
+            workers_option,
         ]
         for option in reversed(options):
             wrapper = option(wrapper)

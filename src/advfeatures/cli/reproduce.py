@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
+from .options import workers_option
 
 
 @main.command()
@@ -20,6 +21,7 @@ from . import main
 @click.option("--data", default=None, metavar="PATH",
               help="Your own data: an ImageFolder tree, .npz, a folder of .npy arrays or MadryLab's CIFAR_ims/CIFAR_lab "
                    "(with --dataset, that set's test split evaluates the models).")
+@workers_option
 @click.option("--robust-model", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Build D_R from this robust model instead of training one (any model file: ours, a state dict with "
                    "--robust-arch, a MadryLab robustness checkpoint, a torchvision-layout ResNet).")
@@ -36,7 +38,7 @@ from . import main
                    "except for the digits preset, which finishes in minutes].")
 @click.pass_context
 def reproduce(ctx: click.Context, preset: str, config_file: str | None, overrides: tuple[str, ...], out: str | None,
-              dataset: str | None, data_root: str | None, data: str | None, robust_model: str | None, robust_arch: str | None,
+              dataset: str | None, data_root: str | None, data: str | None, workers: int, robust_model: str | None, robust_arch: str | None,
               device: str | None, seed: int | None, seed_list: str | None, quiet: bool, estimate: bool | None) -> None:
     """The paper end to end: models, D_R, D_NR, D_rand and D_det, a model on each, the report.
 
@@ -60,10 +62,13 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         from ..data import load_data
         from ..experiments.config import choose_preset
 
-        train, _ = load_data(dataset, data, root=data_root, seed=seed or 0)
-        direct.update({"data": str(data), "data_test": dataset, "dataset": None})
+        # only the size and count are needed here: read lazily, the run loads the data itself
+        train, _ = load_data(dataset, data, root=data_root, seed=seed or 0, stream=True)
+        shape, count = train.image_shape, len(train)
+        del train
+        direct.update({"data": str(data), "data_test": dataset, "dataset": None, "data_workers": workers or None})
         if preset is None:
-            preset, settings, why = choose_preset(train.image_shape, len(train))
+            preset, settings, why = choose_preset(shape, count)
             overrides = (*_as_overrides(settings), *overrides)
             click.echo(f"reproduce on {data}: {why} (pass --preset to choose another)")
     if robust_model is not None:

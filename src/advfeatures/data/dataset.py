@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
+from ..storage import chunked_digest
 from .source import FLOAT_TYPES, ImageSource, IndexedSource, TensorSource
 
 _UINT8_TO_FLOAT = torch.arange(256, dtype=torch.float32).div_(255.0)
@@ -132,6 +133,16 @@ class ImageDataset:
             batches = (self.batch(c) for c in chunks)
         for x, y in batches:
             yield (x, y) if device is None else (x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+
+    def digest(self, batch_size: int = 1024) -> str:
+        """``tensor_digest(self.images, self.labels)``, computed a batch at a time: the same short
+        hash whether the set is in memory (uint8 or float) or streamed, without building ``images``."""
+        shape = (len(self), *self.image_shape)
+        if self._float is not None:
+            chunks: Iterator[torch.Tensor] = iter([self._float])
+        else:
+            chunks = (x for x, _ in self.iter_batches(batch_size, workers=0))
+        return chunked_digest([(torch.float32, shape, chunks), (self.labels.dtype, tuple(self.labels.shape), [self.labels])])
 
     def to(self, device: str | torch.device) -> ImageDataset:
         """The same set with its in-memory pixels (as held: uint8 stays uint8) and labels on ``device``;

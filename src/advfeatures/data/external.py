@@ -19,8 +19,11 @@ naming the file and the fix):
   (0..255, kept as uint8) or float in [0, 1]; 3-D arrays are (N, H, W) grayscale; a 4-D array is
   NCHW when axis 1 has size 1 or 3 (this wins when axis 3 could be channels too), else NHWC when
   axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; the class count is the largest
-  label + 1 unless ``classes`` says otherwise. ``.npy`` files are read a batch at a time from
-  disk when large (``stream``); ``.npz`` members are always read into memory.
+  label + 1 unless ``classes`` says otherwise. ``.npy`` files, and ``.npz`` members stored
+  uncompressed (``numpy.savez``: each member is a plain ``.npy`` at an offset in the zip), are read
+  a batch at a time from disk when large (``stream``). A compressed ``.npz``
+  (``numpy.savez_compressed``) cannot be read at an offset: it is decompressed whole into memory
+  (a log line says so when it is large; save it with ``numpy.savez`` or as ``.npy`` files instead).
 * **MadryLab** (a folder with ``CIFAR_ims`` and ``CIFAR_lab``, as in their released
   ``d_robust_CIFAR``, ``d_non_robust_CIFAR``, ``drand_CIFAR``, ``ddet_CIFAR``): each file is a
   tensor or a list of tensors saved by ``torch.save``, read with ``weights_only=True`` and
@@ -35,8 +38,11 @@ naming the file and the fix):
 from __future__ import annotations
 
 import json
+import logging
 import math
+import struct
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +54,9 @@ from ..errors import ConfigError, DataError
 from ..storage import RowFile
 from .dataset import ImageDataset, to_float
 from .loaders import CIFAR_CLASSES, load_dataset
-from .source import ImageFileSource, RowFileSource, TensorSource
+from .source import FLOAT_TYPES, ImageFileSource, RowFileSource, TensorSource
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -105,10 +113,10 @@ def read_data(data: str | Path | Any, *, size=None, crop=None, stream: bool | No
     if fmt == "imagefolder":
         return read_image_folder(path, size=size, crop=crop, stream=stream, workers=workers)
     if fmt == "npz":
-        return read_npz(path)
+        return read_npz(path, stream=stream)
     if fmt == "npy":
         return read_npy(path, stream=stream)
-    return read_madrylab(path)
+    return read_madrylab(path, stream=stream)
 
 
 def detect_format(path: Path) -> str:
@@ -405,17 +413,63 @@ def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | 
     raise DataError(f"{where} has arrays {sorted(keys)}; expected x_train/y_train[/x_test/y_test], images/labels or x/y")
 
 
-def read_npz(path: str | Path) -> Split:
-    """A ``.npz`` file (see the module docstring) as (train, test or None)."""
+def _stored_members(path: Path) -> dict[str, int]:
+    """Where the data of each uncompressed member of a zip starts, by member name. An ``np.savez``
+    member is a plain ``.npy`` there, a ``torch.save`` storage its raw bytes: both readable by
+    positioned reads."""
+    out = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                continue
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            out[info.filename] = info.header_offset + 30 + name_len + extra_len
+    return out
+
+
+def _npz_member(z, path: Path, key: str) -> np.ndarray:
+    try:
+        return z[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}:{key} is not a readable array ({exc}); re-save the file with numpy.savez") from None
+
+
+def _npz_images(z, path: Path, key: str, stored: dict[str, int], stream: bool | None) -> RowFileSource | TensorSource:
+    """One image member: positioned reads where it is stored uncompressed (streamed when large),
+    else decompressed whole (logged when large: a compressed member has no offsets to read at)."""
+    if f"{key}.npy" in stored:
+        try:
+            rows = npy_rows(path, start=stored[f"{key}.npy"])
+        except DataError:  # Fortran order, big-endian...: numpy reads it whole, and checks it below
+            rows = None
+        if rows is not None:
+            return _rows_source(rows, stream)
+    x = _images_from_array(_npz_member(z, path, key), f"{path}:{key}")
+    if f"{key}.npy" not in stored and _streamed(stream, x.numel()):
+        log.warning("%s: %s is compressed (numpy.savez_compressed), so it was read whole into memory; save it with "
+                    "numpy.savez (uncompressed) or as .npy files to read it a batch at a time", path, key)
+    return TensorSource(x)
+
+
+def read_npz(path: str | Path, *, stream: bool | None = None) -> Split:
+    """A ``.npz`` file (see the module docstring) as (train, test or None). Images stored
+    uncompressed (``numpy.savez``) are read from the file a batch at a time when large (``stream``);
+    compressed ones (``numpy.savez_compressed``) cannot be read at an offset and are read whole."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+        stored = _stored_members(path)
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc}); re-save it with numpy.savez") from None
-    xk, yk, xt, yt = _pick_keys(set(arrays), str(path))
-    parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
-    xs = [_images_from_array(arrays[a], f"{path}:{a}") for a, _, _ in parts]
+    with z:
+        xk, yk, xt, yt = _pick_keys(set(z.files), str(path))
+        parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
+        xs = [_npz_images(z, path, a, stored, stream) for a, _, _ in parts]
+        arrays = {k: _npz_member(z, path, k) for k in (yk, yt, "classes") if k is not None and k in z.files}
     ys = [labels_from(arrays[b], x.shape[0], f"{path}:{b}") for (_, b, _), x in zip(parts, xs)]
     _same_shapes(xs, str(path))
     classes = _classes(arrays.get("classes"), ys, str(path))
@@ -439,10 +493,12 @@ def _npy_keys(folder: Path) -> tuple[str, str, str | None, str | None] | None:
         return None
 
 
-def npy_rows(path: Path) -> RowFile:
-    """Where the rows of an ``.npy`` file's array lie (its header read, the data not)."""
+def npy_rows(path: Path, *, start: int = 0) -> RowFile:
+    """Where the rows of an ``.npy`` file's array lie (its header read, the data not); ``start``:
+    where the ``.npy`` begins inside ``path`` (an uncompressed ``.npz`` member)."""
     try:
         with open(path, "rb") as f:
+            f.seek(start)
             version = np.lib.format.read_magic(f)
             read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             if read_header is None:
@@ -465,6 +521,19 @@ def npy_rows(path: Path) -> RowFile:
     return RowFile(path, offset, tuple(int(s) for s in shape), torch_dtype)
 
 
+def _rows_source(rows: RowFile | list[RowFile], stream: bool | None) -> RowFileSource | TensorSource:
+    """An array's rows on disk (one file, or several read in order) as a source: left there when
+    large (``stream``), else read into memory."""
+    rows = [rows] if isinstance(rows, RowFile) else rows
+    src = RowFileSource(rows, channels_last=_layout(rows[0].shape, str(rows[0].path)), check=True)
+    if not _streamed(stream, math.prod(src.shape)):
+        return TensorSource(_read_all(src))
+    if src.dtype == torch.float32:  # one pass now, a chunk at a time, so a value outside [0, 1] is refused before any work
+        for chunk in torch.arange(len(src)).split(4096):
+            src.read(chunk)
+    return src
+
+
 def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
     """A folder of ``.npy`` files (or one of them) as (train, test or None); large ones streamed."""
     path = Path(path)
@@ -477,19 +546,12 @@ def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
     parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
     sources, ys = [], []
     for a, b, _ in parts:
-        rows = npy_rows(folder / f"{a}.npy")
-        last = _layout(rows.shape, str(rows.path))
-        src = RowFileSource([rows], channels_last=last, check=True)
+        src = _rows_source(npy_rows(folder / f"{a}.npy"), stream)
         try:
             labels = np.load(folder / f"{b}.npy", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{folder / f'{b}.npy'} is not a readable .npy file ({exc})") from None
         ys.append(labels_from(labels, len(src), str(folder / f"{b}.npy")))
-        if _streamed(stream, math.prod(src.shape)):
-            if src.dtype == torch.float32:
-                _read_all(src, chunk=4096 * 4)  # one pass now, so a value outside [0, 1] is refused before any work
-        else:
-            src = TensorSource(_read_all(src))
         sources.append(src)
     _same_shapes([torch.empty((0, *s.shape[1:])) for s in sources], str(folder))
     classes = _classes(np.load(folder / "classes.npy", allow_pickle=False) if (folder / "classes.npy").is_file() else None, ys,
@@ -527,8 +589,39 @@ def _load_tensor(path: Path) -> torch.Tensor:
     raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor or a list of tensors")
 
 
-def read_madrylab(path: str | Path) -> Split:
-    """A MadryLab constructed-dataset folder (``CIFAR_ims``/``CIFAR_lab``) as (train, test or None)."""
+def _tensor_rows(path: Path) -> list[RowFile] | None:
+    """Where the rows of a ``torch.save``'d tensor (or list of tensors) lie in its file, so that it
+    can be read by positioned reads: ``torch.load(mmap=True, weights_only=True)`` gives each tensor's
+    shape and place in its storage without reading its data, and each storage is an uncompressed
+    zip member at an offset. None where that cannot be told (the legacy pre-1.6 format, tensors
+    that are not contiguous or not images): then the file is read whole."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        offsets = sorted(o for name, o in _stored_members(path).items() if "/data/" in name)
+    except Exception:  # anything torch or zipfile refuses: _load_tensor reads it (or says why not)
+        return None
+    tensors = [obj] if isinstance(obj, torch.Tensor) else list(obj) if isinstance(obj, (list, tuple)) else []
+    if (not tensors or not offsets or not all(isinstance(t, torch.Tensor) and t.ndim == 4 and t.numel() and t.is_contiguous()
+                                              and (t.dtype == torch.uint8 or t.dtype in FLOAT_TYPES) for t in tensors)):
+        return None
+    ptrs = [t.untyped_storage().data_ptr() for t in tensors]
+    base = min(ptrs) - offsets[0]  # the one mapping of the file under every storage
+    known = set(offsets)
+    if any(p - base not in known for p in ptrs):
+        return None
+    return [RowFile(path, p - base + t.storage_offset() * t.element_size(), tuple(t.shape), t.dtype) for t, p in zip(tensors, ptrs)]
+
+
+def read_madrylab(path: str | Path, *, stream: bool | None = None) -> Split:
+    """A MadryLab constructed-dataset folder (``CIFAR_ims``/``CIFAR_lab``) as (train, test or None).
+
+    ``CIFAR_ims`` saved by a torch of 1.6 or later (a zip) is read by positioned reads, a batch at a
+    time from disk when large (``stream``), like an ``.npy``; memory-mapping it instead would count
+    every page read in the process's resident memory. An older (legacy-format) file is read whole."""
     path = Path(path)
     out = []
     for folder in (path, path / "test"):
@@ -537,11 +630,20 @@ def read_madrylab(path: str | Path) -> Split:
             if folder == path:
                 raise DataError(f"{path} lacks CIFAR_ims and CIFAR_lab (MadryLab's layout)")
             continue
-        x = _load_tensor(folder / f"{prefix}_ims")
-        if x.ndim != 4:
-            raise DataError(f"{folder / f'{prefix}_ims'} has shape {tuple(x.shape)}; expected N×C×H×W images")
-        if x.dtype != torch.uint8:
-            x = _images_from_array(x.float().numpy(), str(folder / f"{prefix}_ims"))
+        ims = folder / f"{prefix}_ims"
+        rows = _tensor_rows(ims)
+        if rows is not None:
+            x = _rows_source(rows, stream)
+        else:
+            x = _load_tensor(ims)
+            if x.ndim != 4:
+                raise DataError(f"{ims} has shape {tuple(x.shape)}; expected N×C×H×W images")
+            if x.dtype != torch.uint8:
+                x = _images_from_array(x.float().numpy(), str(ims))
+            if _streamed(stream, x.numel()):
+                log.warning("%s cannot be read at offsets (torch's legacy pre-1.6 format, or tensors that are not contiguous), "
+                            "so it was read whole into memory; re-save it with torch.save from a current torch, or as .npy, "
+                            "to read it a batch at a time", ims)
         y = _load_tensor(folder / f"{prefix}_lab")
         out.append((x, labels_from(y, x.shape[0], str(folder / f"{prefix}_lab")), folder))
     _same_shapes([x for x, _, _ in out], str(path))

@@ -28,10 +28,10 @@ from ..attacks.loop import eval_mode
 from ..attacks.losses import margin
 from ..attacks.pgd import FGSM, PGD
 from ..attacks.square import Square
+from ..data.dataset import ImageDataset
 from ..errors import ConfigError
-from ..storage import iter_chunks
 from ..threats import check_steps, make_threat
-from .metrics import check_inputs, correct_mask, device_of, robust_accuracy
+from .metrics import batches, check_inputs, correct_mask, device_of, robust_accuracy, size_of, take
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +68,25 @@ def check_softmax_outputs(model: nn.Module, x: torch.Tensor) -> Finding | None:
     return None
 
 
-def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> list[Finding]:
+def check_gradients(model: nn.Module, x: torch.Tensor | ImageDataset, y: torch.Tensor | None = None, *,
+                    batch_size: int = 256) -> list[Finding]:
+    """Zero or non-finite input gradients of the margin on ``(x, y)`` (or a dataset ``x``, read per batch)."""
     zero = bad = 0
+    data = x if isinstance(x, ImageDataset) else (x, y)
+    n, device = size_of(data), device_of(model)
     with eval_mode(model), torch.enable_grad():
-        for a, b in iter_chunks(x.shape[0], batch_size):
-            xb = x[a:b].detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(margin(model(xb), y[a:b]).sum(), xb)
+        for xb, yb in batches(data, batch_size):
+            xb = xb.to(device).detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(margin(model(xb), yb.to(device)).sum(), xb)
             flat = grad.flatten(1)
             bad += int((~torch.isfinite(flat)).any(1).sum())
             zero += int((flat == 0).all(1).sum())
     found = []
     if bad:
-        found.append(_finding("nonfinite_gradients", f"{bad} of {x.shape[0]} inputs have non-finite input gradients; "
+        found.append(_finding("nonfinite_gradients", f"{bad} of {n} inputs have non-finite input gradients; "
                               "the model's loss is not differentiable there (masking or numerical trouble)", points=bad))
     if zero:
-        found.append(_finding("zero_gradients", f"{zero} of {x.shape[0]} inputs have an exactly zero input gradient: "
+        found.append(_finding("zero_gradients", f"{zero} of {n} inputs have an exactly zero input gradient: "
                               "gradients are masked (quantisation, thresholds...); use BPDA or a black-box attack",
                               points=zero))
     return found
@@ -123,8 +127,8 @@ def check_accuracy_falls_with_eps(radii: list[float], accs: list[float], clean: 
 
 def sanity_checks(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | ImageDataset,
+    y: torch.Tensor | None = None,
     *,
     norm: str,
     eps: float,
@@ -138,7 +142,8 @@ def sanity_checks(
 ) -> list[Finding]:
     """Every check above on ``(x, y)``. Accuracies are compared with an absolute ``tolerance``; the
     unbounded attack must fool at least ``unbounded_success`` of the correctly classified points.
-    Pass a dict as ``measurements`` to receive the numbers the checks were based on."""
+    Pass a dict as ``measurements`` to receive the numbers the checks were based on. ``x`` may be
+    an :class:`~advfeatures.data.ImageDataset` (its own labels), read a batch at a time."""
     check_inputs(x, y)
     threat = make_threat(norm, eps)
     norm, eps = threat.norm, threat.eps
@@ -146,22 +151,24 @@ def sanity_checks(
     if not 0 <= tolerance < 1:
         raise ConfigError(f"tolerance must be in [0, 1), got {tolerance}")
     device = device_of(model)
-    x, y = x.to(device), y.to(device)
+    data = x if isinstance(x, ImageDataset) else (x.to(device), y.to(device))
+    n = size_of(data)
+    head = take(data, torch.arange(min(n, batch_size)))[0].to(device)
     meas: dict[str, Any] = {} if measurements is None else measurements
-    head = x[:batch_size]
     found = [f for f in (check_randomized(model, head), check_softmax_outputs(model, head)) if f]
     if found and found[0]["check"] == "randomized_model":
         meas["max_output_difference"] = found[0]["details"]["max_difference"]
-    grads = check_gradients(model, x, y, batch_size=batch_size)
+    xs, ys = (data, None) if isinstance(data, ImageDataset) else data
+    grads = check_gradients(model, xs, ys, batch_size=batch_size)
     meas["zero_gradient_points"] = next((f["details"]["points"] for f in grads if f["check"] == "zero_gradients"), 0)
     meas["nonfinite_gradient_points"] = next((f["details"]["points"] for f in grads if f["check"] == "nonfinite_gradients"), 0)
     found += grads
 
-    correct = correct_mask(model, (x, y), batch_size=batch_size)
-    meas["clean_accuracy"] = clean = int(correct.sum()) / x.shape[0]
+    correct = correct_mask(model, data, batch_size=batch_size)
+    meas["clean_accuracy"] = clean = int(correct.sum()) / n
 
     def acc(attack: Attack) -> float:
-        return robust_accuracy(model, (x, y), attack, batch_size=batch_size, clean_correct=correct, desc="sanity")
+        return robust_accuracy(model, data, attack, batch_size=batch_size, clean_correct=correct, desc="sanity")
 
     def pgd(radius: float, loss: str = "margin") -> PGD:
         return PGD(norm=norm, eps=radius, steps=steps, loss=loss, early_stop=True, seed=seed)
@@ -174,7 +181,7 @@ def sanity_checks(
         meas["square"] = a_sq = acc(Square(norm=norm, eps=eps, max_queries=square_queries, seed=seed))
         found.append(check_black_box_vs_white_box(a_sq, min(a_fgsm, a_pgd), tolerance=tolerance))
 
-    big = unbounded_eps(norm, x)
+    big = unbounded_eps(norm, head)
     a_unb = acc(pgd(big))
     meas["unbounded_success"] = fooled = (clean - a_unb) / clean if clean > 0 else 1.0
     found.append(check_unbounded_attack(fooled, eps=big, required=unbounded_success))

@@ -57,6 +57,7 @@ from ..attacks.base import Attack, num_classes_of
 from ..attacks.fab import FABT
 from ..attacks.loop import eval_mode
 from ..attacks.square import Square
+from ..data.dataset import ImageDataset
 from ..errors import ConfigError
 from ..storage import iter_chunks
 from ..threats import check_steps, make_threat
@@ -122,8 +123,8 @@ def standard_members(model: nn.Module, x: torch.Tensor, *, norm: str, eps: float
 
 def worst_case_evaluation(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | ImageDataset,
+    y: torch.Tensor | None = None,
     *,
     norm: str,
     eps: float,
@@ -147,8 +148,12 @@ def worst_case_evaluation(
     "mean_queries"]}], "x_adv": (N, C, H, W) tensor, "robust": (N,) bool tensor}``; each member's
     ``robust_accuracy`` is the ensemble's after that member. ``x_adv`` holds the first valid
     adversarial example found per point (the clean image where none was found).
+
+    ``x`` may be an :class:`~advfeatures.data.ImageDataset` instead of images and labels: it is then
+    read a batch at a time (a streamed set never in memory whole) and ``x_adv`` is None.
     """
     check_inputs(x, y)
+    data = x if isinstance(x, ImageDataset) else None
     threat = make_threat(norm, eps)
     batch_size = check_steps(batch_size, "batch_size")
     if version not in VERSIONS:
@@ -156,18 +161,25 @@ def worst_case_evaluation(
     if version == "custom" and members is None:
         raise ConfigError("version='custom' needs members=[(name, attack), ...]")
     device = device_of(model)
-    x, y = x.to(device), y.to(device)
+    if data is None:
+        x, y = x.to(device), y.to(device)
+    else:
+        y = data.labels.to(device)
+
+    def read(ii: torch.Tensor) -> torch.Tensor:
+        return x[ii] if data is None else data.batch(ii.cpu())[0].to(device)
+
     if members is None:
-        members = standard_members(model, x, norm=norm, eps=eps, version=version, steps=steps,
+        members = standard_members(model, read(torch.arange(1, device=device)), norm=norm, eps=eps, version=version, steps=steps,
                                    n_target_classes=n_target_classes, square_queries=square_queries, eot_iter=eot_iter,
                                    early_stop=early_stop, seed=seed)
     else:
         version = "custom"
     members = _as_members(members)
-    n = x.shape[0]
-    robust = predict(model, x, batch_size=batch_size) == y
+    n = y.shape[0]
+    robust = predict(model, x if data is None else data, batch_size=batch_size) == y
     clean_accuracy = int(robust.sum()) / n
-    x_adv = x.clone()
+    x_adv = x.clone() if data is None else None
     report: list[dict[str, Any]] = []
     tol = 1e-5 + 1e-4 * (threat.eps if math.isfinite(threat.eps) else 0.0)
     for m in members:
@@ -178,15 +190,17 @@ def worst_case_evaluation(
         for a, b in iter_chunks(idx.numel(), batch_size):
             ii = idx[a:b]
             target = m.target[ii.to(m.target.device)].to(device) if isinstance(m.target, torch.Tensor) else m.target
-            res = m.attack(model, x[ii], y[ii], target=target, return_result=True)
-            valid = (threat.norm_of(res.x_adv - x[ii]) <= threat.eps + tol) & (res.x_adv.flatten(1).amin(1) >= 0) \
+            xb = read(ii)
+            res = m.attack(model, xb, y[ii], target=target, return_result=True)
+            valid = (threat.norm_of(res.x_adv - xb) <= threat.eps + tol) & (res.x_adv.flatten(1).amin(1) >= 0) \
                 & (res.x_adv.flatten(1).amax(1) <= 1)
             with torch.no_grad(), eval_mode(model):
                 fooled = model(res.x_adv).argmax(1) != y[ii]
             invalid += int((fooled & ~valid).sum())
             fooled &= valid
             robust[ii[fooled]] = False
-            x_adv[ii[fooled]] = res.x_adv[fooled]
+            if x_adv is not None:
+                x_adv[ii[fooled]] = res.x_adv[fooled]
             broken += int(fooled.sum())
             if res.queries is not None:
                 queries.append(res.queries.float())

@@ -13,6 +13,7 @@ rate, median perturbation norm and queries over a set of images.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from ..attacks.base import Attack
 from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset, check_images
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..progress import progress, progress_batches
 from ..storage import iter_chunks
 
@@ -42,16 +43,48 @@ def device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked(data: Data) -> Data:
     if isinstance(data, ImageDataset):
-        return data.images, data.labels
+        return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return data[0], data[1]
     raise DataError(f"evaluation data must be an ImageDataset or an (images, labels) pair of tensors, got {type(data).__name__}")
 
 
-def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
-    """Refuse evaluation images and labels that do not fit together (one clear error each)."""
+def take(data: Data, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels ``index`` of ``data``: a dataset is read just there (a streamed one from
+    disk), so nothing walks more than a batch of it at a time."""
+    data = _checked(data)
+    if isinstance(data, ImageDataset):
+        return data.batch(index)
+    x, y = data
+    return x[index.to(x.device)], y[index.to(y.device)]
+
+
+def batches(data: Data, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``data`` in consecutive chunks of ``batch_size`` (a dataset read from its source per chunk)."""
+    data = _checked(data)
+    if isinstance(data, ImageDataset):
+        yield from data.iter_batches(batch_size)
+    else:
+        for a, b in iter_chunks(data[0].shape[0], batch_size):
+            yield data[0][a:b], data[1][a:b]
+
+
+def size_of(data: Data) -> int:
+    data = _checked(data)
+    return len(data) if isinstance(data, ImageDataset) else int(data[0].shape[0])
+
+
+def check_inputs(x: torch.Tensor | ImageDataset, y: torch.Tensor | None) -> None:
+    """Refuse evaluation images and labels that do not fit together (one clear error each); a
+    dataset brings its own labels (and was checked when it was made)."""
+    if isinstance(x, ImageDataset):
+        if y is not None:
+            raise ConfigError("a dataset brings its own labels: pass y only with a tensor of images")
+        if len(x) == 0:
+            raise DataError("no images to evaluate; pass at least one")
+        return
     check_images(x, what="evaluation images")
     if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(f"labels must be a vector with one entry per image ({x.shape[0]})")
@@ -59,19 +92,22 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
         raise DataError("no images to evaluate; pass at least one")
 
 
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 500, device: str | torch.device | None = None) -> torch.Tensor:
-    """The model's classes for ``x`` (on the model's device unless ``device`` is given)."""
+def predict(model: nn.Module, x: torch.Tensor | ImageDataset, *, batch_size: int = 500,
+            device: str | torch.device | None = None) -> torch.Tensor:
+    """The model's classes for ``x`` (images, or a dataset read a batch at a time), on the model's
+    device unless ``device`` is given."""
     device = device_of(model) if device is None else torch.device(device)
-    if x.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64, device=device)
+    data = x if isinstance(x, ImageDataset) else (x, torch.empty(x.shape[0], dtype=torch.int64))
     with torch.no_grad(), eval_mode(model):
-        return torch.cat([model(x[a:b].to(device)).argmax(1) for a, b in iter_chunks(x.shape[0], batch_size)])
+        preds = [model(xb.to(device)).argmax(1) for xb, _ in batches(data, batch_size)]
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64, device=device)
 
 
 def correct_mask(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None) -> torch.Tensor:
-    x, y = _tensors(data)
-    pred = predict(model, x, batch_size=batch_size, device=device)
-    return pred == y.to(pred.device)
+    data = _checked(data)
+    images, labels = (data, data.labels) if isinstance(data, ImageDataset) else data
+    pred = predict(model, images, batch_size=batch_size, device=device)
+    return pred == labels.to(pred.device)
 
 
 def accuracy(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None) -> float:
@@ -85,7 +121,6 @@ def robust_mask(model: nn.Module, data: Data, attack: Attack, *, batch_size: int
                 desc: str = "attack") -> torch.Tensor:
     """Per point: correct on x and on ``attack``'s x_adv (the attack runs only on the points
     classified correctly, since the others cannot count as robust whatever it returns)."""
-    x, y = _tensors(data)
     device = device_of(model) if device is None else torch.device(device)
     if clean_correct is None:
         clean_correct = correct_mask(model, data, batch_size=batch_size, device=device)
@@ -93,7 +128,7 @@ def robust_mask(model: nn.Module, data: Data, attack: Attack, *, batch_size: int
     idx = robust.nonzero().squeeze(1)
     for a, b in progress(list(iter_chunks(idx.numel(), batch_size)), desc=desc):
         ii = idx[a:b]
-        xb, yb = x[ii.to(x.device)].to(device), y[ii.to(y.device)].to(device)
+        xb, yb = (t.to(device) for t in take(data, ii))
         x_adv = attack(model, xb, yb)
         with torch.no_grad(), eval_mode(model):
             robust[ii] = model(x_adv).argmax(1) == yb

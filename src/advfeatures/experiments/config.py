@@ -103,6 +103,11 @@ class ReproduceConfig:
     # .npz/.npy, MadryLab tensors); `data_test` names a built-in set whose test split evaluates it
     data: str | None = None
     data_test: str | None = None
+    # how `data` is read (speed and memory only, never the numbers): `data_stream` reads it from disk
+    # a batch at a time (None: when its pixels exceed 512 MiB as uint8); `data_workers` DataLoader
+    # processes decode an image folder
+    data_stream: bool | None = None
+    data_workers: int = 0
     # a robust model the user already has (any file advfeatures.models.load_any_model reads) used
     # for D_R instead of training one; `robust_model_arch` for files that record no architecture
     robust_model: str | None = None
@@ -139,6 +144,10 @@ class ReproduceConfig:
             raise ConfigError(f"unknown data_test {self.data_test!r}; choose one of {', '.join(DATASETS)}")
         if self.data_test is not None and self.data is None:
             raise ConfigError("data_test evaluates a model trained on your own data: set data (--data PATH) too")
+        if not isinstance(self.data_workers, int) or isinstance(self.data_workers, bool) or self.data_workers < 0:
+            raise ConfigError(f"data_workers must be a whole number ≥ 0 (0: decode in this process), got {self.data_workers!r}")
+        if self.data_stream not in (None, True, False):
+            raise ConfigError(f"data_stream must be true, false or null (by size), got {self.data_stream!r}")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
         for name in ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det"):

@@ -36,7 +36,7 @@ from ..errors import DataError
 from ..evaluate import accuracy, evaluate_suite, sanity_checks, standard_members, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
 from ..validate import check_model_fits
-from ..storage import file_sha256, read_json, tensor_digest, write_json_atomic
+from ..storage import file_sha256, read_json, write_json_atomic
 from ..train import TrainConfig, train_model
 from . import findings as findings_mod
 from .config import ReproduceConfig, from_dict, to_dict
@@ -55,14 +55,17 @@ def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
     """The run's (train, test): the built-in ``dataset``, or the user's ``data`` (with the test
     split of ``data_test`` where given)."""
     if cfg.data is not None:
-        train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed)
+        train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed, stream=cfg.data_stream,
+                                    workers=cfg.data_workers)
     else:
         train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)
 
 
 def data_digest(train: ImageDataset, test: ImageDataset) -> str:
-    return digest([tensor_digest(train.images, train.labels), tensor_digest(test.images, test.labels)])
+    """The run's data key: ``tensor_digest(images, labels)`` of each split, hashed a batch at a time
+    (the same value for an in-memory and a streamed copy of the same images)."""
+    return digest([train.digest(), test.digest()])
 
 
 def new_state(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, *,
@@ -124,11 +127,14 @@ def construct_step(state: RunState, kind: str) -> None:
             state.run.reset_folder(folder, key)
             build_dataset(kind, state.models[source_model], state.train, folder, matching=c.matching, relabel=c.relabel,
                           seed=seed, batch_size=c.batch_size, shard_size=c.shard_size, device=state.device, key=key)
-        _, manifest = load_constructed(folder, classes=state.train.classes)
+        # only the manifest is needed here: a streamed source's set is not loaded whole for it
+        _, manifest = load_constructed(folder, classes=state.train.classes, stream=not state.train.in_memory)
         return {"summary": manifest["summary"], "count": manifest["count"], "built_with": source_model}
 
     result = state.run.step(f"construct_{kind}", key, compute, artifacts=[folder / "manifest.json"])
-    state.datasets[kind], state.manifests[kind] = load_constructed(folder, classes=state.train.classes, name=kind)
+    # a streamed source's constructed sets stay in their shards too (read per batch, the same values)
+    state.datasets[kind], state.manifests[kind] = load_constructed(folder, classes=state.train.classes, name=kind,
+                                                                   stream=not state.train.in_memory)
     state.manifests[kind]["result"] = result
     state.keys[f"data_{kind}"] = key
 
@@ -157,13 +163,13 @@ def worst_case_step(state: RunState, name: str) -> None:
     ev = state.config.evaluation
     wc = ev.worst_case
     key = digest({"model": state.keys[name], "radii": radii(state.config), "settings": dataclasses.asdict(wc),
-                  "members": [m.name for m in standard_members(state.models[name], state.test.images[:1], norm="L2", eps=1.0)],
+                  "members": [m.name for m in standard_members(state.models[name], state.test.batch(slice(0, 1))[0], norm="L2", eps=1.0)],
                   "data": state.data_key, "seed": state.seeds["worst_case"]})
 
     def compute() -> dict[str, Any]:
         rows = []
         for norm, eps in radii(state.config):
-            rep = worst_case_evaluation(state.models[name], state.test.images, state.test.labels, norm=norm, eps=eps,
+            rep = worst_case_evaluation(state.models[name], state.test, norm=norm, eps=eps,
                                         batch_size=ev.batch_size, seed=state.seeds["worst_case"], steps=wc.steps,
                                         n_target_classes=wc.n_target_classes, square_queries=wc.square_queries)
             rows.append({k: rep[k] for k in ("norm", "eps", "n", "clean_accuracy", "robust_accuracy", "members")})
@@ -187,7 +193,7 @@ def sanity_step(state: RunState, name: str) -> None:
 
     def compute() -> dict[str, Any]:
         meas: dict[str, Any] = {}
-        found = sanity_checks(state.models[name], test.images, test.labels, norm=norm, eps=eps, steps=sc.steps,
+        found = sanity_checks(state.models[name], test, norm=norm, eps=eps, steps=sc.steps,
                               square_queries=sc.square_queries, batch_size=ev.batch_size, seed=state.seeds["sanity"],
                               measurements=meas)
         return {"norm": norm, "eps": eps, "n": len(test), "flags": [f["check"] for f in found], "findings": found,

@@ -62,11 +62,10 @@ def examples_figure(state: RunState, path: Path, *, n: int = 8) -> None:
     gen = torch.Generator().manual_seed(state.seeds["examples_figure"])
     idx = torch.randperm(len(state.train), generator=gen)[:n]
     fig, axes = plt.subplots(n, 5, figsize=(5 * 1.5, n * 1.6), constrained_layout=True)
-    for row, i in enumerate(idx.tolist()):
-        panels = [("D", state.train.images[i], classes[int(state.train.labels[i])])]
-        for kind in SETS:
-            ds = state.datasets[kind]
-            panels.append((SET_LABELS[kind], ds.images[i], classes[int(ds.labels[i])]))
+    sets = [("D", state.train)] + [(SET_LABELS[kind], state.datasets[kind]) for kind in SETS]
+    shown = [(title, *ds.batch(idx)) for title, ds in sets]  # only these n images are read
+    for row in range(idx.numel()):
+        panels = [(title, x[row].cpu(), classes[int(y[row])]) for title, x, y in shown]
         for col, (title, img, label) in enumerate(panels):
             ax = axes[row, col]
             img = img.float().clamp(0, 1)

@@ -229,8 +229,7 @@ def compare_inversions(
     device = next(next(iter(models.values())).parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(data), generator=gen)[:n]
-    x, y = data.batch(idx)
-    x, y = x.to(device), y.to(device)
+    x, y = (t.to(device) for t in data.batch(idx))  # only the n images shown are read
     if start == "noise":
         seeds = noise_seeds(x.cpu(), generator=gen).to(device)
     else:

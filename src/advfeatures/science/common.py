@@ -15,12 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks.loop import eval_mode
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
+from ..evaluate.metrics import predict as predict_on
 from ..models import build_model
 from ..seeding import generator
-from ..storage import iter_chunks
 
 ArchLike = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
@@ -76,13 +75,10 @@ def _label(name: str, kwargs: Mapping[str, Any]) -> str:
     return f"{name}({','.join(parts)})"
 
 
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500, device: str | torch.device = "cpu") -> torch.Tensor:
-    """The model's classes for ``images`` (on the CPU), batch by batch, in eval mode."""
-    out = []
-    with torch.no_grad(), eval_mode(model):
-        for a, b in iter_chunks(images.shape[0], batch_size):
-            out.append(model(images[a:b].to(device)).argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+def predict(model: nn.Module, images: torch.Tensor | ImageDataset, *, batch_size: int = 500,
+            device: str | torch.device = "cpu") -> torch.Tensor:
+    """The model's classes for ``images`` (or a dataset, read a batch at a time), on the CPU, in eval mode."""
+    return predict_on(model, images, batch_size=batch_size, device=device).cpu()
 
 
 def check_compatible(a: ImageDataset, b: ImageDataset, *, what: str) -> None:

@@ -41,10 +41,11 @@ def mistakes_dataset(model: nn.Module, data: ImageDataset, *, batch_size: int = 
 
     ``info`` holds ``source_labels`` (the true labels), ``source_index`` (positions in ``data``) and
     ``teacher_accuracy`` (the model's accuracy on all of ``data``)."""
-    pred = predict(model, data.images, batch_size=batch_size, device=device)
-    wrong = pred != data.labels
-    index = wrong.nonzero().flatten()
-    return ImageDataset(data.images[index], pred[index], data.classes, f"{data.name}-mistakes",
+    pred = predict(model, data, batch_size=batch_size, device=device)  # read a batch at a time
+    wrong = pred != data.labels.to(pred.device)
+    index = wrong.nonzero().flatten().cpu()
+    # the mistakes keep their images where they are (held as uint8, or on disk): a view, not a copy
+    return ImageDataset(data.subset(index).source, pred[index].cpu(), data.classes, f"{data.name}-mistakes",
                         {"source_labels": data.labels[index], "source_index": index,
                          "teacher_accuracy": 1.0 - float(wrong.float().mean()) if len(data) else 0.0})
 
@@ -52,7 +53,7 @@ def mistakes_dataset(model: nn.Module, data: ImageDataset, *, batch_size: int = 
 def random_wrong_labels(data: ImageDataset, *, generator: torch.Generator) -> ImageDataset:
     """The same images with a uniformly random label different from the true one (the control)."""
     shift = torch.randint(1, data.num_classes, data.labels.shape, generator=generator)
-    return ImageDataset(data.images, (data.labels + shift) % data.num_classes, data.classes, f"{data.name}-random-wrong", {})
+    return ImageDataset(data.source, (data.labels + shift) % data.num_classes, data.classes, f"{data.name}-random-wrong", {})
 
 
 def distillation_control(
@@ -98,8 +99,8 @@ def distillation_control(
         return out
     student = seeded_model(arch, shape, classes, seed=derive_seed(seed, 2), **kwargs)
     train_model(student, mistakes, replace(train_cfg, seed=seed + 2), device=device, desc="student on mistakes")
-    teacher_test = predict(teacher, test.images, device=device)
-    student_test = predict(student, test.images, device=device)
+    teacher_test = predict(teacher, test, device=device).cpu()
+    student_test = predict(student, test, device=device).cpu()
     out.update({
         "trained": True,
         "student_test_accuracy": float((student_test == test.labels).float().mean()),
@@ -108,7 +109,7 @@ def distillation_control(
     })
     if random_control:
         # same images, each with a random label other than its true one: wrong labels without the teacher's function
-        truly = ImageDataset(mistakes.images, mistakes.info["source_labels"], train.classes, mistakes.name)
+        truly = ImageDataset(mistakes.source, mistakes.info["source_labels"], train.classes, mistakes.name)
         control_data = random_wrong_labels(truly, generator=stream_generator(seed, 3))
         control = seeded_model(arch, shape, classes, seed=derive_seed(seed, 3), **kwargs)
         train_model(control, control_data, replace(train_cfg, seed=seed + 3), device=device, desc="control on random wrong labels")

@@ -55,8 +55,18 @@ def dual_exponent(norm: str) -> float:
     return {2.0: 2.0, math.inf: 1.0, 1.0: math.inf}[p]
 
 
+_CHUNK = 4096  # images per read: every pass over a set holds one chunk of it, never the set
+
+
 def _flat(data: ImageDataset) -> torch.Tensor:
-    return data.images.flatten(1).to(_DTYPE)
+    """The whole set as an (N, d) float64 matrix (only the full-batch robust-linear fit needs it)."""
+    return torch.cat([xb for xb, _ in _chunks(data)]) if len(data) else torch.zeros(0, math.prod(data.image_shape), dtype=_DTYPE)
+
+
+def _chunks(data: ImageDataset):
+    """(x as (B, d) float64, y) chunk by chunk."""
+    for xb, yb in data.iter_batches(_CHUNK):
+        yield xb.flatten(1).to(_DTYPE), yb
 
 
 def _rownorm(a: torch.Tensor, q: float) -> torch.Tensor:
@@ -91,14 +101,20 @@ def fit_linear(z: torch.Tensor, y: torch.Tensor, num_classes: int, *, l2: float 
     return w.detach(), b.detach()
 
 
-def certified_accuracy(a: torch.Tensor, c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, eps: float, q: float) -> float:
-    """Share of (x, y) that the linear classifier ``logits = a x + c`` classifies correctly for every
-    perturbation of p-norm ≤ ``eps`` (exact for linear models)."""
-    logits = x.to(_DTYPE) @ a.T + c
-    margin = logits.gather(1, y.view(-1, 1)) - logits  # (N, C): m_j = logit_y − logit_j
-    spread = _rownorm(a[:, None, :] - a[None, :, :], q)[y]  # (N, C): ‖a_y − a_j‖_q
-    ok = (margin - eps * spread > 0) | (torch.arange(a.shape[0])[None, :] == y[:, None])
-    return float(ok.all(1).to(_DTYPE).mean())
+def certified_accuracy(a: torch.Tensor, c: torch.Tensor, x: torch.Tensor | ImageDataset, y: torch.Tensor | None = None, *,
+                       eps: float, q: float) -> float:
+    """Share of (x, y) (or of a dataset ``x``, read chunk by chunk) that the linear classifier
+    ``logits = a x + c`` classifies correctly for every perturbation of p-norm ≤ ``eps`` (exact for
+    linear models)."""
+    parts = _chunks(x) if isinstance(x, ImageDataset) else [(x.flatten(1).to(_DTYPE), y)]
+    spread_all = _rownorm(a[:, None, :] - a[None, :, :], q)  # (C, C): ‖a_i − a_j‖_q
+    ok_count = n = 0
+    for xb, yb in parts:
+        logits = xb @ a.T + c
+        margin = logits.gather(1, yb.view(-1, 1)) - logits  # (B, C): m_j = logit_y − logit_j
+        ok = (margin - eps * spread_all[yb] > 0) | (torch.arange(a.shape[0])[None, :] == yb[:, None])
+        ok_count, n = ok_count + int(ok.all(1).sum()), n + yb.shape[0]
+    return ok_count / n if n else float("nan")
 
 
 class RobustFeatures:
@@ -107,33 +123,40 @@ class RobustFeatures:
     def __init__(self, train: ImageDataset, *, kind: str, k: int, eps: float, norm: str, max_iter: int) -> None:
         if kind not in FEATURES:
             raise ConfigError(f"unknown robust features {kind!r}; choose one of {', '.join(FEATURES)}")
-        x = _flat(train)
         self.kind, self.q = kind, dual_exponent(norm)
-        self.mean = x.mean(0)
         self.info: dict[str, Any] = {}
-        if kind == "pca":
+        n, d = len(train), math.prod(train.image_shape)
+        if kind == "pca":  # mean, then the centred covariance (d × d), a chunk at a time: the set is never whole
             check_steps(k, "k")
-            if k > min(x.shape):
-                raise ConfigError(f"k={k} principal components asked of {x.shape[0]} images of {x.shape[1]} pixels; use k ≤ {min(x.shape)}")
-            centred = x - self.mean
-            var, vecs = torch.linalg.eigh(centred.T @ centred / max(1, x.shape[0] - 1))  # ascending; cheaper than an SVD
+            if k > min(n, d):
+                raise ConfigError(f"k={k} principal components asked of {n} images of {d} pixels; use k ≤ {min(n, d)}")
+            self.mean = sum(xb.sum(0) for xb, _ in _chunks(train)) / n
+            cov = torch.zeros(d, d, dtype=_DTYPE)
+            for xb, _ in _chunks(train):
+                centred = xb - self.mean
+                cov += centred.T @ centred
+            var, vecs = torch.linalg.eigh(cov / max(1, n - 1))  # ascending; cheaper than an SVD
             self.proj = vecs[:, -k:].flip(1).T.contiguous()
             self.info["explained_variance"] = float(var[-k:].sum() / var.clamp_min(0).sum())
-        else:
+        else:  # a full-batch L-BFGS fit on the pixels: this one holds the (N, d) matrix
+            x = _flat(train)
+            self.mean = x.mean(0)
             w, b = fit_linear(x - self.mean, train.labels, train.num_classes, l2=1e-4, eps=eps, q=self.q, max_iter=max_iter)
             if float(w.abs().max()) < 1e-6:
                 raise ConfigError(f"certified linear training at {norm} ε={eps:g} collapsed to a constant classifier: no linear "
                                   "feature of these images is that robust; lower eps or use features='pca'")
             self.proj, self.bias = w, b - w @ self.mean  # the robust linear model itself: logits = w x + bias
-        z = (x - self.mean) @ self.proj.T
-        self.scale = z.std(0).clamp_min(1e-12)  # standardise so the classifier's penalty is scale-free
+        self.scale = torch.ones(self.proj.shape[0], dtype=_DTYPE)
+        self.scale = self(train).std(0).clamp_min(1e-12)  # standardise so the classifier's penalty is scale-free
         bound = eps * _rownorm(self.proj, self.q)
         ratio = self.scale / bound.clamp_min(1e-12)
         self.info.update({"bound_per_feature": [float(v) for v in bound],
                           "feature_std_over_bound": {"min": float(ratio.min()), "median": float(ratio.median()), "max": float(ratio.max())}})
 
     def __call__(self, data: ImageDataset) -> torch.Tensor:
-        return ((_flat(data) - self.mean) @ self.proj.T) / self.scale
+        """z(x) of every image of ``data``, (N, k), computed chunk by chunk."""
+        parts = [((xb - self.mean) @ self.proj.T) / self.scale for xb, _ in _chunks(data)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.proj.shape[0], dtype=_DTYPE)
 
     def pixel_classifier(self, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same classifier with its weights pulled back to pixel space: (a, c) with logits = a x + c."""
@@ -168,7 +191,7 @@ def leakage_audit(
         a, off = feats.pixel_classifier(w, b)
         return {"fit_accuracy": float(((z @ w.T + b).argmax(1) == labels).to(_DTYPE).mean()),
                 "test_accuracy": float(((z_test @ w.T + b).argmax(1) == test.labels).to(_DTYPE).mean()),
-                "certified_test_accuracy": certified_accuracy(a, off, _flat(test), test.labels, eps=eps, q=q),
+                "certified_test_accuracy": certified_accuracy(a, off, test, eps=eps, q=q),
                 "_w": (w, b)}
 
     leak = audit(z_con, constructed.labels)
@@ -187,10 +210,10 @@ def leakage_audit(
         **feats.info,
     }
     if features == "robust_linear":  # Goh's specification 2: how robust the feature-defining model itself is
-        x_test = _flat(test)
+        right = sum(int(((xb @ feats.proj.T + feats.bias).argmax(1) == yb).sum()) for xb, yb in _chunks(test))
         out["robust_linear_model"] = {
-            "test_accuracy": float(((x_test @ feats.proj.T + feats.bias).argmax(1) == test.labels).to(_DTYPE).mean()),
-            "certified_test_accuracy": certified_accuracy(feats.proj, feats.bias, x_test, test.labels, eps=eps, q=q)}
+            "test_accuracy": right / len(test),
+            "certified_test_accuracy": certified_accuracy(feats.proj, feats.bias, test, eps=eps, q=q)}
     src = constructed.info.get("source_labels")
     if src is not None:
         # how the real-data robust classifier reads the constructed images: their robust features

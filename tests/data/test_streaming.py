@@ -222,3 +222,26 @@ def test_a_streamed_image_folder_decoded_by_workers_trains_and_constructs_the_sa
     (h0, s0, c0), (h1, s1, c1) = runs
     assert h0 == h1 and all(torch.equal(s0[k], s1[k]) for k in s0)
     assert torch.equal(c0.images, c1.images) and torch.equal(c0.labels, c1.labels)
+
+
+def test_a_forged_construction_outside_the_box_is_refused_streamed_or_whole(tmp_path):
+    """A shard whose manifest agrees with it (so its sha256 passes) but whose images lie outside
+    [0, 1] is refused both ways, not clipped into a valid-looking set."""
+    from safetensors.torch import save_file
+
+    from advfeatures.errors import DataError
+    from advfeatures.storage import shard_path, write_manifest
+
+    folder = tmp_path / "forged"
+    folder.mkdir()
+    images = torch.rand(6, 1, 4, 4)
+    images[2, 0, 1, 1] = 2.0
+    save_file({"images": images, "labels": torch.zeros(6, dtype=torch.int64), "source_labels": torch.zeros(6, dtype=torch.int64),
+               "stat": torch.zeros(6)}, str(shard_path(folder, 0)))
+    write_manifest(folder, num_shards=1, config={})
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_constructed(folder, classes=["a", "b"])
+    lazy, _ = load_constructed(folder, classes=["a", "b"], stream=True)
+    assert torch.equal(lazy.batch(torch.tensor([0, 1]))[0], images[:2])  # in-range rows read as they are
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        lazy.batch(torch.tensor([2]))

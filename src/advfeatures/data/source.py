@@ -62,7 +62,8 @@ class TensorSource(ImageSource):
 class RowFileSource(ImageSource):
     """Images as rows of a file (an ``.npy`` array, a safetensors tensor, several shard files in
     order), read with positioned reads. ``channels_last`` rows (N, H, W, C) become NCHW per batch;
-    ``clamp`` clips float rows to [0, 1] (constructed images may overshoot by float rounding)."""
+    ``clamp`` clips float rows to [0, 1] (constructed images may overshoot by float rounding; more
+    than 1e-4 outside is refused, as ``check`` refuses anything outside)."""
 
     def __init__(self, files: list[RowFile], *, channels_last: bool = False, clamp: bool = False, check: bool = False) -> None:
         if not files:
@@ -98,13 +99,14 @@ class RowFileSource(ImageSource):
             rows = rows.permute(0, 3, 1, 2).contiguous()
         if self.dtype == torch.float32:
             rows = rows.float()
-            if self.clamp:
-                rows.clamp_(0, 1)
-            elif self.check and rows.numel():
+            if (self.clamp or self.check) and rows.numel():
                 lo, hi = torch.aminmax(rows)
-                if not (float(lo) >= 0.0 and float(hi) <= 1.0):
+                slack = 1e-4 if self.clamp else 0.0  # clamp: float rounding at the box's edges, nothing more
+                if not (float(lo) >= -slack and float(hi) <= 1.0 + slack):  # also false for nan
                     raise DataError(f"{self.files[0].path}: float images must lie in [0, 1], found values in "
                                     f"[{float(lo):.4g}, {float(hi):.4g}]; rescale them or save them as uint8")
+                if self.clamp:
+                    rows.clamp_(0, 1)
         return rows
 
     def describe(self) -> str:

@@ -122,3 +122,96 @@ def test_a_second_run_on_a_locked_folder_is_refused(tmp_path, std_model):
     res = CliRunner().invoke(main, args)  # the owner is gone: its lock is stale
     assert res.exit_code == 0, res.output
     assert (out / "manifest.json").is_file() and not (out / ".advfeatures.lock").exists()
+
+
+# ---- Ctrl-C (SIGINT) ------------------------------------------------------------------------------
+def _interrupted(proc: subprocess.CompletedProcess) -> None:
+    """A Ctrl-C ends in one line and the conventional status 130, never a KeyboardInterrupt traceback."""
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: interrupted"), proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+
+
+def _no_temporary_files(folder: Path) -> None:
+    assert not [p.name for p in folder.rglob("*.tmp")], "a half-written temporary file was left behind"
+
+
+# write:1 is the second atomic write of the process (epoch 2's checkpoint, shard 0 after construct.json),
+# interrupted after its temporary file is written and before it is renamed
+@pytest.mark.parametrize("fault", ["epoch:1:int", "write:1:int"])
+def test_training_interrupted_by_ctrl_c_resumes_to_the_same_model(tmp_path, fault):
+    args = ["train", "--arch", "mlp:hidden=16", "--dataset", "digits", "--n", "64", "--epochs", "3", "--batch-size", "32",
+            "--out", "m.safetensors"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir()
+    cut.mkdir()
+    assert _cli(args, whole).returncode == 0
+    proc = _cli(args, cut, fault=fault)
+    _interrupted(proc)
+    _no_temporary_files(cut)
+    assert not (cut / "m.safetensors").exists() and not (cut / ".m.safetensors.lock").exists()
+    assert len(list(cut.glob(".m.safetensors.*.ckpt"))) == 1  # the last finished epoch's, whole
+    proc = _cli(args, cut)
+    assert proc.returncode == 0, proc.stderr
+    _same_tensors(whole / "m.safetensors", cut / "m.safetensors")
+    assert json.loads((whole / "m.json").read_text())["history"] == json.loads((cut / "m.json").read_text())["history"]
+
+
+@pytest.mark.parametrize("fault", ["shard:1:int", "write:2:int"])
+def test_construction_interrupted_by_ctrl_c_resumes_to_the_same_dataset(tmp_path, std_model, fault):
+    args = ["construct", "--kind", "d_rand", "--model", str(std_model), "--dataset", "digits", "--n", "12", "--shard-size",
+            "4", "--batch-size", "4", "--steps", "2", "--seed", "3", "--out"]
+    assert _cli([*args, "whole"], tmp_path).returncode == 0
+    proc = _cli([*args, "cut"], tmp_path, fault=fault)
+    _interrupted(proc)
+    _no_temporary_files(tmp_path / "cut")
+    assert not (tmp_path / "cut" / "manifest.json").exists() and not (tmp_path / "cut" / ".advfeatures.lock").exists()
+    proc = _cli([*args, "cut"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert a == json.loads((tmp_path / "cut" / "manifest.json").read_text())
+    for shard in a["shards"]:
+        _same_tensors(tmp_path / "whole" / shard["file"], tmp_path / "cut" / shard["file"])
+
+
+# ---- one run per output: train and reproduce hold their outputs too --------------------------------
+def _live_lock(path: Path):
+    """A lock file at ``path`` owned by a live process (a sleeping child), as a running command leaves it."""
+    import socket
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+    return sleeper
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_train_and_reproduce_refuse_a_second_run_and_take_over_a_stale_lock(tmp_path, command):
+    from click.testing import CliRunner
+
+    from advfeatures.cli import main
+
+    if command == "train":
+        lock = tmp_path / ".m.safetensors.lock"
+        args = ["train", "--arch", "mlp:hidden=8", "--dataset", "digits", "--n", "32", "--epochs", "1", "--out",
+                str(tmp_path / "m.safetensors")]
+        done = tmp_path / "m.json"
+    else:
+        lock = tmp_path / "run" / ".advfeatures.lock"
+        from experiments.test_reproduce_cli_seeds import TINY  # the suite's tiny reproduce settings
+
+        args = ["reproduce", "--out", str(tmp_path / "run"), *TINY]
+        done = tmp_path / "run" / "results.json"
+    sleeper = _live_lock(lock)
+    try:
+        res = CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])
+        assert res.exit_code == 2 and "in use by another" in res.output, res.output
+        assert res.output.strip().splitlines()[-1].startswith("error: ") and res.output.count("error") == 1
+        assert not done.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    res = CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])  # its owner is gone: stale, taken over
+    assert res.exit_code == 0, res.output
+    assert done.is_file() and not lock.exists()

@@ -10,6 +10,7 @@ as one line and end the process with exit status 2; anything else is a bug and k
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -78,6 +79,32 @@ class _Group(click.Group):
             click.echo("error: an input file is nested too deeply to read (a crafted or corrupt JSON/TOML file?); "
                        "fix or replace it", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            # every file is written to a temporary name and renamed (advfeatures.storage), so a Ctrl-C
+            # leaves the finished files and checkpoints only; the conventional status of SIGINT
+            click.echo("error: interrupted (Ctrl-C); nothing half-written was kept: run the same command again to "
+                       "resume", err=True)
+            sys.exit(130)
+        except OSError as exc:
+            click.echo(f"error: {os_error_line(exc)}", err=True)
+            sys.exit(2)
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an error of the file system (a full disk, a read-only or missing folder): what
+    failed, on which file, and what to do. Files are written atomically, so a write that failed
+    half-way left only its temporary file, which is removed."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in _NO_SPACE:
+        return (f"the disk is full or a file size limit was reached{where}: {exc.strerror or exc}; nothing half-written "
+                "was kept: free some space and run the same command again")
+    what = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}: {what}; choose a folder you can write (and files you can read)"
+    return f"a file system error{where}: {what}; check the paths given to this command"
 
 
 def _one_line(exc: BaseException) -> str:

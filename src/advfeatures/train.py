@@ -86,7 +86,7 @@ class TrainConfig:
         in_range("momentum", self.momentum, 0, 1, high_open=True)
         non_negative("weight_decay", self.weight_decay)  # nan or inf weight decay makes every weight nan
         in_range("gamma", self.gamma, 0, 1, low_open=True)
-        whole("crop_padding", self.crop_padding, minimum=0)
+        whole("crop_padding", self.crop_padding, minimum=0, maximum=1024)
         check_seed(self.seed)
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of training in (0, 1), got {list(self.milestones)}")

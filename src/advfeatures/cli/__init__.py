@@ -18,6 +18,7 @@ import sys
 import click
 
 from ..errors import AdvFeaturesError, ConfigError
+from ..validate import whole_int
 
 # command name -> (module in this package, one-line summary shown by `advfeatures --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,6 +63,13 @@ class _Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # the group's own options (--threads): their refusals are one line too
+            return super().parse_args(ctx, args)
+        except AdvFeaturesError as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(2)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -153,17 +161,14 @@ def check_numbers_at_the_door(command: click.Command) -> None:
     command._numbers_checked = True  # type: ignore[attr-defined]
 
 
-def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter("must be a whole number ≥ 1", ctx=ctx, param=param)
-    return value
+
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="advfeatures")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors in the log; no progress bars.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
-@click.option("--threads", type=int, default=None, callback=_threads, metavar="N",
+@click.option("--threads", type=whole_int(1, 4096), default=None, metavar="N",
               help="Torch CPU threads for this command [default: the cores not busy with other work (OMP_NUM_THREADS "
                    "wins); reproduce then takes its preset's]. On a busy machine 1 is often fastest for small models.")
 @click.pass_context

@@ -14,7 +14,9 @@ classifies it:
   exit 0 on an input that is bad beyond doubt (NaN, an unreadable file...);
 * ``poisoned``: the failed run left something under its output that makes the corrected command fail;
 * ``code``: a crafted pickle's marker file appeared;
-* ``ok``: exit 0 with valid output, or exit 2 with one line.
+* ``hang``: a bad input still running after the per-case limit (it should fail at the door);
+* ``ok``: exit 0 with valid output, or exit 2 with one line;
+* ``unjudged``: a plausible (maybe valid) input whose run outlasted the limit: a slow valid run.
 
 It prints the counts per class and family, and lists every failure.
 """
@@ -681,21 +683,27 @@ def _alarm(signum, frame):
     raise CaseTimeout()
 
 
-def judge(case: Case, marker: Path, limit: float = 90.0) -> Outcome:
+def _invoke_within(args: list[str], limit: float):
+    """``_invoke(args)``, or None when it runs past ``limit`` seconds."""
     import signal
 
-    start = time.perf_counter()
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        res = _invoke(case.args)
+        res = _invoke(args)
     except CaseTimeout:
-        return Outcome(case, "hang", f"still running after {limit:.0f} s", limit)
+        return None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+    return None if isinstance(res.exception, CaseTimeout) else res
+
+
+def judge(case: Case, marker: Path, limit: float = 45.0) -> Outcome:
+    start = time.perf_counter()
+    res = _invoke_within(case.args, limit)
     seconds = time.perf_counter() - start
-    if isinstance(res.exception, CaseTimeout):
-        return Outcome(case, "hang", f"still running after {limit:.0f} s", limit)
+    if res is None:  # a bad input must fail fast; a plausible one may just be a slow valid run
+        return Outcome(case, "hang" if case.bad else "unjudged", f"still running after {limit:.0f} s", limit)
     exc = res.exception
     if marker.exists():
         marker.unlink()
@@ -711,8 +719,12 @@ def judge(case: Case, marker: Path, limit: float = 90.0) -> Outcome:
         errors = [line for line in lines if line.lower().startswith("error: ")]
         if not (len(errors) == 1 and lines[-1] == errors[0]):
             return Outcome(case, "messy", repr(res.output[-300:]), seconds)
-        if case.fix is not None and case.out is not None and case.out.exists():
-            again = _invoke(case.fix)
+        left = case.out is not None and case.out.exists() and any(p.is_file() for p in (
+            [case.out] if case.out.is_file() else case.out.rglob("*")))
+        if case.fix is not None and left and case.command not in ("defences", "planted"):  # those have no tiny run
+            again = _invoke_within(case.fix, limit)
+            if again is None:
+                return Outcome(case, "hang", f"the corrected run still running after {limit:.0f} s", seconds)
             if again.exit_code != 0:
                 return Outcome(case, "poisoned", f"the corrected run: {again.output.strip()[-200:]}", seconds)
         return Outcome(case, "ok", errors[0][:200], seconds)
@@ -787,9 +799,9 @@ def main() -> int:
     for o in outcomes:
         by_family[o.case.family][o.verdict] += 1
     print(f"\n{len(outcomes)} cases in {time.perf_counter() - began:.0f} s")
-    print("verdict counts: " + ", ".join(f"{k}={counts.get(k, 0)}" for k in (*BAD_CLASSES, "ok")))
+    print("verdict counts: " + ", ".join(f"{k}={counts.get(k, 0)}" for k in (*BAD_CLASSES, "ok", "unjudged")))
     for fam, c in sorted(by_family.items()):
-        print(f"  {fam:12s} " + ", ".join(f"{k}={c.get(k, 0)}" for k in (*BAD_CLASSES, "ok")))
+        print(f"  {fam:12s} " + ", ".join(f"{k}={c.get(k, 0)}" for k in (*BAD_CLASSES, "ok", "unjudged")))
     slow = sorted(outcomes, key=lambda o: -o.seconds)[:5]
     print("slowest: " + "; ".join(f"{o.case.command} {o.case.name} {o.seconds:.1f}s" for o in slow))
     if opts.json:

@@ -18,7 +18,7 @@ import sys
 import click
 
 from ..errors import AdvFeaturesError, ConfigError
-from ..validate import whole_int
+from ..validate import _option_name, whole_int
 
 # command name -> (module in this package, one-line summary shown by `advfeatures --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -158,7 +158,26 @@ def check_numbers_at_the_door(command: click.Command) -> None:
             param.type = whole_int(0 if param.name == "seed" else 1, _INT_MAX)
         elif isinstance(param.type, click.IntRange) and not param.type.min_open and not param.type.max_open:
             param.type = whole_int(param.type.min, param.type.max if param.type.max is not None else _INT_MAX)
+        elif isinstance(param.type, (click.Path, click.types.StringParamType)):
+            param.type = _non_empty(param.type)
     command._numbers_checked = True  # type: ignore[attr-defined]
+
+
+def _non_empty(inner: click.ParamType) -> click.ParamType:
+    """``inner`` refusing an empty value and a NUL character (one line each): no path or name is
+    empty (``--out ''`` wrote into the current folder), and no file name holds a NUL."""
+
+    class NonEmpty(type(inner)):  # type: ignore[misc]
+        def convert(self, value, param, ctx):
+            if isinstance(value, str) and (not value.strip() or "\x00" in value):
+                what = "empty" if not value.strip() else "a NUL character"
+                raise ConfigError(f"{_option_name(param)} is {what}; give a value")
+            return super().convert(value, param, ctx)
+
+    checked = NonEmpty.__new__(NonEmpty)
+    checked.__dict__.update(inner.__dict__)
+    return checked
+
 
 
 

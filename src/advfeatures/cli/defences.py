@@ -29,7 +29,7 @@ def _radii(text: str) -> list[float]:
         radii = [float(r) for r in text.split(",") if r.strip()]
     except ValueError:
         raise ConfigError(f"--radii must be comma-separated numbers, got {text!r}") from None
-    if not radii or any(r < 0 for r in radii):
+    if not radii or any(not (0 <= r < float("inf")) for r in radii):
         raise ConfigError(f"--radii must be non-negative numbers, got {text!r}")
     return radii
 

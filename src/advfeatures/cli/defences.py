@@ -54,6 +54,7 @@ def _radii(text: str) -> list[float]:
 def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0, samples, alpha, radii, seed, device, out):
     """Certified accuracy of a saved model: IBP (Linf) or randomized smoothing (L2)."""
     device = resolve_device(device)
+    rs = _radii(radii)  # checked whatever the method, so a bad value is never silently dropped
     model, x, y, _ = _load(model_path, loader, source, n_images, device)
     if method == "ibp":
         from ..certify import ibp_verified_accuracy
@@ -72,7 +73,6 @@ def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0
         for name, v in (("--n0", n0), ("--samples", samples)):
             if v < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {v}")
-        rs = _radii(radii)
         res = certify_dataset(model, x, y, sigma=sigma, n0=n0, n=samples, alpha=alpha, seed=seed)
         curve = certified_accuracy(res, rs)
         summary = {"method": "smoothing", "model": str(model_path), "dataset": source.label, "n": int(x.shape[0]), "sigma": sigma,

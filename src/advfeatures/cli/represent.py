@@ -218,6 +218,8 @@ def saliency(model: Path, source, loader, out: Path, n: int, methods: str, with_
     data = source.split("test", seed=seed)
     m = loader.load(model, dev, data)
     names = tuple(v.strip() for v in methods.split(",") if v.strip())
+    if not names:
+        raise ConfigError(f"--methods names no method ({methods!r}); give e.g. gradient,smoothgrad")
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
     x = data.images[idx].to(dev)
     res = cascading_randomization(m, x, methods=names, seed=seed, with_ssim=with_ssim, return_maps=True)

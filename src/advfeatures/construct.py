@@ -233,7 +233,7 @@ def build_dataset(
                            "fake_relu_requested": matching.fake_relu, "layer": layer}
     return finish_manifest(folder, kind=kind, num_shards=num_shards, config={
         "kind": kind, "seed": seed, "shard_size": shard_size, "source": source.name, "source_count": n,
-        "matching": matching_record, "relabel": asdict(relabel) if relabel else None}, key=key)
+        "image_shape": list(source.image_shape), "num_classes": source.num_classes, "matching": matching_record, "relabel": asdict(relabel) if relabel else None}, key=key)
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -362,6 +362,10 @@ def load_constructed(folder: str | Path, *, classes: list[str], name: str | None
         manifest, paths = read_manifest(folder)
         tensors = _read_columns(paths, ("labels", "source_labels", "stat"))
         images = RowFileSource([safetensors_layout(p)["images"] for p in paths], clamp=True)
+    recorded = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    if recorded.get("num_classes") not in (None, len(classes)):  # recorded since the manifest has it
+        raise DataError(f"{folder} was built from data with {recorded['num_classes']} classes, but this data has "
+                        f"{len(classes)}; use it with the dataset it was built from")
     labels = tensors["labels"]
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
         raise DataError(f"{folder} holds labels of type {labels.dtype} and shape {tuple(labels.shape)}, not whole-number "

@@ -37,6 +37,9 @@ def generator(seed: int, stream: int = 0, *, device: torch.device | str = "cpu")
     return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
 
 
+MAX_SEEDS = 1000  # each seed is a whole reproduction
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0-4"`` → a list of distinct seeds, in the order given."""
     seeds: list[int] = []
@@ -44,9 +47,13 @@ def parse_seeds(text: str) -> list[int]:
         try:
             if "-" in part:
                 lo, hi = part.split("-", 1)
+                if int(hi) - int(lo) >= MAX_SEEDS:
+                    raise ConfigError(f"at most {MAX_SEEDS} seeds in one run, got the range {part!r}")
                 seeds.extend(range(int(lo), int(hi) + 1))
             else:
                 seeds.append(int(part))
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError(f"seeds must look like 0,1,2 or 0-4 (whole numbers), got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):

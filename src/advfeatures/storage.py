@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors_bytes
 
 from .errors import DataError
 
@@ -58,6 +59,10 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.environ.get(FAULT_ENV):  # the interruption tests' mid-write fault (fault_point)
+            global _writes
+            _writes += 1
+            fault_point("write", _writes - 1)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
@@ -120,33 +125,38 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path} is nested too deeply to be a file of ours; delete or replace it") from None
 
 
-def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, *, metadata: dict[str, str] | None = None) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` in one plain file write, so that a full disk (ENOSPC, or EFBIG past a file
+    size limit) surfaces as the ``OSError`` it is (the CLI's one line) rather than inside a
+    library's writer, and only the temporary file, which is removed, is ever half-written."""
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        _sort_metadata(tmp)
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
-def _sort_metadata(path: Path) -> None:
-    """Rewrite a fresh safetensors file's header with its metadata table in sorted order.
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, *, metadata: dict[str, str] | None = None) -> None:
+    data = save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    write_bytes_atomic(path, _sort_metadata(data))
+
+
+def _sort_metadata(data: bytes) -> bytes:
+    """A fresh safetensors file's bytes with its header's metadata table in sorted order.
 
     safetensors writes the table in its hash map's order, which changes from process to process, so
     the same tensors and metadata saved by two processes (an uninterrupted run and a resumed one)
     got different bytes and sha256s. The sorted header has the same length (the same entries), so
-    only those bytes change; if it somehow does not, the file is left as written."""
-    with open(path, "r+b") as f:
-        size = int.from_bytes(f.read(8), "little")
-        raw = f.read(size)
-        header = json.loads(raw, object_pairs_hook=dict)
-        meta = header.get("__metadata__")
-        if not isinstance(meta, dict) or len(meta) < 2:
-            return
-        rest = {k: v for k, v in header.items() if k != "__metadata__"}
-        text = json.dumps({"__metadata__": dict(sorted(meta.items())), **rest}, separators=(",", ":"), ensure_ascii=False)
-        new = text.encode("utf-8")
-        if len(new) > size:
-            return
-        f.seek(8)
-        f.write(new + b" " * (size - len(new)))  # the format allows trailing spaces in the header
+    only those bytes change; if it somehow does not, the bytes are left as written."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size], object_pairs_hook=dict)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or len(meta) < 2:
+        return data
+    rest = {k: v for k, v in header.items() if k != "__metadata__"}
+    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **rest}, separators=(",", ":"), ensure_ascii=False)
+    new = text.encode("utf-8")
+    if len(new) > size:
+        return data
+    return data[:8] + new + b" " * (size - len(new)) + data[8 + size:]  # the format allows trailing spaces in the header
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -380,19 +390,25 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextmanager
-def folder_lock(folder: str | Path, *, what: str = "run"):
+def folder_lock(folder: str | Path, *, what: str = "run", name: str = LOCK):
     """Hold ``folder`` for this process: two runs writing one output folder would interleave
-    shards and checkpoints, so a second one is refused with one line while the first lives.
+    shards, checkpoints and results, so a second one is refused with one line while the first lives.
 
-    The lock is a file made with ``O_EXCL`` holding the owner's host and PID; a lock whose process
-    is gone (killed with SIGKILL, say) is stale and taken over, so an interrupted run never blocks
-    its own rerun.
+    The lock is a file ``name`` in ``folder`` made with ``O_EXCL`` holding the owner's host and PID
+    (a run writing one file of a shared folder, ``train --out``, names its lock after that file); a
+    lock whose process is gone (killed with SIGKILL, say) is stale and taken over, so an interrupted
+    run never blocks its own rerun. A folder the lock had to create is removed again on release if
+    the run left it empty, so a refused run leaves nothing behind.
     """
     import socket
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataError(f"{folder} is a file, not a folder; choose another --out") from None
+    path = folder / name
     me = f"{socket.gethostname()} {os.getpid()}\n"
     for _ in range(3):
         try:
@@ -427,18 +443,32 @@ def folder_lock(folder: str | Path, *, what: str = "run"):
                 path.unlink()
         except OSError:
             pass
+        if made:
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                pass
 
 
 # ---- fault injection for the interruption tests -----------------------------------------------
 FAULT_ENV = "ADVFEATURES_FAULT"
 
 
-def fault_point(stage: str, index: int) -> None:
-    """Kill this process with SIGKILL when ``$ADVFEATURES_FAULT`` is ``stage:index`` (say
-    ``epoch:2``, right after epoch 2's checkpoint, or ``shard:1`` after shard 1 is on disk), so the
-    tests can interrupt a run at a known place and check that rerunning it gives the same result
-    as never stopping. Unset (always, outside those tests), it does nothing."""
-    if os.environ.get(FAULT_ENV) == f"{stage}:{index}":
-        import signal
+_writes = 0  # atomic writes so far in this process (the ``write`` fault point's index)
 
-        os.kill(os.getpid(), signal.SIGKILL)
+
+def fault_point(stage: str, index: int) -> None:
+    """Interrupt this process when ``$ADVFEATURES_FAULT`` is ``stage:index`` (SIGKILL) or
+    ``stage:index:int`` (SIGINT, a Ctrl-C): ``epoch:2`` lands right after epoch 2's checkpoint,
+    ``shard:1`` after shard 1 is on disk, ``write:3`` in the middle of the process's fourth atomic
+    write (its temporary file written, not yet renamed). The tests interrupt a run at a known place
+    and check that rerunning it gives the same result as never stopping. Unset (always, outside
+    those tests), it does nothing."""
+    want = os.environ.get(FAULT_ENV)
+    if not want:
+        return
+    import signal
+
+    parts = want.split(":")
+    if parts[:2] == [stage, str(index)]:
+        os.kill(os.getpid(), signal.SIGINT if parts[2:] == ["int"] else signal.SIGKILL)

@@ -45,8 +45,8 @@ def check_positive(name: str, value: float, *, allow_inf: bool = False) -> float
 
 
 def check_steps(steps: int, name: str = "steps") -> int:
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ConfigError(f"{name} must be a whole number ≥ 1, got {steps}")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1 or steps > 2**63 - 1:
+        raise ConfigError(f"{name} must be a whole number ≥ 1 (and below 2^63), got {steps}")
     return int(steps)
 
 

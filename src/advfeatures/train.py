@@ -15,6 +15,7 @@ averaged gradient is the single-process batch mean. Only rank 0 writes checkpoin
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from .defences import DefenceConfig, build_objective, check_objective
 from .errors import ConfigError, DataError
 from .progress import progress
 from .runtime.speed import channels_last_usable
-from .storage import atomic_path, fault_point, tensor_digest
+from .storage import fault_point, tensor_digest, write_bytes_atomic
 from .threats import check_positive, check_steps
 from .validate import in_range, non_negative, whole
 from .validate import seed as check_seed
@@ -86,7 +87,7 @@ class TrainConfig:
         in_range("momentum", self.momentum, 0, 1, high_open=True)
         non_negative("weight_decay", self.weight_decay)  # nan or inf weight decay makes every weight nan
         in_range("gamma", self.gamma, 0, 1, low_open=True)
-        whole("crop_padding", self.crop_padding, minimum=0)
+        whole("crop_padding", self.crop_padding, minimum=0, maximum=1024)
         check_seed(self.seed)
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"milestones are fractions of training in (0, 1), got {list(self.milestones)}")
@@ -131,11 +132,12 @@ def _restore_generators(states: list[dict[str, torch.Tensor]], *owners: Any) -> 
 
 
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, gen: torch.Generator, history: list,
-                     rng_owners: tuple = ()) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                    "generator": gen.get_state(), "history": history, "generators": _generator_states(*rng_owners),
-                    "model_digest": tensor_digest(*model.state_dict().values())}, tmp)
+                     rng_owners: tuple = (), extra: dict[str, Any] | None = None) -> None:
+    buf = io.BytesIO()  # serialised first: a full disk is then the plain write's OSError (one line in the CLI)
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                "generator": gen.get_state(), "history": history, "generators": _generator_states(*rng_owners),
+                "model_digest": tensor_digest(*model.state_dict().values()), "extra": extra or {}}, buf)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -161,6 +163,37 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         raise DataError(f"training checkpoint {path} does not match its own digest (damaged on disk?); delete it to train "
                         "from the start")
     return state
+
+
+# An epoch whose mean loss is this many times the loss training started from has diverged: a
+# learning rate of 1e30 keeps the loss finite (around 1e28) and ends with chance accuracy, and no
+# setting that trains comes near it (the presets' stages, adversarial ones included, stay within a few
+# times their starting loss).
+DIVERGED_FACTOR = 50.0
+# ...and weights whose norm grew this many times have exploded (a large rate can kill every ReLU, so
+# that the loss sits at log(classes) while the weights are 1e30); training grows norms by tens at most.
+EXPLODED_FACTOR = 1e4
+
+
+def _weight_norm(model: nn.Module) -> float:
+    norms = [p.detach().float().norm() for p in model.parameters() if p.numel()]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+def _check_not_diverged(model: nn.Module, record: dict[str, float], reference: float | None, start_norm: float,
+                        cfg: TrainConfig, desc: str) -> None:
+    """Stop training loudly when it has diverged though every loss stayed finite: the epoch's mean
+    loss is ``DIVERGED_FACTOR`` times the starting one (the first batch's, at least log(classes)),
+    or the weights' norm is ``EXPLODED_FACTOR`` times the starting one, or not finite."""
+    loss, norm = record["loss"], _weight_norm(model)
+    if reference is not None and loss > DIVERGED_FACTOR * reference:
+        why = f"its mean loss {loss:.3g} is over {DIVERGED_FACTOR:g}x the starting loss {reference:.3g}"
+    elif not math.isfinite(norm) or norm > EXPLODED_FACTOR * max(start_norm, 1e-3):
+        why = f"the weights' norm went from {start_norm:.3g} to {norm:.3g}"
+    else:
+        return
+    raise ConfigError(f"{desc}: training diverged in epoch {record['epoch']} ({why}) with lr={cfg.lr:g}, "
+                      f"weight_decay={cfg.weight_decay:g}; lower the learning rate (or weight decay) and run again")
 
 
 def train_model(
@@ -203,6 +236,8 @@ def train_model(
     attack_net = distributed.accelerate(model, **speed)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    reference: float | None = None  # the loss and the weights' norm a run starts from (see _check_not_diverged)
+    start_norm = _weight_norm(model)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = _load_checkpoint(ckpt, device)
@@ -212,6 +247,8 @@ def train_model(
             gen.set_state(state["generator"])
             _restore_generators(state.get("generators", []), adversary, objective)
             history, start_epoch = list(state["history"]), int(state["epoch"])
+            reference = (state.get("extra") or {}).get("reference_loss")
+            start_norm = (state.get("extra") or {}).get("start_norm", start_norm)
         except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise DataError(f"training checkpoint {ckpt} does not fit this model or run ({' '.join(str(exc).split())[:200]}); "
                             "delete it to train from the start, or use the run's own settings") from None
@@ -251,6 +288,8 @@ def train_model(
                 raise ConfigError(f"{desc}: training diverged at epoch {epoch + 1}, batch {b + 1} (loss {float(ce_sum):.3g}) "
                                   f"with lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}; lower the learning rate "
                                   "(or weight decay) and run again")
+            if reference is None:  # the run's first batch, before any step: at least log(classes)
+                reference = max(math.log(max(2, data.num_classes)), float(ce_sum) / max(1, y.shape[0]))
             loss_sum += ce_sum.detach()
             correct += (logits.detach().argmax(1) == y).sum()
         if world > 1:
@@ -259,12 +298,14 @@ def train_model(
             for buf in model.buffers():  # BatchNorm running statistics: rank 0's, on every rank
                 torch.distributed.broadcast(buf, 0)
         record = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
+        _check_not_diverged(model, record, reference, start_norm, cfg, desc)  # before this epoch's state is checkpointed
         record.update(objective.end_epoch(model, epoch) or {})
         history.append(record)
         log.debug("%s epoch %d: %s", desc, epoch + 1, record)
         if ckpt is not None:
             if rank == 0:
-                _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history, (adversary, objective))
+                _save_checkpoint(ckpt, model, opt, epoch + 1, gen, history, (adversary, objective),
+                                 extra={"reference_loss": reference, "start_norm": start_norm})
                 fault_point("epoch", epoch + 1)  # the interruption tests' kill -9 (storage.fault_point)
             distributed.barrier()
         if record.get("stopped"):

@@ -75,8 +75,9 @@ def whole(name: str, value: Any, *, minimum: int | None = 1, maximum: int | None
     if not _is_number(value) or not math.isfinite(value) or int(value) != value:
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
     value = int(value)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        if maximum is None:
+    maximum = MAX_SEED if maximum is None else maximum  # nothing we count goes past what torch takes (int64)
+    if (minimum is not None and value < minimum) or value > maximum:
+        if value <= maximum:
             raise ConfigError(f"{name} must be a whole number ≥ {minimum}, got {value}")
         raise ConfigError(f"{name} must be a whole number in [{minimum}, {maximum}], got {value}")
     return value

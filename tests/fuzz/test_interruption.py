@@ -22,13 +22,13 @@ from safetensors.torch import load_file
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def _cli(args: list[str], cwd: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+def _cli(args: list[str], cwd: Path, fault: str | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     env.pop("ADVFEATURES_FAULT", None)
     if fault:
         env["ADVFEATURES_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "advfeatures.cli", "--quiet", "--threads", "1", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
 
 
 def _killed(proc: subprocess.CompletedProcess) -> bool:
@@ -122,3 +122,110 @@ def test_a_second_run_on_a_locked_folder_is_refused(tmp_path, std_model):
     res = CliRunner().invoke(main, args)  # the owner is gone: its lock is stale
     assert res.exit_code == 0, res.output
     assert (out / "manifest.json").is_file() and not (out / ".advfeatures.lock").exists()
+
+
+# ---- Ctrl-C (SIGINT) ------------------------------------------------------------------------------
+# In-process (fast): the fault point sends this process a real SIGINT, whose KeyboardInterrupt
+# unwinds through the command like a Ctrl-C at the terminal.
+def _run(args: list[str], monkeypatch, fault: str | None = None):
+    from click.testing import CliRunner
+
+    from advfeatures import storage
+    from advfeatures.cli import main
+
+    monkeypatch.setattr(storage, "_writes", 0)
+    if fault:
+        monkeypatch.setenv("ADVFEATURES_FAULT", fault)
+    else:
+        monkeypatch.delenv("ADVFEATURES_FAULT", raising=False)
+    try:
+        return CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])
+    finally:
+        monkeypatch.delenv("ADVFEATURES_FAULT", raising=False)
+
+
+def _interrupted(res) -> None:
+    """A Ctrl-C ends in one line and the conventional status 130, never a KeyboardInterrupt traceback."""
+    assert res.exit_code == 130 and isinstance(res.exception, SystemExit), (res.exit_code, res.exception, res.output)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: interrupted") and "Traceback" not in res.output, res.output
+
+
+def _no_temporary_files(folder: Path) -> None:
+    assert not [p.name for p in folder.rglob("*.tmp")], "a half-written temporary file was left behind"
+
+
+# write:1 is the second atomic write of the process (epoch 2's checkpoint, shard 0 after construct.json),
+# interrupted after its temporary file is written and before it is renamed
+@pytest.mark.parametrize("fault", ["epoch:1:int", "write:1:int"])
+def test_training_interrupted_by_ctrl_c_resumes_to_the_same_model(tmp_path, monkeypatch, fault):
+    args = ["train", "--arch", "mlp:hidden=16", "--dataset", "digits", "--n", "64", "--epochs", "3", "--batch-size", "32",
+            "--out"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _run([*args, str(whole / "m.safetensors")], monkeypatch).exit_code == 0
+    _interrupted(_run([*args, str(cut / "m.safetensors")], monkeypatch, fault=fault))
+    _no_temporary_files(cut)
+    assert not (cut / "m.safetensors").exists() and not (cut / ".m.safetensors.lock").exists()
+    assert len(list(cut.glob(".m.safetensors.*.ckpt"))) == 1  # the last finished epoch's, whole
+    res = _run([*args, str(cut / "m.safetensors")], monkeypatch)
+    assert res.exit_code == 0, res.output
+    _same_tensors(whole / "m.safetensors", cut / "m.safetensors")
+    assert json.loads((whole / "m.json").read_text())["history"] == json.loads((cut / "m.json").read_text())["history"]
+
+
+@pytest.mark.parametrize("fault", ["shard:1:int", "write:2:int"])
+def test_construction_interrupted_by_ctrl_c_resumes_to_the_same_dataset(tmp_path, monkeypatch, std_model, fault):
+    args = ["construct", "--kind", "d_rand", "--model", str(std_model), "--dataset", "digits", "--n", "12", "--shard-size",
+            "4", "--batch-size", "4", "--steps", "2", "--seed", "3", "--out"]
+    assert _run([*args, str(tmp_path / "whole")], monkeypatch).exit_code == 0
+    _interrupted(_run([*args, str(tmp_path / "cut")], monkeypatch, fault=fault))
+    _no_temporary_files(tmp_path / "cut")
+    assert not (tmp_path / "cut" / "manifest.json").exists() and not (tmp_path / "cut" / ".advfeatures.lock").exists()
+    res = _run([*args, str(tmp_path / "cut")], monkeypatch)
+    assert res.exit_code == 0, res.output
+    a = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert a == json.loads((tmp_path / "cut" / "manifest.json").read_text())
+    for shard in a["shards"]:
+        _same_tensors(tmp_path / "whole" / shard["file"], tmp_path / "cut" / shard["file"])
+
+
+# ---- one run per output: train and reproduce hold their outputs too --------------------------------
+def _live_lock(path: Path):
+    """A lock file at ``path`` owned by a live process (a sleeping child), as a running command leaves it."""
+    import socket
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+    return sleeper
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_train_and_reproduce_refuse_a_second_run_and_take_over_a_stale_lock(tmp_path, command):
+    from click.testing import CliRunner
+
+    from advfeatures.cli import main
+
+    if command == "train":
+        lock = tmp_path / ".m.safetensors.lock"
+        args = ["train", "--arch", "mlp:hidden=8", "--dataset", "digits", "--n", "32", "--epochs", "1", "--out",
+                str(tmp_path / "m.safetensors")]
+        done = tmp_path / "m.json"
+    else:
+        lock = tmp_path / "run" / ".advfeatures.lock"
+        from experiments.test_reproduce_cli_seeds import TINY  # the suite's tiny reproduce settings
+
+        args = ["reproduce", "--out", str(tmp_path / "run"), *TINY]
+        done = tmp_path / "run" / "results.json"
+    sleeper = _live_lock(lock)
+    try:
+        res = CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])
+        assert res.exit_code == 2 and "in use by another" in res.output, res.output
+        assert res.output.strip().splitlines()[-1].startswith("error: ") and res.output.count("error") == 1
+        assert not done.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    res = CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])  # its owner is gone: stale, taken over
+    assert res.exit_code == 0, res.output
+    assert done.is_file() and not lock.exists()

@@ -10,6 +10,7 @@ as one line and end the process with exit status 2; anything else is a bug and k
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -17,6 +18,7 @@ import sys
 import click
 
 from ..errors import AdvFeaturesError, ConfigError
+from ..validate import _option_name, whole_int
 
 # command name -> (module in this package, one-line summary shown by `advfeatures --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,6 +64,13 @@ class _Group(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # the group's own options (--threads): their refusals are one line too
+            return super().parse_args(ctx, args)
+        except AdvFeaturesError as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(2)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -78,6 +87,32 @@ class _Group(click.Group):
             click.echo("error: an input file is nested too deeply to read (a crafted or corrupt JSON/TOML file?); "
                        "fix or replace it", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            # every file is written to a temporary name and renamed (advfeatures.storage), so a Ctrl-C
+            # leaves the finished files and checkpoints only; the conventional status of SIGINT
+            click.echo("error: interrupted (Ctrl-C); nothing half-written was kept: run the same command again to "
+                       "resume", err=True)
+            sys.exit(130)
+        except OSError as exc:
+            click.echo(f"error: {os_error_line(exc)}", err=True)
+            sys.exit(2)
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an error of the file system (a full disk, a read-only or missing folder): what
+    failed, on which file, and what to do. Files are written atomically, so a write that failed
+    half-way left only its temporary file, which is removed."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in _NO_SPACE:
+        return (f"the disk is full or a file size limit was reached{where}: {exc.strerror or exc}; nothing half-written "
+                "was kept: free some space and run the same command again")
+    what = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}: {what}; choose a folder you can write (and files you can read)"
+    return f"a file system error{where}: {what}; check the paths given to this command"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -123,20 +158,36 @@ def check_numbers_at_the_door(command: click.Command) -> None:
             param.type = whole_int(0 if param.name == "seed" else 1, _INT_MAX)
         elif isinstance(param.type, click.IntRange) and not param.type.min_open and not param.type.max_open:
             param.type = whole_int(param.type.min, param.type.max if param.type.max is not None else _INT_MAX)
+        elif isinstance(param.type, (click.Path, click.types.StringParamType)):
+            param.type = _non_empty(param.type)
     command._numbers_checked = True  # type: ignore[attr-defined]
 
 
-def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter("must be a whole number ≥ 1", ctx=ctx, param=param)
-    return value
+def _non_empty(inner: click.ParamType) -> click.ParamType:
+    """``inner`` refusing an empty value and a NUL character (one line each): no path or name is
+    empty (``--out ''`` wrote into the current folder), and no file name holds a NUL."""
+
+    class NonEmpty(type(inner)):  # type: ignore[misc]
+        def convert(self, value, param, ctx):
+            if isinstance(value, str) and (not value.strip() or "\x00" in value):
+                what = "empty" if not value.strip() else "a NUL character"
+                raise ConfigError(f"{_option_name(param)} is {what}; give a value")
+            return super().convert(value, param, ctx)
+
+    checked = NonEmpty.__new__(NonEmpty)
+    checked.__dict__.update(inner.__dict__)
+    return checked
+
+
+
+
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="advfeatures")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors in the log; no progress bars.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
-@click.option("--threads", type=int, default=None, callback=_threads, metavar="N",
+@click.option("--threads", type=whole_int(1, 4096), default=None, metavar="N",
               help="Torch CPU threads for this command [default: the cores not busy with other work (OMP_NUM_THREADS "
                    "wins); reproduce then takes its preset's]. On a busy machine 1 is often fastest for small models.")
 @click.pass_context

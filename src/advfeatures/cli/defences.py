@@ -29,7 +29,7 @@ def _radii(text: str) -> list[float]:
         radii = [float(r) for r in text.split(",") if r.strip()]
     except ValueError:
         raise ConfigError(f"--radii must be comma-separated numbers, got {text!r}") from None
-    if not radii or any(r < 0 for r in radii):
+    if not radii or any(not (0 <= r < float("inf")) for r in radii):
         raise ConfigError(f"--radii must be non-negative numbers, got {text!r}")
     return radii
 
@@ -54,6 +54,7 @@ def _radii(text: str) -> list[float]:
 def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0, samples, alpha, radii, seed, device, out):
     """Certified accuracy of a saved model: IBP (Linf) or randomized smoothing (L2)."""
     device = start_runtime(device).device
+    rs = _radii(radii)  # checked whatever the method, so a bad value is never silently dropped
     model, x, y, _ = _load(model_path, loader, source, n_images, device)
     if method == "ibp":
         from ..certify import ibp_verified_accuracy
@@ -72,7 +73,6 @@ def certify_command(method, model_path, loader, source, n_images, eps, sigma, n0
         for name, v in (("--n0", n0), ("--samples", samples)):
             if v < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {v}")
-        rs = _radii(radii)
         res = certify_dataset(model, x, y, sigma=sigma, n0=n0, n=samples, alpha=alpha, seed=seed)
         curve = certified_accuracy(res, rs)
         summary = {"method": "smoothing", "model": str(model_path), "dataset": source.label, "n": int(x.shape[0]), "sigma": sigma,

@@ -64,6 +64,9 @@ def parse_arch_option(text: str) -> tuple[str, dict[str, Any]]:
         kwargs[key.strip()] = _value(value.strip(), text)
     if not name:
         raise ConfigError(f"bad architecture option {text!r}: it needs a model name first (e.g. cnn:width=16)")
+    reserved = {"num_classes", "image_shape", "input_shape", "in_channels"} & set(kwargs)
+    if reserved:  # the data decides these: a model is always built for the images and classes it is given
+        raise ConfigError(f"bad architecture option {text!r}: {', '.join(sorted(reserved))} come from the data; drop them")
     if name == "mlp" and isinstance(kwargs.get("hidden"), int):
         kwargs["hidden"] = [kwargs["hidden"]]  # an MLP's hidden sizes are a list: mlp:hidden=64 means one layer
     return name, kwargs

@@ -152,8 +152,10 @@ def saliency(model: Path, source, loader, out: Path, n: int, methods: str, with_
     dev = start_runtime(device).device
     data = source.split("test", seed=seed)
     m = loader.load(model, dev, data)
-    res = saliency_study(m, data, out, n=n, methods=[v.strip() for v in methods.split(",") if v.strip()], with_ssim=with_ssim,
-                         seed=seed)
+    names = [v.strip() for v in methods.split(",") if v.strip()]
+    if not names:
+        raise ConfigError(f"--methods names no method ({methods!r}); give e.g. gradient,smoothgrad")
+    res = saliency_study(m, data, out, n=n, methods=names, with_ssim=with_ssim, seed=seed)
     write_result(out / "saliency.json", res)
     click.echo("Spearman rank correlation with the trained model's map, all layers randomised:")
     for name, scores in res["methods"].items():

@@ -137,12 +137,14 @@ def transfer(source_model, d_rand, source, archs, source_arch, epochs, batch_siz
              seed, device, out) -> None:
     """Transferability vs learning from D_rand across architectures (Ilyas et al., Fig. 3)."""
     from ..construct import load_constructed
+    from ..science.common import check_compatible
     from ..science.transfer import plot_transfer, transfer_experiment
     from .options import ModelLoader
 
     dev = start_runtime(device).device
     train, test = source.load(seed=seed)
     rand, _ = load_constructed(d_rand, classes=train.classes, name="d_rand")
+    check_compatible(rand, train, what=f"--d-rand {d_rand} and the data")  # before any model is read
     loader = ModelLoader(*parse_arch_option(source_arch)) if source_arch else ModelLoader()
     res = transfer_experiment(loader.load(source_model, dev, train), train, test, rand, archs=[parse_arch_option(a) for a in archs],
                               train_cfg=_train_cfg(epochs, batch_size, lr, crop_padding, flip, seed), eps=eps, steps=steps,

@@ -57,6 +57,7 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
     from ..evaluate import accuracy
     from ..experiments.config import choose_preset, resolve_train_config
     from ..models import save_model
+    from ..storage import folder_lock
     from ..train import train_model
 
     adversary = {"adversary.norm": norm, "adversary.eps": eps, "adversary.steps": attack_steps}
@@ -88,13 +89,15 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
                 "data": source.describe(), "n": len(train)}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     ckpt = out.with_name(f".{out.name}.{key}.ckpt")  # another option set gets another checkpoint
-    history = train_model(model, train, cfg, device=dev, checkpoint=ckpt, desc="train")
-    save_model(model, out, extra={"training": settings})
-    ckpt.unlink(missing_ok=True)
-    clean = accuracy(model, test, device=dev)
     summary_path = out.with_suffix(".json")
-    write_result(summary_path, {"model_file": str(out), "config": cfg.as_dict(), "given": given, "train_count": len(train),
-                                "test_count": len(test), "test_accuracy": clean, "history": history})
+    # one training per --out at a time: a second one would overwrite the first's checkpoint
+    with folder_lock(out.parent, what=f"training of {out.name}", name=f".{out.name}.lock"):
+        history = train_model(model, train, cfg, device=dev, checkpoint=ckpt, desc="train")
+        save_model(model, out, extra={"training": settings})
+        ckpt.unlink(missing_ok=True)
+        clean = accuracy(model, test, device=dev)
+        write_result(summary_path, {"model_file": str(out), "config": cfg.as_dict(), "given": given, "train_count": len(train),
+                                    "test_count": len(test), "test_accuracy": clean, "history": history})
     last = history[-1] if history else {}
     click.echo(f"trained {len(history)} epochs on {len(train)} images of {source.label}: final training loss "
                f"{last.get('loss', float('nan')):.4f}, test accuracy {clean:.4f} on {len(test)} images")

@@ -7,6 +7,8 @@ checked: an unknown key or a value of the wrong type is a one-line :class:`Confi
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import json
 import tomllib
@@ -439,21 +441,26 @@ def resolve_config(preset: str = "digits", *, config_file: str | Path | None = N
     data = deep_merge(to_dict(ReproduceConfig()), PRESETS[preset])
     data["preset"] = preset
     given: dict[str, Any] = {"preset": preset}
-    data = _layers(data, given, config_file, overrides, direct)
+    data = _layers(data, given, config_file, overrides, direct, check=lambda d: from_dict(ReproduceConfig, d).validate())
     cfg = from_dict(ReproduceConfig, data)
     return cfg.validate(), given
 
 
 def _layers(data: dict[str, Any], given: dict[str, Any], config_file: str | Path | None, overrides: list[str],
-            direct: dict[str, Any]) -> dict[str, Any]:
+            direct: dict[str, Any], *, check: Any = None) -> dict[str, Any]:
     """``data`` with a settings file, then ``--set`` overrides, then a command's own options (dotted
-    keys allowed; None means not given) laid over it; ``given`` records each layer."""
+    keys allowed; None means not given) laid over it; ``given`` records each layer.
+
+    ``check`` (the config's validation) is applied before the command's options too: a bad value
+    in the file or a ``--set`` that an option then overrides is refused, not silently dropped."""
     if config_file is not None:
         file_data = load_config_file(config_file)
         data = deep_merge(data, file_data)
         given["config_file"] = {"path": str(config_file), "settings": file_data}
     apply_overrides(data, overrides)
     given["overrides"] = list(overrides)
+    if check is not None and (config_file is not None or overrides) and any(v is not None for v in direct.values()):
+        check(copy.deepcopy(data))
     for k, v in direct.items():
         if v is not None:
             _set_path(data, k.split("."), v)
@@ -502,5 +509,5 @@ def resolve_train_config(preset: str | None = None, stage: str = "standard", *, 
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         data = deep_merge(data, PRESETS[preset].get(stage, {}))
-    data = _layers(data, given, config_file, overrides, direct)
+    data = _layers(data, given, config_file, overrides, direct, check=lambda d: from_dict(TrainConfig, d).validate())
     return from_dict(TrainConfig, data).validate(), given

@@ -36,7 +36,7 @@ from ..errors import DataError
 from ..evaluate import accuracy, evaluate_suite, sanity_checks, standard_members, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
 from ..validate import check_model_fits
-from ..storage import file_sha256, read_json, write_json_atomic
+from ..storage import file_sha256, folder_lock, read_json, write_json_atomic
 from ..train import TrainConfig, train_model
 from . import findings as findings_mod
 from .config import ReproduceConfig, from_dict, to_dict
@@ -212,7 +212,8 @@ def run_reproduction(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str |
     after it."""
     with contextlib.nullcontext(runtime) if runtime is not None else runtime_applied(cfg.runtime) as rt:
         state = new_state(cfg, given, out_dir, data=data, device=rt.device)
-        _execute(state)
+        with folder_lock(state.run.root, what="reproduce run"):  # one run per run directory at a time
+            _execute(state)
     return state
 
 
@@ -349,15 +350,16 @@ def run_seeds(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, 
     :func:`run_reproduction`.
     """
     per_seed, dirs = [], {}
-    for s in seeds:
-        where = (run_dirs or {}).get(s, seed_dir(out_dir, s))
-        dirs[s] = str(where)
-        cfg_s = dataclasses.replace(cfg, seed=s)
-        per_seed.append(run_reproduction(cfg_s, {**given, "seed": s}, where, data=data, runtime=runtime).results)
-    agg = aggregate(per_seed, margin=cfg.evaluation.margin_se)
-    agg["runs"] = dirs
-    agg["config"] = {"given": {**given, "seeds": list(seeds)}, "resolved": to_dict(cfg)}
-    write_aggregate_report(Path(out_dir), agg)
+    with folder_lock(out_dir, what="reproduce run"):  # the aggregate's folder (each seed's run locks its own)
+        for s in seeds:
+            where = (run_dirs or {}).get(s, seed_dir(out_dir, s))
+            dirs[s] = str(where)
+            cfg_s = dataclasses.replace(cfg, seed=s)
+            per_seed.append(run_reproduction(cfg_s, {**given, "seed": s}, where, data=data, runtime=runtime).results)
+        agg = aggregate(per_seed, margin=cfg.evaluation.margin_se)
+        agg["runs"] = dirs
+        agg["config"] = {"given": {**given, "seeds": list(seeds)}, "resolved": to_dict(cfg)}
+        write_aggregate_report(Path(out_dir), agg)
     return agg
 
 

@@ -53,6 +53,7 @@ class AdversaryConfig:
     random_start: bool = False
 
     def build(self, seed: int) -> PGD:
+        check_positive("eps", self.eps)  # before the default step (eps / 5) is derived from it
         step = self.step_size if self.step_size is not None else self.eps / 5
         return PGD(norm=self.norm, eps=self.eps, steps=self.steps, step_size=step, random_start=self.random_start,
                    keep_best=False, seed=seed)

@@ -111,12 +111,17 @@ def read_data(data: str | Path | Any, *, size=None, crop=None, stream: bool | No
     if (size is not None or crop is not None) and fmt != "imagefolder":
         raise ConfigError(f"size/crop apply to image folders only; {path} is {fmt} data of fixed size")
     if fmt == "imagefolder":
-        return read_image_folder(path, size=size, crop=crop, stream=stream, workers=workers)
-    if fmt == "npz":
-        return read_npz(path, stream=stream)
-    if fmt == "npy":
-        return read_npy(path, stream=stream)
-    return read_madrylab(path, stream=stream)
+        split = read_image_folder(path, size=size, crop=crop, stream=stream, workers=workers)
+    elif fmt == "npz":
+        split = read_npz(path, stream=stream)
+    elif fmt == "npy":
+        split = read_npy(path, stream=stream)
+    else:
+        split = read_madrylab(path, stream=stream)
+    for part, what in zip(split, ("images", "test images")):
+        if part is not None and len(part) == 0:
+            raise DataError(f"{path} holds no {what} (an array of length 0); give it at least one image per class")
+    return split
 
 
 def detect_format(path: Path) -> str:
@@ -333,6 +338,8 @@ class _SourceChunks(torch.utils.data.Dataset):
 def _read_all(src, chunk: int = 1024) -> torch.Tensor:
     """Every image of ``src`` in one tensor, decoded by ``src.workers`` processes when it has them."""
     out = torch.empty(src.shape, dtype=src.dtype)
+    if len(src) == 0:  # an empty set is refused by the reader's own check, with its name
+        return out
     chunks = list(torch.arange(len(src)).split(chunk))
     if src.workers > 0 and len(chunks) > 1:
         parts = iter(torch.utils.data.DataLoader(_SourceChunks(src), sampler=chunks, batch_size=None, num_workers=src.workers))

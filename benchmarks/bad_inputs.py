@@ -253,7 +253,7 @@ def bad_data(root: Path) -> dict[str, Path]:
     npz("huge-labels.npz", images=u8, labels=lab * 10**12)
     npz("length-mismatch.npz", images=u8, labels=lab[:30])
     npz("no-labels.npz", images=u8)
-    npz("wrong-keys.npz", x=u8, y=lab)
+    npz("wrong-keys.npz", pixels=u8, classes_of=lab)  # x/y are accepted names, these are not
     npz("zero-images.npz", images=u8[:0], labels=lab[:0])
     npz("one-image.npz", images=u8[:1], labels=lab[:1])
     npz("one-dim-images.npz", images=u8.reshape(40, -1)[:, 0], labels=lab)

@@ -53,3 +53,22 @@ def test_a_seed_range_of_a_hundred_million_runs_is_refused():
 
     with pytest.raises(ConfigError, match="at most 1000 seeds"):
         parse_seeds("0-99999999")
+
+
+@pytest.mark.parametrize("name", ["zero-images", "huge-labels"])
+def test_empty_arrays_and_labels_far_past_any_class_count_end_in_one_line(tmp_path, name):
+    """An empty array file crashed the streamed reader (IndexError); labels of 10^12 made the reader
+    build a class list of that length (24 GB, then the kernel's OOM kill)."""
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    labels = np.arange(40) % 4
+    if name == "zero-images":
+        images, labels = images[:0], labels[:0]
+    else:
+        labels = labels * 10**12
+    np.savez(tmp_path / "d.npz", images=images, labels=labels)
+    res = check_promise(["export", "--data", str(tmp_path / "d.npz"), "--format", "npz", "--out", str(tmp_path / "x.npz")],
+                        folder=tmp_path)
+    assert res.exit_code == 2 and ("no images" in res.output or "class indices" in res.output), res.output
+    assert not (tmp_path / "x.npz").exists()

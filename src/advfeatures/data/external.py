@@ -403,8 +403,14 @@ def labels_from(values: Any, n: int, what: str) -> torch.Tensor:
     return y
 
 
+MAX_CLASSES = 100_000  # more than any image benchmark has (ImageNet-21k: 21 841)
+
+
 def _classes(names: Any, labels: list[torch.Tensor], what: str) -> list[str]:
     top = max((int(y.max()) for y in labels if y.numel()), default=-1)
+    if top >= MAX_CLASSES:  # checked before a class list of that length is built
+        raise DataError(f"{what}: labels go up to {top}, but labels are class indices 0..K-1 (K at most {MAX_CLASSES}); "
+                        "remap them to 0..K-1")
     if names is None:
         return [str(i) for i in range(top + 1)]
     names = [str(c) for c in np.asarray(names).tolist()]

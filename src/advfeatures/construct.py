@@ -27,8 +27,6 @@ shard and a few small columns at a time; :func:`load_constructed` can stream a f
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,7 +47,7 @@ from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
 from .seeding import generator
 from .storage import (MANIFEST, folder_lock, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
-                      fault_point, save_safetensors_atomic, shard_key, shard_path, write_json_atomic, write_manifest)
+                      fault_point, json_digest, save_safetensors_atomic, shard_key, shard_path, write_json_atomic, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -238,7 +236,7 @@ def build_dataset(
 
 def settings_key(settings: dict[str, Any]) -> str:
     """The fingerprint of a construction's settings (16 hex digits): a folder holds one key."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(settings)
 
 
 SETTINGS_FILE = "construct.json"

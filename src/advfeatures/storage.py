@@ -189,6 +189,12 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def json_digest(obj: Any) -> str:
+    """A short stable hash (16 hex digits) of a JSON-able object: its keys sorted, anything else
+    JSON cannot hold written as ``str``. Keys run folders, construction folders and checkpoints."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def tensor_digest(*tensors: torch.Tensor) -> str:
     """A short content hash of tensors (used to key cached pipeline steps)."""
     return chunked_digest((t.dtype, tuple(t.shape), [t]) for t in tensors)

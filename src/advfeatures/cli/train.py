@@ -14,8 +14,6 @@ beside ``--out`` (removed once the model is written).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import click
@@ -57,7 +55,7 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
     from ..evaluate import accuracy
     from ..experiments.config import choose_preset, resolve_train_config
     from ..models import save_model
-    from ..storage import folder_lock
+    from ..storage import folder_lock, json_digest
     from ..train import train_model
 
     adversary = {"adversary.norm": norm, "adversary.eps": eps, "adversary.steps": attack_steps}
@@ -87,7 +85,7 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
             model = loader.build(train)
     settings = {"train": cfg.as_dict(), "model": loader.describe(), "init": str(init_model) if init_model else None,
                 "data": source.describe(), "n": len(train)}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = json_digest(settings)
     ckpt = out.with_name(f".{out.name}.{key}.ckpt")  # another option set gets another checkpoint
     summary_path = out.with_suffix(".json")
     # one training per --out at a time: a second one would overwrite the first's checkpoint

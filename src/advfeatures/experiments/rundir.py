@@ -15,8 +15,6 @@ resumes from its per-epoch checkpoint, interrupted constructions from their fini
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import time
@@ -25,15 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..distributed import peak_rss_mib
-from ..storage import read_json, write_json_atomic
+from ..storage import json_digest, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
-def digest(obj: Any) -> str:
-    """A short stable hash of a JSON-able object."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+digest = json_digest  # a short stable hash of a JSON-able object (storage.json_digest)
 
 
 class RunDir:

@@ -338,7 +338,7 @@ class _SourceChunks(torch.utils.data.Dataset):
 def _read_all(src, chunk: int = 1024) -> torch.Tensor:
     """Every image of ``src`` in one tensor, decoded by ``src.workers`` processes when it has them."""
     out = torch.empty(src.shape, dtype=src.dtype)
-    if len(src) == 0:  # an empty set is refused by the reader's own check, with its name
+    if len(src) == 0:  # nothing to read; read_data then refuses the empty set in one line, naming the file
         return out
     chunks = list(torch.arange(len(src)).split(chunk))
     if src.workers > 0 and len(chunks) > 1:

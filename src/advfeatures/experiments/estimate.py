@@ -3,15 +3,22 @@
 The estimate is work times speed, each counted apart:
 
 * **Work** (:func:`count_passes`): for every stage of the pipeline, how many images go through
-  each of three kinds of pass: ``train`` (a training step: forward, backward w.r.t. the weights and
-  an optimiser step, per image), ``grad`` (a forward and a backward pass w.r.t. the *input*, in eval
-  mode: one attack or matching step per image) and ``forward``. These follow from the
-  configuration alone: epochs × images, steps × images. Where the count depends on data (how many
-  training images a weak teacher gets wrong) a stated assumption is used and the stage is marked
-  ``approximate``.
+  each kind of pass: ``train`` (a training step: forward, backward w.r.t. the weights and an
+  optimiser step, per image), ``grad`` (a forward and a backward pass w.r.t. the *input*, in eval
+  mode: one attack or matching step per image), ``forward``, ``fab_step`` (one FAB-T step: the
+  linearised boundary's gradient, the projections and a forward pass) and ``square_query`` (one
+  Square proposal and its forward pass). These follow from the configuration alone: epochs ×
+  images, steps × images. Where the count depends on data a stated assumption is used and the
+  stage is marked ``approximate``: how many training images a weak teacher gets wrong, and, for
+  the attack stages (``evaluate``, ``worst_case``, ``sanity``), how many points each attack leaves
+  unbroken, since a broken point leaves the batch (active sets): on a standard model most points
+  fall within a few steps, on a robust one most stay. The estimate assumes :data:`ROBUST_SHARE`
+  (:func:`_shares`); the upper bound, every point running every step of every attack, is counted
+  exactly and printed beside it.
 * **Speed** (:func:`measure_pass_seconds`): seconds per image of each kind of pass, measured on
   this machine with the preset's own model, batch size and thread count on a few random batches
-  (a few seconds), through :func:`~advfeatures.train.train_model` itself for the training step.
+  (a few seconds), through :func:`~advfeatures.train.train_model` itself for the training step
+  and through FAB-T and Square themselves for their steps.
 
 :func:`estimate_reproduce_time` multiplies the two and adds them up. A preset that needs a GPU
 (``GPU_PRESETS``) also gets a one-line warning when the device is a CPU (:func:`gpu_warning`).
@@ -25,6 +32,7 @@ import time
 from typing import Any
 
 from .config import GPU_PRESETS, ReproduceConfig
+from .state import MODEL_NAMES
 
 # (training images, test images, image shape, classes) of each dataset, before train/test limits
 DATASET_SIZES: dict[str, tuple[int, int, tuple[int, int, int], int]] = {
@@ -33,32 +41,147 @@ DATASET_SIZES: dict[str, tuple[int, int, tuple[int, int, int], int]] = {
     "fashion-mnist": (60000, 10000, (1, 28, 28), 10),
     "cifar10": (50000, 10000, (3, 32, 32), 10),
 }
-KINDS = ("train", "grad", "forward")
+KINDS = ("train", "grad", "forward", "fab_step", "square_query")
 DISTILL_TEACHER_EPOCHS = 2  # science.distill's default
 DISTILL_MISTAKE_SHARE = 0.25  # assumed: Fashion-MNIST's weak teacher got 23% wrong, digits' fewer
 INVERSION_IMAGES = 16  # extras.inversion's n
+# The attack stages' assumption (their active sets: a broken point leaves the batch). Each attack is
+# assumed to leave ROBUST_SHARE of its test points unbroken (they run every step; the digits preset's
+# mean worst-case robust accuracy over its six models and three radii is 13%, README), a point it
+# breaks to cost BROKEN_STEP_SHARE of the steps, and a later member of the worst-case ensemble (or a
+# later restart or target) to run only on the robust share. robust=1 is the upper bound.
+ROBUST_SHARE = 0.15
+BROKEN_STEP_SHARE = 0.1
 
 
-def _attack_grads(spec: Any) -> tuple[int, int, bool]:
-    """(grad passes, forward passes, exact?) per image of one evaluation attack."""
-    restarts = max(1, int(getattr(spec, "restarts", 1) or 1))
-    if spec.attack == "fgsm":
-        return 1, 1, True
-    if spec.attack == "pgd":
-        return spec.steps * restarts, 1 + restarts, True  # clean forward, plus keep-best's last forward
-    return spec.steps * restarts, 1 + restarts, False  # other attacks: about one gradient per step
+def _shares(runs: int, first: bool, robust: float) -> float:
+    """How many full runs over all attacked points ``runs`` runs of an attack cost (restarts or
+    targets, each on the points no earlier run broke): the first run of a point's first attack
+    costs ``robust`` full runs plus ``BROKEN_STEP_SHARE`` for the points it breaks; every other run
+    sees only the ``robust`` share, which runs all its steps. 1 per run with ``robust=1``."""
+    head = robust + (1 - robust) * BROKEN_STEP_SHARE if first else robust
+    return head + (runs - 1) * robust
 
 
-def count_passes(cfg: ReproduceConfig, n_train: int, n_test: int, *, transfer_archs: list[dict] | None = None) -> dict[str, dict[str, Any]]:
+def member_passes(name: str, *, steps: int, runs: int = 1, queries: int = 0) -> dict[str, int]:
+    """Passes per attacked image of one worst-case member when no point is broken (the upper bound):
+    ``apgd-ce`` (``runs`` restarts), ``apgd-t`` and ``fab-t`` (``runs`` targets), ``square``. Each
+    has its result's forward pass and the ensemble's check (2 forwards); an APGD run ends with a
+    forward pass at its last iterate; the targeted ones rank the targets on the clean input first
+    (FAB-T also checks the clean input); a FAB step is its own kind (the linearised boundary's
+    gradient, the projections and a forward pass), and so is a Square query."""
+    if name == "apgd-ce":
+        return {"grad": runs * steps, "forward": runs + 2}
+    if name == "apgd-t":
+        return {"grad": runs * steps, "forward": runs + 3}
+    if name == "fab-t":
+        return {"fab_step": runs * steps, "forward": 4}
+    if name == "square":
+        return {"square_query": queries, "forward": 2}
+    raise ValueError(f"unknown worst-case member {name!r}")
+
+
+def _members(norm: str, steps: int, targets: int, queries: int, num_classes: int) -> list[tuple[str, int, dict[str, int]]]:
+    """(name, runs, passes) of ``ensemble.standard_members``'s standard version at ``norm``."""
+    l1 = norm == "L1"
+    out = [("apgd-ce", 5 if l1 else 1)]
+    if num_classes > 2:
+        out += [("apgd-t", min(5 if l1 else targets, num_classes - 1)), ("fab-t", min(targets, num_classes - 1))]
+    if not l1:
+        out.append(("square", 1))
+    return [(name, runs, member_passes(name, steps=steps, runs=runs, queries=queries)) for name, runs in out]
+
+
+def _add(total: dict[str, float], counts: dict[str, float], times: float = 1.0) -> None:
+    for k, v in counts.items():
+        total[k] = total.get(k, 0.0) + v * times
+
+
+def _attack(total: dict[str, float], passes: dict[str, int], n: float, *, runs: int = 1, first: bool = True,
+            robust: float = 1.0) -> None:
+    """Add one attack on ``n`` points: its step kinds (all but ``forward``) as :func:`_shares` says,
+    its forward passes on every point it attacks (all ``n`` for a first attack, else the robust share)."""
+    steps = _shares(runs, first, robust) / runs
+    for k, v in passes.items():
+        total[k] = total.get(k, 0.0) + v * n * ((1.0 if first else robust) if k == "forward" else steps)
+
+
+def worst_case_passes(cfg: ReproduceConfig, n_test: int, *, num_classes: int = 10, robust: float = 1.0) -> dict[str, float]:
+    """Passes of one model's worst-case ensemble over every radius (``pipeline.radii``): ``n_test``
+    clean forwards per radius, then each member on the points every earlier one left robust
+    (:func:`_shares`; ``robust=1``: every member on every point, all its steps)."""
+    from .pipeline import radii
+
+    wc = cfg.evaluation.worst_case
+    total: dict[str, float] = {}
+    for norm, _eps in radii(cfg):
+        _add(total, {"forward": n_test})
+        for i, (_name, runs, passes) in enumerate(_members(norm, wc.steps, wc.n_target_classes, wc.square_queries, num_classes)):
+            _attack(total, passes, n_test, runs=runs, first=i == 0, robust=robust)
+    return total
+
+
+def sanity_passes(cfg: ReproduceConfig, n_test: int, *, shape: tuple[int, ...], robust: float = 1.0) -> dict[str, float]:
+    """Passes of one model's sanity checks (``evaluate.sanity_checks`` on the first
+    ``sanity.test_limit`` test images, at ``pipeline.sanity_radius``): two calls and a softmax check
+    on one batch, a gradient and a clean forward per image, FGSM, margin and CE PGD at ε, Square,
+    PGD with an unbounded budget and PGD at the curve's other radii (0.25, 0.5, 2 and 4 ε where they
+    are inside the unbounded one); each PGD and Square only on the points still robust. The unbounded
+    attack is assumed to break every point (what the check expects) unless ``robust=1``."""
+    import math
+
+    from .pipeline import sanity_radius
+
+    ev, sc = cfg.evaluation, cfg.evaluation.sanity
+    n = min(n_test, sc.test_limit or n_test)
+    norm, eps = sanity_radius(cfg)
+    d = math.prod(shape)
+    big = {"Linf": 1.0, "L2": math.sqrt(d), "L1": float(d)}[norm]  # evaluate.checks.unbounded_eps
+    curve = [r for r in (0.25 * eps, 0.5 * eps, 2 * eps, 4 * eps) if r < big]
+    total = {"forward": 3 * min(n, ev.batch_size) + n, "grad": n}
+    pgd = {"grad": sc.steps, "forward": 2}  # steps, the last iterate's forward, robust_mask's check
+    _attack(total, {"grad": 1, "forward": 1}, n)  # FGSM: no active set
+    for _ in range(2 + len(curve)):  # margin and CE PGD at ε, then the curve
+        _attack(total, pgd, n, robust=robust)
+    _attack(total, pgd, n, robust=robust if robust >= 1 else 0.0)
+    if norm in ("Linf", "L2"):
+        _attack(total, {"square_query": sc.square_queries, "forward": 1}, n, robust=robust)
+    return total
+
+
+def _evaluate_passes(cfg: ReproduceConfig, n_test: int, robust: float) -> tuple[dict[str, float], bool]:
+    """Passes of one model's single attacks (``evaluate_suite``: a clean forward, then each attack
+    on the points classified correctly, PGD with its active set), and whether they are exact."""
+    total: dict[str, float] = {"forward": n_test}
+    exact = True
+    for spec in cfg.evaluation.attacks:
+        restarts = max(1, int(getattr(spec, "restarts", 1) or 1))
+        if spec.attack == "fgsm":
+            _attack(total, {"grad": 1, "forward": 1}, n_test)
+            continue
+        # PGD: steps per restart, the last iterate's forward, robust_mask's check; other attacks:
+        # about one gradient per step (approximate)
+        exact = exact and spec.attack == "pgd"
+        _attack(total, {"grad": spec.steps * restarts, "forward": restarts + 1}, n_test, runs=restarts, robust=robust)
+    return total, exact
+
+
+def count_passes(cfg: ReproduceConfig, n_train: int, n_test: int, *, transfer_archs: list[dict] | None = None,
+                 num_classes: int = 10, shape: tuple[int, ...] | None = None, robust: float = 1.0) -> dict[str, dict[str, Any]]:
     """Images × passes of each kind, per stage of ``reproduce`` (see the module docstring).
 
     ``n_train``/``n_test`` are the image counts after ``train_limit``/``test_limit``. Transfer
     architectures' training is counted under keys ``train@<label>`` (their own speed is measured).
+    The attack stages (``evaluate``, ``worst_case``, ``sanity``: all six models) depend on how many
+    points their attacks break: ``robust=1`` (the default) counts them as if no point were ever
+    broken, an upper bound; ``robust=ROBUST_SHARE`` is the estimate's assumption (:func:`_shares`).
     """
     n_train = min(n_train, cfg.train_limit or n_train)
     n_test = min(n_test, cfg.evaluation.test_limit or n_test)
+    shape = tuple(shape) if shape is not None else DATASET_SIZES.get(cfg.dataset, (0, 0, (3, 32, 32), 10))[2]
     c = cfg.construction
     stages: dict[str, dict[str, Any]] = {}
+    models = len(MODEL_NAMES)
 
     def add(name: str, *, approximate: bool = False, **counts: float) -> None:
         stages[name] = {**{k: 0 for k in KINDS}, **{k: int(round(v)) for k, v in counts.items()}, "approximate": approximate}
@@ -72,12 +195,15 @@ def count_passes(cfg: ReproduceConfig, n_train: int, n_test: int, *, transfer_ar
         add(f"construct_{kind}", grad=n_train * c.relabel.steps, forward=2 * n_train)  # targets + final check
     for name in ("train_d_r", "train_d_nr", "train_d_rand", "train_d_det"):
         add(name, train=getattr(cfg, name).epochs * n_train)
-    grads = forwards = 0
-    exact = True
-    for spec in cfg.evaluation.attacks:
-        g, f, ok = _attack_grads(spec)
-        grads, forwards, exact = grads + g, forwards + f, exact and ok
-    add("evaluate", grad=6 * n_test * grads, forward=6 * n_test * (1 + forwards), approximate=not exact)
+    single, exact = _evaluate_passes(cfg, n_test, robust)
+    add("evaluate", approximate=robust < 1 or not exact, **{k: models * v for k, v in single.items()})
+    ev = cfg.evaluation
+    if ev.worst_case.enabled:
+        wc = worst_case_passes(cfg, n_test, num_classes=num_classes, robust=robust)
+        add("worst_case", approximate=robust < 1, **{k: models * v for k, v in wc.items()})
+    if ev.sanity.enabled:
+        sanity = sanity_passes(cfg, n_test, shape=shape, robust=robust)
+        add("sanity", approximate=robust < 1, **{k: models * v for k, v in sanity.items()})
 
     ex = cfg.extras
     if ex.inversion:
@@ -167,10 +293,42 @@ def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int,
             fn()
             best = min((_timed(fn, device) for _ in range(batches)), key=lambda t: t[0])
             wall[kind], cpu[kind] = best[0] / b, best[1] / b
+        if cfg.evaluation.worst_case.enabled or cfg.evaluation.sanity.enabled:
+            _attack_seconds(model, x[: min(b, 64)], wall, cpu, num_classes=num_classes, repeats=min(batches, 2),
+                            norm="L2" if any(n == "L2" for n, _ in _radii(cfg)) else "Linf")
         for arch in transfer_archs if transfer_archs is not None else (_transfer_archs() if cfg.extras.transfer else []):
             key = f"train@{arch['label']}"
             wall[key], cpu[key] = train_seconds(arch["name"], arch["kwargs"])
     return wall, cpu
+
+
+def _radii(cfg: ReproduceConfig) -> list[tuple[str, float]]:
+    from .pipeline import radii
+
+    return radii(cfg)
+
+
+def _attack_seconds(model, x, wall: dict, cpu: dict, *, num_classes: int, repeats: int, norm: str,
+                    steps: int = 1, queries: int = 10) -> None:
+    """Seconds per image of a FAB-T step and of a Square query (``fab_step``, ``square_query``),
+    timed by the attacks themselves on ``x`` labelled with the model's own classes and a radius too
+    small to break any point, so that every point runs every step (best of ``repeats``, after a
+    warm-up; a small batch: FAB's steps cost several gradient passes each)."""
+    import torch
+
+    from ..attacks.fab import FABT
+    from ..attacks.square import Square
+
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    target = (y + 1) % num_classes
+    fab = FABT(norm=norm, eps=1e-6, steps=steps, num_targets=1)
+    square = Square(norm=norm, eps=1e-6, max_queries=queries)
+    for kind, fn, units in (("fab_step", lambda: fab.run(model, x, y, target, None), steps),
+                            ("square_query", lambda: square(model, x, y), queries)):
+        fn()
+        best = min((_timed(fn, x.device) for _ in range(max(1, repeats))), key=lambda t: t[0])
+        wall[kind], cpu[kind] = best[0] / (units * x.shape[0]), best[1] / (units * x.shape[0])
 
 
 def combine(stages: dict[str, dict[str, Any]], per_image: dict[str, float]) -> dict[str, float]:
@@ -190,11 +348,14 @@ def gpu_warning(cfg: ReproduceConfig, device) -> str | None:
 
 def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None = None, n_test: int | None = None,
                             shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
-                            per_image: dict[str, float] | None = None, per_image_cpu: dict[str, float] | None = None) -> dict[str, Any]:
+                            per_image: dict[str, float] | None = None, per_image_cpu: dict[str, float] | None = None,
+                            robust: float = ROBUST_SHARE) -> dict[str, Any]:
     """The estimated wall time of ``reproduce`` with ``cfg`` on ``device``: per stage and in total.
 
     Image counts and shape default to the dataset's (:data:`DATASET_SIZES`); ``per_image`` (wall
     seconds per image of each kind of pass) defaults to :func:`measure_pass_seconds` here and now.
+    The attack stages assume that each attack leaves ``robust`` of its points unbroken
+    (:func:`count_passes`); ``upper_seconds`` is the time if no point were ever broken.
     ``total_seconds`` is at the machine's load while calibrating; on a CPU, ``idle_seconds`` is what
     the same work would take with the machine to itself (CPU seconds / threads; an optimistic bound
     with several threads), since a shared machine's load can change the wall time several-fold.
@@ -207,7 +368,8 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
     n_test = size[1] if n_test is None else n_test
     shape = size[2] if shape is None else tuple(shape)
     num_classes = size[3] if num_classes is None else num_classes
-    stages = count_passes(cfg, n_train, n_test)
+    stages = count_passes(cfg, n_train, n_test, num_classes=num_classes, shape=shape, robust=robust)
+    upper = count_passes(cfg, n_train, n_test, num_classes=num_classes, shape=shape, robust=1.0)
     calibration = 0.0
     warning = gpu_warning(cfg, device)
     if per_image is None:
@@ -215,7 +377,7 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
         quick = {"batches": 1, "max_batch": 16} if warning else {}  # a GPU preset on a CPU: minutes would be wasted
         per_image, per_image_cpu = measure_pass_seconds(cfg, device, shape=shape, num_classes=num_classes, **quick)
         calibration = time.perf_counter() - start
-    seconds = combine(stages, per_image)
+    seconds, upper_seconds = combine(stages, per_image), combine(upper, per_image)
     idle = None
     if per_image_cpu is not None and device.type == "cpu":
         idle = sum(combine(stages, per_image_cpu).values()) / max(1, cfg.threads or 1)
@@ -228,8 +390,11 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
         "images": {"train": min(n_train, cfg.train_limit or n_train), "test": min(n_test, cfg.evaluation.test_limit or n_test)},
         "per_image_seconds": dict(per_image),
         "per_image_cpu_seconds": None if per_image_cpu is None else dict(per_image_cpu),
-        "stages": {name: {**counts, "seconds": round(seconds[name], 1)} for name, counts in stages.items()},
+        "stages": {name: {**counts, "seconds": round(seconds[name], 1), "upper_seconds": round(upper_seconds[name], 1)}
+                   for name, counts in stages.items()},
         "total_seconds": round(total, 1),
+        "upper_seconds": round(sum(upper_seconds.values()), 1),
+        "robust_share": robust,
         "idle_seconds": None if idle is None else round(idle, 1),
         "approximate_seconds": round(sum(seconds[n] for n, c in stages.items() if c["approximate"]), 1),
         "unmeasured": sorted(kinds - set(per_image)),
@@ -259,13 +424,18 @@ def _duration(seconds: float) -> str:
 
 
 def format_estimate(est: dict[str, Any]) -> str:
-    """One line for the terminal: the total and the three longest stages."""
+    """One line for the terminal: the total (and the upper bound if no attack broke any point), the
+    three longest stages, and what the attack stages assume."""
     longest = sorted(est["stages"].items(), key=lambda kv: -kv[1]["seconds"])[:3]
     parts = ", ".join(f"{name} {_duration(s['seconds'])}" for name, s in longest)
     threads = f", {est['threads']} threads" if est.get("threads") else ""
     load = f", load average {est['load_average']:g}" if est.get("load_average") is not None else ""
-    idle = f" (about {_duration(est['idle_seconds'])} with the machine to itself)" if est.get("idle_seconds") else ""
-    line = (f"estimated time: {_duration(est['total_seconds'])}{idle} on {est['device']}{threads} for "
-            f"{est['images']['train']} training / {est['images']['test']} test images (longest: {parts}; "
-            f"calibrated from timed passes of the preset's model here{load})")
+    upper = est.get("upper_seconds")
+    bound = f" (up to {_duration(upper)} if no point is broken)" if upper and _duration(upper) != _duration(est["total_seconds"]) else ""
+    idle = f", about {_duration(est['idle_seconds'])} with the machine to itself" if est.get("idle_seconds") else ""
+    assumed = (f"; attacks assumed to leave {est['robust_share']:.0%} of points robust"
+               if bound and est.get("robust_share") is not None else "")
+    line = (f"estimated time: {_duration(est['total_seconds'])}{bound} on {est['device']}{threads}{idle}, for "
+            f"{est['images']['train']} training / {est['images']['test']} test images (longest: {parts}{assumed}; "
+            f"calibrated from timed passes here{load})")
     return line + (f"; warning: {est['gpu_warning']}" if est.get("gpu_warning") else "")

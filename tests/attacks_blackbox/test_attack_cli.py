@@ -112,6 +112,7 @@ def test_evaluate_rand_and_custom_versions(model_file, tmp_path):
         (["attack", "--attack", "square", "--eps", "0.1", "--step-size", "0.01"], "takes no option 'step_size'"),
         (["evaluate", "--eps", "0.1", "--version", "custom"], "needs --attacks"),
         (["evaluate", "--eps", "0.1", "--attacks", "pgd"], "needs --version custom"),
+        (["evaluate", "--eps", "0.1", "--version", "custom", "--attacks", ","], "--attacks lists nothing"),
     ],
 )
 def test_bad_arguments_exit_with_one_line(model_file, args, message):

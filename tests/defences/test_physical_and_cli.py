@@ -111,6 +111,7 @@ def test_certify_ibp_and_smoothing_commands(model_file, tmp_path):
     (["--method", "ibp"], "needs --eps"),
     (["--method", "smoothing"], "needs --sigma"),
     (["--method", "smoothing", "--sigma", "0.1", "--radii", "a,b"], "--radii"),
+    (["--method", "smoothing", "--sigma", "0.1", "--radii", ","], "--radii lists nothing"),
     (["--method", "ibp", "--eps", "-1"], "eps must be"),
 ])
 def test_certify_bad_input_is_one_line(model_file, args, message):

@@ -82,3 +82,23 @@ def test_cli_errors_are_one_line(files, tmp_path):
                                               str(tmp_path)])
     assert result.exit_code == 2 and "one --name per --model" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["visualize", "--coordinates", ","], "--coordinates"),
+    (["visualize", "--coordinates", " , ,"], "--coordinates"),
+    (["saliency", "--methods", ","], "--methods"),
+    (["transfer", "--modes", ","], "--modes"),
+])
+def test_an_empty_comma_list_is_refused_in_one_line(files, tmp_path, args, option):
+    std, _ = files  # an empty list after splitting would otherwise be accepted and do nothing
+    result = CliRunner().invoke(_cli().main, [args[0], "--model", str(std), "--out", str(tmp_path), *args[1:]])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and f"{option} lists nothing" in lines[0], result.output
+    assert "such as" in lines[0] and not any(tmp_path.iterdir())
+
+
+def test_visualize_refuses_coordinates_that_are_not_whole_numbers(files, tmp_path):
+    std, _ = files
+    result = CliRunner().invoke(_cli().main, ["visualize", "--model", str(std), "--out", str(tmp_path), "--coordinates", "0,x"])
+    assert result.exit_code == 2 and "--coordinates must be comma-separated whole numbers" in result.output

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from advfeatures.cli import main
+from advfeatures.cli.options import parse_list
 from advfeatures.cli.science import parse_arch_option
 from advfeatures.construct import MatchingConfig, RelabelConfig
 from advfeatures.errors import ConfigError
@@ -28,6 +29,15 @@ def test_parse_arch_option():
     for bad in ("cnn:width", ":width=3", "cnn:width=wide"):
         with pytest.raises(ConfigError):
             parse_arch_option(bad)
+
+
+def test_parse_list_drops_empty_items_and_refuses_an_empty_list():
+    assert parse_list(" a, b ,", "--x", example="a,b") == ["a", "b"]
+    assert parse_list("0,2", "--x", example="0,1", cast=int) == [0, 2]
+    for bad, message in ((",", "--x lists nothing (','); give comma-separated names such as a,b"), ("", "--x lists nothing"),
+                         ("1,y", "--x must be comma-separated names such as a,b, got '1,y'")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            parse_list(bad, "--x", example="a,b", cast=int)
 
 
 def test_leakage_command(digits_d_rand_folder, tmp_path):

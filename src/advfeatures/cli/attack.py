@@ -17,8 +17,8 @@ import click
 from . import main
 from ..errors import ConfigError
 from ..attacks.registry import ATTACK_NAMES, NORMS, build_attack
-from .options import (data_options, device_option, model_file_option, model_options, seed_option, start_runtime,
-                      write_result)
+from .options import (data_options, device_option, model_file_option, model_options, parse_list, seed_option,
+                      start_runtime, write_result)
 
 
 def _load(model_path: Path, loader, source, n: int | None, device):
@@ -127,16 +127,17 @@ def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, devi
     norm = _canonical_norm(norm)
     if not (math.isfinite(eps) and eps > 0):
         raise ConfigError(f"--eps must be a positive finite number, got {eps}")
-    dev = start_runtime(device).device
-    model, x, y, _ = _load(model_path, loader, source, n, dev)
-    members = None
+    names = None
     if version == "custom":
         if not attacks:
             raise ConfigError("--version custom needs --attacks, e.g. --attacks apgd,fab-t,square")
-        names = [a.strip() for a in attacks.split(",") if a.strip()]
-        members = [(a, build_attack(a, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed)) for a in names]
+        names = parse_list(attacks, "--attacks", example="apgd,fab-t,square", kind="attack names")
     elif attacks:
         raise ConfigError(f"--attacks needs --version custom (--version {version} runs its own attacks)")
+    dev = start_runtime(device).device
+    model, x, y, _ = _load(model_path, loader, source, n, dev)
+    members = None if names is None else [(a, build_attack(a, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed))
+                                          for a in names]
     report = worst_case_evaluation(model, x, y, norm=norm, eps=eps, version=version, members=members, batch_size=batch_size,
                                    seed=seed, steps=steps, n_target_classes=n_target_classes, square_queries=queries,
                                    eot_iter=eot_iter)

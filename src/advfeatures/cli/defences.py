@@ -18,18 +18,15 @@ from . import main
 from ..errors import ConfigError
 from ..storage import write_text_atomic
 from .attack import _load, _table
-from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, seed_option,
-                      start_runtime, write_result)
+from .options import (DATASET_NAMES, data_options, device_option, model_file_option, model_options, parse_list,
+                      seed_option, start_runtime, write_result)
 
 _DEVICE = device_option
 
 
 def _radii(text: str) -> list[float]:
-    try:
-        radii = [float(r) for r in text.split(",") if r.strip()]
-    except ValueError:
-        raise ConfigError(f"--radii must be comma-separated numbers, got {text!r}") from None
-    if not radii or any(not (0 <= r < float("inf")) for r in radii):
+    radii = parse_list(text, "--radii", example="0,0.25,0.5", cast=float, kind="numbers")
+    if any(not (0 <= r < float("inf")) for r in radii):
         raise ConfigError(f"--radii must be non-negative numbers, got {text!r}")
     return radii
 

@@ -85,6 +85,19 @@ def _value(text: str, whole: str) -> Any:
     raise ConfigError(f"bad value {text!r} in architecture option {whole!r}: use numbers, NxM lists, true or false")
 
 
+def parse_list(text: str, option: str, *, example: str, cast: Callable[[str], Any] = str, kind: str = "names") -> list[Any]:
+    """A comma-separated option value as a list: items stripped, empty ones dropped (``"a, b,"`` →
+    ["a", "b"]), each through ``cast``. One-line errors naming ``option`` when nothing is left (a
+    value such as ``","`` would otherwise do nothing) or an item does not cast."""
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"{option} lists nothing ({text!r}); give comma-separated {kind} such as {example}")
+    try:
+        return [cast(v) for v in items]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated {kind} such as {example}, got {text!r}") from None
+
+
 def parse_json_object(text: str | None, what: str) -> dict[str, Any]:
     """``--arch-kwargs '{"depth": 28}'`` → a dict (one-line error otherwise)."""
     if text is None:

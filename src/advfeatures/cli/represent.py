@@ -15,20 +15,11 @@ import click
 
 from . import main
 from ..errors import ConfigError
-from .options import (data_options, device_option, model_file_option, model_options, out_option, seed_option, start_runtime,
-                      write_result)
+from .options import (data_options, device_option, model_file_option, model_options, out_option, parse_list, seed_option,
+                      start_runtime, write_result)
 
 _OUT = out_option(folder=True, help="Folder for the PNG and JSON files.")
 _DATA = data_options("Dataset (its test split is used, the training split where one is needed).")
-
-
-def _ints(text: str | None, what: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
 
 
 @main.command()
@@ -87,10 +78,12 @@ def visualize(model: Path, source, loader, out: Path, coordinates: str | None, n
     Engstrom et al. 2019 (visualisation, addition); Szegedy et al. 2014 (units vs directions)."""
     from ..represent.studies import feature_visualization
 
+    chosen = None if coordinates is None else parse_list(coordinates, "--coordinates", example="0,5,9", cast=int,
+                                                         kind="whole numbers")
     dev = start_runtime(device).device
     data = source.split("test", seed=seed)
     m = loader.load(model, dev, data)
-    results = feature_visualization(m, data, out, coordinates=_ints(coordinates, "--coordinates"), num=num, steps=steps,
+    results = feature_visualization(m, data, out, coordinates=chosen, num=num, steps=steps,
                                     step_size=step_size, eps=eps, units=units, top_k=top_k, seed=seed)
     if units:
         uvd = results["units_vs_directions"]
@@ -149,12 +142,10 @@ def saliency(model: Path, source, loader, out: Path, n: int, methods: str, with_
     Adebayo et al. 2018: a map that explains the model must change when its weights are randomised."""
     from ..represent.studies import saliency_study
 
+    names = parse_list(methods, "--methods", example="gradient,smoothgrad", kind="method names")
     dev = start_runtime(device).device
     data = source.split("test", seed=seed)
     m = loader.load(model, dev, data)
-    names = [v.strip() for v in methods.split(",") if v.strip()]
-    if not names:
-        raise ConfigError(f"--methods names no method ({methods!r}); give e.g. gradient,smoothgrad")
     res = saliency_study(m, data, out, n=n, methods=names, with_ssim=with_ssim, seed=seed)
     write_result(out / "saliency.json", res)
     click.echo("Spearman rank correlation with the trained model's map, all layers randomised:")
@@ -190,12 +181,13 @@ def transfer_learning(model: tuple[Path, ...], names: tuple[str, ...], source, l
     labels = list(names) if names else [p.stem for p in model]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"source names must differ, got {labels}; pass --name for each --model")
+    chosen = parse_list(modes, "--modes", example="fixed-feature,full-fine-tuning", kind="modes")
     dev = start_runtime(device).device
     train, test = source.load(seed=seed)
     train, test = train.head(n_train), test.head(n_test)
     # the sources were trained on other classes: only their input shape must fit the target data
     sources = {name: loader.load(p, dev, train, same_classes=False) for name, p in zip(labels, model, strict=True)}
-    table = transfer_study(sources, train, test, out, modes=[v.strip() for v in modes.split(",") if v.strip()], epochs=epochs,
+    table = transfer_study(sources, train, test, out, modes=chosen, epochs=epochs,
                            lr=lr, batch_size=batch_size, seed=seed, device=dev)
     write_result(out / "transfer.json", table)
     click.echo(f"test accuracy on {table['target']} ({table['n_train']} training images):")

@@ -294,7 +294,7 @@ def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int,
             best = min((_timed(fn, device) for _ in range(batches)), key=lambda t: t[0])
             wall[kind], cpu[kind] = best[0] / b, best[1] / b
         if cfg.evaluation.worst_case.enabled or cfg.evaluation.sanity.enabled:
-            _attack_seconds(model, x[: min(b, 64)], wall, cpu, num_classes=num_classes, repeats=min(batches, 2),
+            _attack_seconds(model, x[: min(b, 256)], wall, cpu, num_classes=num_classes, repeats=min(batches, 2),
                             norm="L2" if any(n == "L2" for n, _ in _radii(cfg)) else "Linf")
         for arch in transfer_archs if transfer_archs is not None else (_transfer_archs() if cfg.extras.transfer else []):
             key = f"train@{arch['label']}"
@@ -309,11 +309,12 @@ def _radii(cfg: ReproduceConfig) -> list[tuple[str, float]]:
 
 
 def _attack_seconds(model, x, wall: dict, cpu: dict, *, num_classes: int, repeats: int, norm: str,
-                    steps: int = 1, queries: int = 10) -> None:
+                    steps: int = 1, queries: int = 5) -> None:
     """Seconds per image of a FAB-T step and of a Square query (``fab_step``, ``square_query``),
     timed by the attacks themselves on ``x`` labelled with the model's own classes and a radius too
     small to break any point, so that every point runs every step (best of ``repeats``, after a
-    warm-up; a small batch: FAB's steps cost several gradient passes each)."""
+    warm-up; a batch of at most 256: FAB's steps cost several gradient passes each, and on a much
+    smaller batch the per-call overhead of its many small operations would dominate)."""
     import torch
 
     from ..attacks.fab import FABT

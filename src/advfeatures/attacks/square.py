@@ -75,8 +75,22 @@ def pseudo_gaussian(s: int, *, transpose: bool, device) -> torch.Tensor:
     return delta.T.contiguous() if transpose else delta.clone()
 
 
+@functools.lru_cache(maxsize=128)
+def _flat_pattern(s: int, transpose: bool, device, dtype) -> torch.Tensor:
+    """:func:`pseudo_gaussian` flattened to (s·s,), cached: the search asks for it at every query."""
+    return pseudo_gaussian(s, transpose=transpose, device=device).to(dtype).view(s * s)
+
+
+@functools.lru_cache(maxsize=128)
+def _window_offsets(s: int, w: int, device) -> torch.Tensor:
+    """Flat offsets (s·s,) of an s×s window's pixels from its top-left corner, in an image of width w."""
+    ar = torch.arange(s, device=device)
+    return (ar.view(s, 1) * w + ar).flatten()
+
+
 def _l2(delta: torch.Tensor) -> torch.Tensor:
-    return delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    """Per-example L2 norm, shaped to broadcast against ``delta``."""
+    return torch.linalg.vector_norm(delta.flatten(1), dim=1).view(-1, *([1] * (delta.ndim - 1)))
 
 
 @hyperparameters
@@ -103,15 +117,19 @@ class Square(Attack):
             return own - other, own - other
         return other - own, torch.nn.functional.cross_entropy(logits, labels, reduction="none")
 
-    def _window_index(self, n: int, h: int, w: int, s: int, g: torch.Generator, device, pick=None):
-        """Per-example row/column indices (n, s) of a random s×s window (drawn for all ``n`` rows,
-        then the rows ``pick`` kept)."""
-        top = torch.randint(0, h - s + 1, (n, 1), generator=g, device=device)
-        left = torch.randint(0, w - s + 1, (n, 1), generator=g, device=device)
+    def _windows(self, k: int, n: int, h: int, w: int, s: int, g: torch.Generator, device, pick=None) -> torch.Tensor:
+        """Flat indices (k, rows, s·s) into an h×w image of ``k`` random s×s windows per example,
+        drawn for all ``n`` rows (top then left corner, window after window), then the rows ``pick``
+        kept. Each window is read and written with one gather or scatter over the flattened image
+        instead of advanced indexing by row, channel, row and column (several times the cost)."""
+        if h == w:  # one draw; a CPU generator fills it as k separate (top, left) draws would
+            corners = torch.randint(0, h - s + 1, (2 * k, n), generator=g, device=device)
+        else:
+            corners = torch.cat([torch.randint(0, (h, w)[j % 2] - s + 1, (1, n), generator=g, device=device)
+                                 for j in range(2 * k)])
         if pick is not None:
-            top, left = top[pick], left[pick]
-        ar = torch.arange(s, device=device)
-        return top + ar, left + ar
+            corners = corners[:, pick]
+        return (corners[0::2] * w + corners[1::2]).unsqueeze(2) + _window_offsets(s, w, device)
 
     def _signs(self, shape, g: torch.Generator, device, dtype, pick=None) -> torch.Tensor:
         signs = torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
@@ -126,51 +144,45 @@ class Square(Attack):
         start = (h - 5 * s) // 2 if h >= 5 else 0
         for top in range(start, h - s + 1, s):
             for left in range(start, w - s + 1, s):
-                t = bool(torch.rand((), generator=g, device=x.device) > 0.5)
+                t = torch.rand((), generator=g, device=x.device).item() > 0.5
                 pattern = pseudo_gaussian(s, transpose=t, device=x.device).to(x.dtype)
                 delta[:, :, top : top + s, left : left + s] += pattern * self._signs((n, c, 1, 1), g, x.device, x.dtype)
         return (x + delta / _l2(delta).clamp_min(1e-12) * self.eps).clamp(0.0, 1.0)
 
     def _propose(self, x: torch.Tensor, x_best: torch.Tensor, it: int, n_iters: int, g: torch.Generator,
-                 pick: torch.Tensor, n_all: int) -> torch.Tensor:
-        """A proposal for the rows ``pick`` of the batch of ``n_all`` (``x``, ``x_best``: those rows)."""
+                 pick: torch.Tensor | None, n_all: int) -> torch.Tensor:
+        """A proposal for the rows ``pick`` of the batch of ``n_all`` (``x``, ``x_best``: those rows;
+        ``pick=None``: all of them)."""
         n, c, h, w = x.shape
         p = p_selection(self.p_init, it, n_iters)
-        rows_n = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-        chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
+        delta = (x_best - x).reshape(n, c, h * w)  # a new tensor (a copy if x is not contiguous)
         if self.norm == "Linf":
             s = min(max(int(round(math.sqrt(p * c * h * w / c))), 1), h, w)
-            r, q = self._window_index(n_all, h, w, s, g, x.device, pick)
-            idx = (rows_n, chans, r.view(n, 1, s, 1), q.view(n, 1, 1, s))
-            delta = x_best - x
-            delta[idx] = (self.eps * self._signs((n_all, c, 1, 1), g, x.device, x.dtype, pick)).expand(n, c, s, s)
-            x_new = (x + delta).clamp(0.0, 1.0)
+            win = self._windows(1, n_all, h, w, s, g, x.device, pick)[0].unsqueeze(1).expand(n, c, s * s)
+            value = (self.eps * self._signs((n_all, c, 1), g, x.device, x.dtype, pick)).expand(n, c, s * s)
+            delta.scatter_(2, win, value)
+            x_new = (x + delta.view_as(x)).clamp(0.0, 1.0)
             # a window of pixels already clipped at 0 or 1 may not change at all: flip its sign once
             same = (x_new == x_best).flatten(1).all(1)
-            delta[idx] = torch.where(same.view(n, 1, 1, 1), -delta[idx], delta[idx])
-            return (x + delta).clamp(0.0, 1.0)
+            delta.scatter_(2, win, torch.where(same.view(n, 1, 1), -value, value))
+            return (x + delta.view_as(x)).clamp(0.0, 1.0)
         s = max(int(round(math.sqrt(p * c * h * w / c))), 3)
         s = min(s + 1 if s % 2 == 0 else s, h, w)
-        r1, q1 = self._window_index(n_all, h, w, s, g, x.device, pick)
-        r2, q2 = self._window_index(n_all, h, w, s, g, x.device, pick)
-        win1 = (rows_n, chans, r1.view(n, 1, s, 1), q1.view(n, 1, 1, s))
-        win2 = (rows_n, chans, r2.view(n, 1, s, 1), q2.view(n, 1, 1, s))
-        delta = x_best - x
-        mask = torch.zeros((n, 1, h, w), device=x.device, dtype=x.dtype)
-        mask[(rows_n, torch.zeros_like(chans[:, :1]), r1.view(n, 1, s, 1), q1.view(n, 1, 1, s))] = 1.0
-        mask[(rows_n, torch.zeros_like(chans[:, :1]), r2.view(n, 1, s, 1), q2.view(n, 1, 1, s))] = 1.0
+        wins = self._windows(2, n_all, h, w, s, g, x.device, pick)  # (2, n, s·s): win1 gets the update, win2 loses its mass
+        win1, win2 = (v.unsqueeze(1).expand(n, c, s * s) for v in wins)
+        mask = torch.zeros((n, 1, h * w), device=x.device, dtype=x.dtype)
+        mask.scatter_(2, wins.permute(1, 0, 2).reshape(n, 1, 2 * s * s), 1.0)
         norm_image = _l2(delta)
         norm_windows = _l2(delta * mask)
-        old = delta[win1]
-        old = old / old.pow(2).sum((-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
-        t = bool(torch.rand((), generator=g, device=x.device) > 0.5)
-        new = pseudo_gaussian(s, transpose=t, device=x.device).to(x.dtype) * self._signs((n_all, c, 1, 1), g, x.device, x.dtype,
-                                                                                         pick) + old
+        old = delta.gather(2, win1)
+        old = old / old.pow(2).sum(2, keepdim=True).sqrt().clamp_min(1e-12)
+        t = torch.rand((), generator=g, device=x.device).item() > 0.5
+        new = _flat_pattern(s, t, x.device, x.dtype) * self._signs((n_all, c, 1), g, x.device, x.dtype, pick) + old
         budget = ((self.eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
-        new = new / new.pow(2).sum((-2, -1), keepdim=True).sqrt().clamp_min(1e-12) * budget
-        delta[win2] = 0.0
-        delta[win1] = new
-        return (x + delta / _l2(delta).clamp_min(1e-12) * self.eps).clamp(0.0, 1.0)
+        new = new / new.pow(2).sum(2, keepdim=True).sqrt().clamp_min(1e-12) * budget
+        delta.scatter_(2, win2, 0.0)
+        delta.scatter_(2, win1, new)
+        return (x + (delta / _l2(delta).clamp_min(1e-12) * self.eps).view_as(x)).clamp(0.0, 1.0)
 
     # --- the search -------------------------------------------------------------------------------
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
@@ -187,6 +199,7 @@ class Square(Attack):
             # of queries run with the same rows, and per-query gathers and scatters were a large
             # part of their cost on small images.
             idx = torch.arange(x.shape[0], device=x.device)
+            pick = None  # the rows of the full batch the proposals are for: None while it is whole
             x0, lab = x, labels
             xb, lmin, mmin, q = x_best.clone(), loss_min.clone(), margin_min.clone(), queries.clone()
             for it in range(n_iters):
@@ -197,17 +210,20 @@ class Square(Attack):
                     if keep.numel() == 0:
                         break
                     idx, x0, xb, lab, lmin, mmin, q, open_ = (t[keep] for t in (idx, x0, xb, lab, lmin, mmin, q, open_))
+                    pick = idx
                 elif not self.early_stop and not bool(open_.any()):
                     break
-                x_new = self._propose(x0, xb, it, n_iters, g, idx, x.shape[0])
+                x_new = self._propose(x0, xb, it, n_iters, g, pick, x.shape[0])
                 margin, loss = self._margin_and_loss(model(x_new), lab, targeted)
                 better = loss < lmin
-                if self.norm == "L2":
+                # untargeted, the loss is the margin, so on an open row (margin ≥ 0) a margin below 0 is a lower loss anyway
+                if self.norm == "L2" and targeted:
                     better |= margin < 0
-                better &= open_  # without the active set, finished examples stay as they are
+                if not self.early_stop:  # with the active set every row in the batch is open
+                    better &= open_  # without it, finished examples stay as they are
                 lmin = torch.where(better, loss, lmin)
-                mmin = torch.where(better, margin, mmin)
+                mmin = torch.where(better, margin, mmin) if targeted else lmin
                 xb = torch.where(better.view(-1, 1, 1, 1), x_new, xb)
-                q = q + open_.long()
+                q = q + 1 if self.early_stop else q + open_.long()
             x_best[idx], queries[idx] = xb, q
         return x_best, {"queries": queries}

@@ -109,16 +109,28 @@ def standard_members(model: nn.Module, x: torch.Tensor, *, norm: str, eps: float
         if k > 2:
             members.append(Member("apgd-dlr", APGD(loss="dlr", eot_iter=eot_iter, **common)))
         return members
+    build = {
+        "apgd-ce": lambda runs: APGD(loss="ce", restarts=runs, **common),
+        "apgd-t": lambda runs: APGDT(num_targets=runs, targeted_loss="dlr" if k >= 4 else "ce", **common),
+        "fab-t": lambda runs: FABT(num_targets=runs, **common),
+        "square": lambda _runs: Square(norm=norm, eps=eps, max_queries=square_queries, early_stop=early_stop, seed=seed),
+    }
+    return [Member(name, build[name](runs)) for name, runs in standard_plan(norm, k, n_target_classes)]
+
+
+def standard_plan(norm: str, num_classes: int, n_target_classes: int) -> list[tuple[str, int]]:
+    """(member, runs) of the standard version at a canonical ``norm`` for ``num_classes`` classes:
+    APGD-CE (5 restarts in L1, else 1), APGD-T and FAB-T over their target classes (more than two
+    classes only; APGD-T 5 targets in L1), Square (not in L1). :func:`standard_members` builds these;
+    ``experiments.estimate`` counts their passes from the same list."""
     l1 = norm == "L1"
-    targets = min(5 if l1 else n_target_classes, k - 1)
-    members = [Member("apgd-ce", APGD(loss="ce", restarts=5 if l1 else 1, **common))]
-    if k > 2:
-        members.append(Member("apgd-t", APGDT(num_targets=targets, targeted_loss="dlr" if k >= 4 else "ce", **common)))
-        members.append(Member("fab-t", FABT(num_targets=min(n_target_classes, k - 1), **common)))
+    plan = [("apgd-ce", 5 if l1 else 1)]
+    if num_classes > 2:
+        plan += [("apgd-t", min(5 if l1 else n_target_classes, num_classes - 1)),
+                 ("fab-t", min(n_target_classes, num_classes - 1))]
     if not l1:
-        members.append(Member("square", Square(norm=norm, eps=eps, max_queries=square_queries, early_stop=early_stop,
-                                               seed=seed)))
-    return members
+        plan.append(("square", 1))
+    return plan
 
 
 def worst_case_evaluation(

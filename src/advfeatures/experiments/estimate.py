@@ -28,6 +28,7 @@ The estimate is for an empty run directory; a resumed run skips its finished ste
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any
 
@@ -82,14 +83,11 @@ def member_passes(name: str, *, steps: int, runs: int = 1, queries: int = 0) -> 
 
 
 def _members(norm: str, steps: int, targets: int, queries: int, num_classes: int) -> list[tuple[str, int, dict[str, int]]]:
-    """(name, runs, passes) of ``ensemble.standard_members``'s standard version at ``norm``."""
-    l1 = norm == "L1"
-    out = [("apgd-ce", 5 if l1 else 1)]
-    if num_classes > 2:
-        out += [("apgd-t", min(5 if l1 else targets, num_classes - 1)), ("fab-t", min(targets, num_classes - 1))]
-    if not l1:
-        out.append(("square", 1))
-    return [(name, runs, member_passes(name, steps=steps, runs=runs, queries=queries)) for name, runs in out]
+    """(name, runs, passes) of the ensemble's standard version at ``norm`` (``ensemble.standard_plan``)."""
+    from ..evaluate.ensemble import standard_plan
+
+    return [(name, runs, member_passes(name, steps=steps, runs=runs, queries=queries))
+            for name, runs in standard_plan(norm, num_classes, targets)]
 
 
 def _add(total: dict[str, float], counts: dict[str, float], times: float = 1.0) -> None:
@@ -128,8 +126,6 @@ def sanity_passes(cfg: ReproduceConfig, n_test: int, *, shape: tuple[int, ...], 
     PGD with an unbounded budget and PGD at the curve's other radii (0.25, 0.5, 2 and 4 ε where they
     are inside the unbounded one); each PGD and Square only on the points still robust. The unbounded
     attack is assumed to break every point (what the check expects) unless ``robust=1``."""
-    import math
-
     from .pipeline import sanity_radius
 
     ev, sc = cfg.evaluation, cfg.evaluation.sanity
@@ -294,18 +290,14 @@ def measure_pass_seconds(cfg: ReproduceConfig, device, *, shape: tuple[int, int,
             best = min((_timed(fn, device) for _ in range(batches)), key=lambda t: t[0])
             wall[kind], cpu[kind] = best[0] / b, best[1] / b
         if cfg.evaluation.worst_case.enabled or cfg.evaluation.sanity.enabled:
+            from .pipeline import radii
+
             _attack_seconds(model, x[: min(b, 256)], wall, cpu, num_classes=num_classes, repeats=min(batches, 2),
-                            norm="L2" if any(n == "L2" for n, _ in _radii(cfg)) else "Linf")
+                            norm="L2" if any(n == "L2" for n, _ in radii(cfg)) else "Linf")
         for arch in transfer_archs if transfer_archs is not None else (_transfer_archs() if cfg.extras.transfer else []):
             key = f"train@{arch['label']}"
             wall[key], cpu[key] = train_seconds(arch["name"], arch["kwargs"])
     return wall, cpu
-
-
-def _radii(cfg: ReproduceConfig) -> list[tuple[str, float]]:
-    from .pipeline import radii
-
-    return radii(cfg)
 
 
 def _attack_seconds(model, x, wall: dict, cpu: dict, *, num_classes: int, repeats: int, norm: str,

@@ -111,3 +111,21 @@ def test_aggregate_gives_mean_std_and_pooled_wilson_intervals(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["format"] == "advfeatures-results-seeds/1"
     assert (tmp_path / "figures" / "accuracy.png").is_file()
     assert "shown" in aggregate_markdown(agg, "figures/accuracy.png", {})
+
+
+def test_aggregate_says_whether_the_seeds_share_their_data():
+    # digits draws its split per seed (a digest per seed); a train/test file pair gives every seed the same data
+    def runs(digests):
+        out = [fake_results(CLEAR, seed=s) for s in range(3)]
+        for r, d in zip(out, digests):
+            r["dataset"]["digest"] = d
+        return out
+    drawn = aggregate(runs(["a", "b", "c"]))
+    assert drawn["dataset"]["same_data_every_seed"] is False
+    assert "each seed draws its own data split" in aggregate_markdown(drawn, "f.png", {})
+    fixed = aggregate(runs(["a", "a", "a"]))
+    assert fixed["dataset"]["same_data_every_seed"] is True
+    text = aggregate_markdown(fixed, "f.png", {})
+    assert "same training and test images" in text and "own data split" not in text
+    # no digest recorded (older results): not claimed to be the same
+    assert aggregate(runs([None, None, None]))["dataset"]["same_data_every_seed"] is False

@@ -345,7 +345,8 @@ def run_seeds(cfg: ReproduceConfig, given: dict[str, Any], out_dir: str | Path, 
     """Run the pipeline once per seed (each in its own run directory, each reusing its finished
     steps), then write the aggregate ``results.json`` and ``report.md`` in ``out_dir``.
 
-    Each seed draws its own data split (unless ``data`` fixes one), initialisations and attacks.
+    Each seed draws its own data split (unless the dataset or ``data`` fixes one: the aggregate records
+    ``same_data_every_seed`` from the per-seed data digests), initialisations and attacks.
     ``run_dirs`` may place a seed's run elsewhere (default ``out_dir/seed<N>``); ``runtime`` as in
     :func:`run_reproduction`.
     """
@@ -387,7 +388,10 @@ def aggregate(per_seed: list[dict[str, Any]], *, margin: float = 2.0) -> dict[st
         "preset": first["preset"],
         "seeds": [r["seeds"]["run"] for r in per_seed],
         "dataset": {**{k: first["dataset"][k] for k in ("name", "train_count", "image_shape", "classes", "chance_accuracy")},
-                    "test_count_per_seed": counts},
+                    "test_count_per_seed": counts,
+                    # a fixed split (train and test files) gives every seed the same data; digits' split is drawn per seed
+                    "same_data_every_seed": len({r["dataset"].get("digest") for r in per_seed}) == 1
+                    and first["dataset"].get("digest") is not None},
         "robust_accuracy_definition": first["robust_accuracy_definition"],
         "interval": "Wilson score interval, 95%, of the counts pooled over seeds; ± is the sample std over seeds",
         "models": models,

@@ -402,8 +402,10 @@ def aggregate_markdown(agg: dict[str, Any], figure: str, links: dict[Any, str]) 
     seeds = ", ".join(map(str, agg["seeds"]))
     lines = [
         f"# Reproduction of Ilyas et al. 2019 on {ds['name']}: {len(agg['seeds'])} seeds ({seeds})", "",
-        f"Preset `{agg['preset']}`, {ds['train_count']} training images per seed, device {agg['device']}; each seed draws its "
-        "own data split, initialisations and attacks. Per-seed reports: "
+        f"Preset `{agg['preset']}`, {ds['train_count']} training images per seed, device {agg['device']}; "
+        + ("every seed uses the same training and test images (the same data digest) and draws its own initialisations "
+           "and attacks" if ds.get("same_data_every_seed") else "each seed draws its own data split, initialisations and attacks")
+        + ". Per-seed reports: "
         + ", ".join(f"[seed {s}]({link})" for s, link in links.items()) + ".", "",
         *reviewer_section(agg, aggregate=True),
         *sanity_section(agg["models"], agg["seeds"]),

@@ -245,8 +245,8 @@ def implementations(eps: float, *, pgd_steps: int, iters: int, queries: int, cw_
         f"CW-L2 ({cw_steps} steps × 5 searches)": [
             ("ours", ours(CWL2(steps=cw_steps, search_steps=5, initial_const=1.0, lr=0.01, seed=seed))),
             # ART's line search spends about 6x our forward passes (and 18x our backward passes) at the
-            # same nominal steps; these two rows are ours at about ART's forward passes, and ours at the
-            # nominal passes with a larger step (Adam moves each coordinate of w by about lr per step)
+            # same nominal steps; these two rows are ours at about ART's forward passes, and ours at our
+            # passes with a larger step (Adam moves each coordinate of w by about lr per step)
             (f"ours, {6 * cw_steps} steps per search", ours(CWL2(steps=6 * cw_steps, search_steps=5, initial_const=1.0,
                                                                   lr=0.01, seed=seed))),
             ("ours, lr 0.1", ours(CWL2(steps=cw_steps, search_steps=5, initial_const=1.0, lr=0.1, seed=seed))),
@@ -254,6 +254,11 @@ def implementations(eps: float, *, pgd_steps: int, iters: int, queries: int, cw_
             ("ART C&W L2", art(lambda c: ae.CarliniL2Method(c, confidence=0.0, learning_rate=0.01, binary_search_steps=5,
                                                             max_iter=cw_steps, initial_const=1.0, batch_size=512,
                                                             verbose=False))),
+            # and ART at about our forward passes (~6 per iteration): its success is not bought by passes
+            (f"ART C&W L2, {max(1, cw_steps // 6)} steps per search",
+             art(lambda c: ae.CarliniL2Method(c, confidence=0.0, learning_rate=0.01, binary_search_steps=5,
+                                              max_iter=max(1, cw_steps // 6), initial_const=1.0, batch_size=512,
+                                              verbose=False))),
             ("Foolbox L2CW", fb(lambda f: f.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=cw_steps,
                                                                           stepsize=0.01, initial_const=1.0), None)),
         ],

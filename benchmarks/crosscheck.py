@@ -15,7 +15,9 @@ the points only ours breaks; ``!`` marks an implementation stronger than ours by
 standard errors of the paired difference (√(b + c)). Minimal-norm attacks (CW-L2, DeepFool) give
 the median L2 norm of their successful perturbations, their success rate, the median over every
 correctly classified point with a failure counted as ∞, and, paired with ours, the points only
-each breaks and, where both do, which finds the smaller perturbation.
+each breaks and, where both do, which finds the smaller perturbation; and the compute each spent:
+the images its attack sent through the model per test image, forward and backward (counted by
+:class:`PassCounter` around the model, so that a row at equal compute can be read off).
 
 Foolbox's ``zoo`` imports GitPython and requests; both are stubbed here (the zoo is never used).
 """
@@ -105,6 +107,28 @@ def minimal_row(ok, hit, norms, black, ref) -> str:
     larger = int((norms[both] > 1.01 * ref_norms[both]).sum())
     return f"{med} | {rate} | {inf_med:.3f} | {int((hit & ~ref_hit).sum())} / {int((ref_hit & ~hit).sum())} | " \
            f"{smaller} / {larger} of {int(both.sum())}"
+
+
+class PassCounter(torch.nn.Module):
+    """The model, counting the images it sees: forward passes, and backward passes through its output
+    (a hook on the logits, so each ``backward``/``autograd.grad`` through them counts its batch once;
+    ART's ``class_gradient`` runs one backward per distinct class in the batch, and each is counted)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.forward_images = 0
+        self.backward_images = 0
+
+    def forward(self, x):
+        out = self.model(x)
+        self.forward_images += x.shape[0]
+        if out.requires_grad:
+            out.register_hook(self._count_backward)
+        return out
+
+    def _count_backward(self, grad):
+        self.backward_images += grad.shape[0]
 
 
 class VolumeUniformL2(L2Ball):
@@ -220,10 +244,21 @@ def implementations(eps: float, *, pgd_steps: int, iters: int, queries: int, cw_
     minimal_rows = {
         f"CW-L2 ({cw_steps} steps × 5 searches)": [
             ("ours", ours(CWL2(steps=cw_steps, search_steps=5, initial_const=1.0, lr=0.01, seed=seed))),
+            # ART's line search spends about 6x our forward passes (and 18x our backward passes) at the
+            # same nominal steps; these two rows are ours at about ART's forward passes, and ours at our
+            # passes with a larger step (Adam moves each coordinate of w by about lr per step)
+            (f"ours, {6 * cw_steps} steps per search", ours(CWL2(steps=6 * cw_steps, search_steps=5, initial_const=1.0,
+                                                                  lr=0.01, seed=seed))),
+            ("ours, lr 0.1", ours(CWL2(steps=cw_steps, search_steps=5, initial_const=1.0, lr=0.1, seed=seed))),
             ("torchattacks CW (c = 1, no search)", ta("CW", c=1.0, kappa=0.0, steps=cw_steps * 5, lr=0.01)),
             ("ART C&W L2", art(lambda c: ae.CarliniL2Method(c, confidence=0.0, learning_rate=0.01, binary_search_steps=5,
                                                             max_iter=cw_steps, initial_const=1.0, batch_size=512,
                                                             verbose=False))),
+            # and ART at about our forward passes (~6 per iteration): its success is not bought by passes
+            (f"ART C&W L2, {max(1, cw_steps // 6)} steps per search",
+             art(lambda c: ae.CarliniL2Method(c, confidence=0.0, learning_rate=0.01, binary_search_steps=5,
+                                              max_iter=max(1, cw_steps // 6), initial_const=1.0, batch_size=512,
+                                              verbose=False))),
             ("Foolbox L2CW", fb(lambda f: f.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=cw_steps,
                                                                           stepsize=0.01, initial_const=1.0), None)),
         ],
@@ -290,22 +325,25 @@ def main() -> None:
                     pair = f"{only_it} / {only_ours}{flag}"
                 print(f"| {attack} | {impl} | {acc:.1%} | {pair} | {sec:.1f} |", flush=True)
         print("\n| minimal-norm attack | implementation | median L2 of successes | success rate | median L2, failures = ∞ "
-              "| only it / only first row succeeds | both succeed: it >1% smaller / >1% larger | seconds |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| only it / only first row succeeds | both succeed: it >1% smaller / >1% larger "
+              "| model passes per image, forward / backward | seconds |")
+        print("|---|---|---|---|---|---|---|---|---|")
         ok = predict(model, x) == y
         for attack, impls in minimal_rows.items():
             ref = None
             for impl, fn in impls:
                 if any(s in impl for s in skip):
                     continue
+                counter = PassCounter(model).eval()
                 start = time.perf_counter()
                 try:
-                    hit, norms, black = minimal(model, x, y, fn(model, x.clone(), y.clone()).detach())
+                    hit, norms, black = minimal(model, x, y, fn(counter, x.clone(), y.clone()).detach())
                 except Exception as exc:
-                    print(f"| {attack} | {impl} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]} | | | | |")
+                    print(f"| {attack} | {impl} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]} | | | | | |")
                     continue
                 sec = time.perf_counter() - start
-                print(f"| {attack} | {impl} | {minimal_row(ok, hit, norms, black, ref)} | {sec:.1f} |", flush=True)
+                passes = f"{counter.forward_images / x.shape[0]:.0f} / {counter.backward_images / x.shape[0]:.0f}"
+                print(f"| {attack} | {impl} | {minimal_row(ok, hit, norms, black, ref)} | {passes} | {sec:.1f} |", flush=True)
                 if ref is None:
                     ref = hit, norms
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

@@ -119,6 +119,26 @@ def test_cw_l2_finds_the_closed_form_minimal_distance(num_classes, seed):
     assert (res.norms["L2"] <= d * 1.03 + 2e-3).all()  # ...and CW comes within 3% (+ Adam's step)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cw_l2_leaves_the_box_corner_only_with_room_to_travel_in_w(seed):
+    """x = 0 and a binary affine model with margin 0.2 (the DeepFool corner case above): the reference
+    start puts every pixel at w ≈ −7.25, and Adam moves w by about lr per step, so 100 steps at
+    lr 0.01 (a travel of 1) never leave the corner, whatever c (5 runs take c from 1 to 10⁴); 1000
+    steps at lr 0.01, or 100 at lr 0.1 (a travel of 10), reach the box-constrained minimum."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(2, SHAPE[0] * SHAPE[1] * SHAPE[2], generator=g)
+    model = affine(w, torch.tensor([0.2, 0.0]))
+    x, y = torch.zeros(1, *SHAPE), torch.zeros(1, dtype=torch.long)
+    expected = 0.2 / float(torch.linalg.vector_norm((w[1] - w[0]).clamp_min(0)))
+    short = CWL2(steps=100, search_steps=5, initial_const=1.0)(model, x, y, return_result=True)
+    assert not short.success.any() and torch.equal(short.x_adv, x)
+    for attack in (CWL2(steps=1000, search_steps=5, initial_const=1.0),
+                   CWL2(steps=100, search_steps=5, initial_const=1.0, lr=0.1)):
+        res = attack(model, x, y, return_result=True)
+        assert res.success.all()
+        assert expected * (1 - 1e-4) <= float(res.norms["L2"][0]) <= expected * 1.01
+
+
 def test_lbfgs_finds_the_minimal_distance_of_a_binary_affine_model():
     model, x = random_affine(2, seed=0, scale=0.3)
     y, _, _ = labels_and_weights(model, x)

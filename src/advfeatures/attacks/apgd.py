@@ -26,7 +26,9 @@ Targeted: called with ``target=t`` APGD maximises the targeted DLR loss
 :class:`APGDT` is the paper's APGD-T: without an explicit target it runs the targeted-DLR attack
 against each of the ``num_targets`` (default 9) classes ranked most likely after the top one on the
 clean input, each run only on the examples no earlier run has fooled; success is misclassification.
-``restarts > 1`` likewise reruns on the examples still robust.
+``restarts > 1`` likewise reruns on the examples still robust. Consecutive runs share one batch (their
+rows stacked, at most ``batch_rows`` rows; ``batch_rows=1`` runs them one by one): fewer, larger
+passes, an example leaving with all its rows once one run fools it (see :meth:`APGD.sweep`).
 
 It runs on the shared loop (:func:`~.loop.optimize_inputs`): the momentum, the checkpoints and the
 step halving are :class:`APGDUpdate`, the loop's active set is ``early_stop``.
@@ -99,7 +101,7 @@ class APGD(Attack):
     early_stop: bool = hyper(True, check=flag)
     eot_iter: int = hyper(1, check=count)
     sparsity: float | None = hyper(None, record=False)  # the L1 step's share of coordinates (threats.L1Ball)
-    batch_rows: int = hyper(1024, check=count)  # runs (targets, restarts) share a batch up to this many rows; 1: one by one
+    batch_rows: int = hyper(256, check=count)  # runs (targets, restarts) share a batch up to this many rows; 1: one by one
 
     def resolve(self) -> None:
         self.ball(self.sparsity)

@@ -20,7 +20,8 @@ distance ``0.5 · min(best norm so far, ε)`` from x_orig.
 
 Defaults are the paper's and AutoAttack's: 100 iterations, 1 restart, α_max = 0.1, η = 1.05,
 β = 0.9; FAB-T attacks the ``num_targets`` = 9 classes ranked most likely after the top one on the
-clean input, each only on the points still robust. With ``eps`` the attack is judged as in
+clean input, each only on the points still robust (with one restart the targets share one batch of
+at most ``batch_rows`` rows, which breaks the same points: see ``FAB._sweep``). With ``eps`` the attack is judged as in
 AutoAttack: a point counts (and its adversarial example is returned) only if the smallest
 perturbation found lies inside the ε-ball; the others get their clean input back. Without ``eps`` it
 is a minimal-norm attack that returns the smallest adversarial example found (or the clean input).
@@ -110,7 +111,7 @@ class FAB(Attack):
     eta: float = hyper(1.05, check=between(1.0, hint="the overshoot; the paper uses 1.05"))
     beta: float = hyper(0.9, check=between(0.0, 1.0, low_open=True, hint="the backward step; the paper uses 0.9"))
     early_stop: bool = hyper(True, check=flag)
-    batch_rows: int = hyper(1024, check=count)  # with one restart, targets share a batch up to this many rows; 1: one by one
+    batch_rows: int = hyper(256, check=count)  # with one restart, targets share a batch up to this many rows; 1: one by one
 
     # --- one run ----------------------------------------------------------------------------------
     def _boundary(self, model, x, y, target):

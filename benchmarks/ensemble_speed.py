@@ -12,6 +12,9 @@ thread; on a shared machine the CPU clock is the steadier figure), in rotating o
     pip install --no-deps torchattacks
     python benchmarks/ensemble_speed.py              # 360 images, 2 rounds
     python benchmarks/ensemble_speed.py --quick      # 120 images, 1 round
+
+Where the time goes, member by member against torchattacks' same member on the same points, with
+the model's calls counted and priced as bare passes: ``benchmarks/ensemble_profile.py``.
 """
 
 from __future__ import annotations

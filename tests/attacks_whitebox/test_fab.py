@@ -135,3 +135,20 @@ def test_fab_bad_settings_are_one_line_errors():
         with pytest.raises(ConfigError) as info:
             FAB(**kwargs)
         assert "\n" not in str(info.value)
+
+
+def test_fab_t_with_its_targets_in_one_batch_equals_one_by_one():
+    """FAB's first run is deterministic and rows never interact: stacking the targets' rows in one
+    batch finds, per point and target, the same examples; minimal-norm (no ε) keeps per point the
+    smallest over the targets, so the result is the same; with ε the same points are broken."""
+    model, x = random_affine(5, seed=4)
+    y, _, _ = labels_and_weights(model, x)
+    kw = dict(norm="Linf", steps=20, num_targets=3)
+    stacked = FABT(**kw)(model, x, y, return_result=True)
+    one_by_one = FABT(batch_rows=1, **kw)(model, x, y, return_result=True)
+    assert torch.allclose(stacked.x_adv, one_by_one.x_adv, atol=1e-6)
+    eps = float(stacked.norms["Linf"].median())
+    stacked = FABT(eps=eps, **kw)(model, x, y, return_result=True)
+    one_by_one = FABT(eps=eps, batch_rows=1, **kw)(model, x, y, return_result=True)
+    assert torch.equal(stacked.success, one_by_one.success)
+    assert 0 < int(stacked.success.sum()) < len(y)

@@ -210,7 +210,7 @@ def test_apgd_on_the_loop_equals_the_hand_written_loop(batch, case, compact, mon
     x, y = batch
     kw = APGD_CASES[case]
     monkeypatch.setattr(APGD, "_compact", compact)
-    out = APGD(**kw)(_model(), x, y)
+    out = APGD(batch_rows=1, **kw)(_model(), x, y)  # restarts one after the other, as the reference runs them
     assert torch.equal(out, reference_apgd(_model(), x, y, compact=compact, **kw))
     assert 0 < int((_model()(out).argmax(1) != y).sum()) < len(y)  # a case where some points fall and some stand
 
@@ -221,8 +221,41 @@ def test_targeted_apgd_and_apgd_t_equal_the_hand_written_loop(batch, targeted_lo
     kw = dict(norm="L2", eps=0.3, steps=10, targeted_loss=targeted_loss, seed=2)
     target = (y + 1) % 10
     assert torch.equal(APGD(**kw)(_model(), x, y, target=target), reference_apgd(_model(), x, y, target, **kw))
-    got = APGDT(num_targets=3, restarts=2, **kw)(_model(), x, y)
+    got = APGDT(num_targets=3, restarts=2, batch_rows=1, **kw)(_model(), x, y)
     assert torch.equal(got, reference_apgd(_model(), x, y, num_targets=3, restarts=2, **kw))
+
+
+def test_apgd_t_with_its_runs_in_one_batch_equals_the_hand_written_run_on_the_stacked_rows(batch):
+    """Without the active set the batched sweep is the reference run on every run's rows stacked,
+    then per example its first run that fooled it, else its run of highest loss."""
+    x, y = batch
+    kw = dict(norm="L2", eps=0.3, steps=10, seed=2)
+    got = APGDT(num_targets=3, restarts=2, early_stop=False, **kw)(_model(), x, y)
+    with torch.no_grad():
+        ranked = _model()(x).argsort(1, descending=True)
+    runs = [ranked[:, j] for j in (1, 2, 3) for _ in range(2)]
+    k, n = len(runs), x.shape[0]
+    xs, ok, value = reference_apgd_run(_model(), x.repeat(k, 1, 1, 1), y.repeat(k), torch.cat(runs), None,
+                                       threat=make_threat("L2", 0.3), steps=10, loss="ce", targeted_loss="dlr",
+                                       rho=0.75, momentum=0.75, random_start=True, early_stop=False, eot_iter=1,
+                                       gen=_generator(2))
+    ok, value, xs = ok.view(k, n), value.view(k, n), xs.view(k, n, *x.shape[1:])
+    pick = torch.where(ok.any(0), ok.float().argmax(0), value.argmax(0))
+    assert torch.equal(got, xs[pick, torch.arange(n)])
+    fooled = _model()(got).argmax(1) != y
+    assert 0 < int(fooled.sum()) < n and bool((pick > 0).any())  # some examples take a later run's point
+
+
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_apgd_t_breaks_the_same_points_with_its_runs_batched_or_one_by_one(batch, early_stop):
+    """Without random starts every run is deterministic, so stacking the runs changes no trajectory."""
+    x, y = batch
+    kw = dict(norm="L2", eps=0.3, steps=10, random_start=False, num_targets=4, early_stop=early_stop)
+    one_by_one = APGDT(batch_rows=1, **kw)(_model(), x, y)
+    stacked = APGDT(**kw)(_model(), x, y)
+    fooled = _model()(stacked).argmax(1) != y
+    assert torch.equal(fooled, _model()(one_by_one).argmax(1) != y)
+    assert 0 < int(fooled.sum()) < len(y)
 
 
 def test_apgd_with_eot_on_a_randomised_model_equals_the_hand_written_loop(batch):

@@ -26,7 +26,9 @@ Targeted: called with ``target=t`` APGD maximises the targeted DLR loss
 :class:`APGDT` is the paper's APGD-T: without an explicit target it runs the targeted-DLR attack
 against each of the ``num_targets`` (default 9) classes ranked most likely after the top one on the
 clean input, each run only on the examples no earlier run has fooled; success is misclassification.
-``restarts > 1`` likewise reruns on the examples still robust.
+``restarts > 1`` likewise reruns on the examples still robust. Consecutive runs share one batch (their
+rows stacked, at most ``batch_rows`` rows; ``batch_rows=1`` runs them one by one): fewer, larger
+passes, an example leaving with all its rows once one run fools it (see :meth:`APGD.sweep`).
 
 It runs on the shared loop (:func:`~.loop.optimize_inputs`): the momentum, the checkpoints and the
 step halving are :class:`APGDUpdate`, the loop's active set is ``early_stop``.
@@ -99,6 +101,7 @@ class APGD(Attack):
     early_stop: bool = hyper(True, check=flag)
     eot_iter: int = hyper(1, check=count)
     sparsity: float | None = hyper(None, record=False)  # the L1 step's share of coordinates (threats.L1Ball)
+    batch_rows: int = hyper(256, check=count)  # runs (targets, restarts) share a batch up to this many rows; 1: one by one
 
     def resolve(self) -> None:
         self.ball(self.sparsity)
@@ -126,29 +129,56 @@ class APGD(Attack):
     def sweep(self, model, x, y, targets, *, judge):
         """Run once per entry of ``targets`` (None: untargeted), each time only on the examples no
         run has fooled yet; ``judge`` is the target that defines success (None: misclassification).
-        Keeps per example the successful point, else the one of highest loss."""
-        best, best_loss = x.clone(), torch.full((x.shape[0],), -math.inf, device=x.device)
-        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for target in targets:
+        Keeps per example the successful point, else the one of highest loss.
+
+        Consecutive runs share one batch (:meth:`run` on their rows stacked, run after run), as many
+        as keep it within ``batch_rows`` rows: on the examples no run fools, every run goes to the
+        last step anyway, and one pass over k·N rows costs less than k passes over N (the fixed cost
+        of each call, the model's and ours, is paid once). An example leaves that batch with all its
+        rows as soon as one of them fools it. What changes against running them one after the
+        other is only the random starts (drawn for the stacked batch) and, for a fooled example,
+        which run's success it returns; each row still follows its own run's steps."""
+        n = x.shape[0]
+        best, best_loss = x.clone(), torch.full((n,), -math.inf, device=x.device)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        view = (-1,) + (1,) * (x.ndim - 1)
+        a = 0
+        while a < len(targets):
             idx = (~fooled).nonzero().squeeze(1)
-            if idx.numel() == 0:
+            m = idx.numel()
+            if m == 0:
                 break
-            x_i, ok, loss, _ = self.run(model, x[idx], y[idx], None if target is None else target[idx],
-                                        None if judge is None else judge[idx])
-            keep = ok | (loss > best_loss[idx])
-            best[idx] = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x_i, best[idx])
-            best_loss[idx] = torch.where(keep, loss, best_loss[idx])
-            fooled[idx] = ok
+            k = max(1, min(len(targets) - a, self.batch_rows // m))
+            group, a = targets[a:a + k], a + k
+            rows = idx.repeat(k)  # row j·m + i is run j on example idx[i]
+            tr = None if group[0] is None else torch.cat([t[idx] for t in group])
+            x_i, ok, loss, _ = self.run(model, x[rows], y[rows], tr, None if judge is None else judge[rows], points=m)
+            ok, loss = ok.view(k, m), loss.view(k, m)
+            x_i = x_i.view(k, m, *x.shape[1:])
+            first_ok = ok.float().argmax(0)  # per example its first run (in order) that fooled it, else
+            top = loss.argmax(0)             # its run of highest loss
+            any_ok = ok.any(0)
+            pick = torch.where(any_ok, first_ok, top)
+            cols = torch.arange(m, device=x.device)
+            x_pick, loss_pick = x_i[pick, cols], loss[pick, cols]
+            keep = any_ok | (loss_pick > best_loss[idx])
+            best[idx] = torch.where(keep.view(view), x_pick, best[idx])
+            best_loss[idx] = torch.where(keep, loss_pick, best_loss[idx])
+            fooled[idx] = any_ok
         return best
 
     _compact = True  # tests and benchmarks switch it off to check that the active set changes nothing
 
-    def run(self, model, x0, y, target, judge) -> APGDRun:
+    def run(self, model, x0, y, target, judge, points: int | None = None) -> APGDRun:
         """One APGD run (Algorithm 1) on a batch, ``judge`` as in :meth:`sweep`: the shared loop
         (:func:`~.loop.optimize_inputs`) with APGD's step (:class:`APGDUpdate`); with ``early_stop``
-        its active set retires each example at its first success."""
+        its active set retires each example at its first success. ``points``: the batch holds
+        several runs' rows, row r for example r mod ``points``; the active set then retires all the
+        rows of an example once one of them succeeds (``success`` stays per row)."""
         view = (-1,) + (1,) * (x0.ndim - 1)
         found, x_adv = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device), x0.clone()
+        hit = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)  # with the active set: the rows that succeeded
+        gone = torch.zeros(points or 0, dtype=torch.bool, device=x0.device)  # the examples one of whose rows succeeded
 
         def objective(x, rows=None):
             """The loss (averaged over ``eot_iter`` calls, and so its gradient) and, with the active
@@ -164,7 +194,14 @@ class APGD(Attack):
             pred = logits.detach().argmax(1)
             ok = (pred != ys) if js is None else (pred == js)
             if rows is not None:
-                return loss, ok
+                if points is None or points == x0.shape[0]:
+                    hit[rows[ok]] = True
+                    return loss, ok
+                example = rows % points
+                ok = ok & ~gone[example]  # rows kept frozen in the batch (compact=False) stay as they left
+                hit[rows[ok]] = True
+                gone.index_fill_(0, example[ok], True)
+                return loss, gone[example]
             with torch.no_grad():
                 x_adv = torch.where(ok.view(view), x.detach(), x_adv)
                 found = found | ok
@@ -176,7 +213,7 @@ class APGD(Attack):
         res = optimize_inputs(objective, x0, threat=self.threat, steps=self.steps, x_init=start, update=update,
                               stop=self.early_stop, compact=self._compact)
         if self.early_stop:
-            return APGDRun(res.x, res.decided, res.loss, update.step_sizes())
+            return APGDRun(res.x, hit, res.loss, update.step_sizes())
         return APGDRun(torch.where(found.view(view), x_adv, res.x), found, res.loss, update.step_sizes())
 
 

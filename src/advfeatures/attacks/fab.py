@@ -20,7 +20,8 @@ distance ``0.5 · min(best norm so far, ε)`` from x_orig.
 
 Defaults are the paper's and AutoAttack's: 100 iterations, 1 restart, α_max = 0.1, η = 1.05,
 β = 0.9; FAB-T attacks the ``num_targets`` = 9 classes ranked most likely after the top one on the
-clean input, each only on the points still robust. With ``eps`` the attack is judged as in
+clean input, each only on the points still robust (with one restart the targets share one batch of
+at most ``batch_rows`` rows, which breaks the same points: see ``FAB._sweep``). With ``eps`` the attack is judged as in
 AutoAttack: a point counts (and its adversarial example is returned) only if the smallest
 perturbation found lies inside the ε-ball; the others get their clean input back. Without ``eps`` it
 is a minimal-norm attack that returns the smallest adversarial example found (or the clean input).
@@ -110,6 +111,7 @@ class FAB(Attack):
     eta: float = hyper(1.05, check=between(1.0, hint="the overshoot; the paper uses 1.05"))
     beta: float = hyper(0.9, check=between(0.0, 1.0, low_open=True, hint="the backward step; the paper uses 0.9"))
     early_stop: bool = hyper(True, check=flag)
+    batch_rows: int = hyper(256, check=count)  # with one restart, targets share a batch up to this many rows; 1: one by one
 
     # --- one run ----------------------------------------------------------------------------------
     def _boundary(self, model, x, y, target):
@@ -133,8 +135,10 @@ class FAB(Attack):
         return diff[rows, l], w[rows, l]
 
     @torch.enable_grad()
-    def run(self, model, x0, y, target, start_radius):
-        """One FAB run; returns (best adversarial point (N, ...), its norm (N,), inf where none)."""
+    def run(self, model, x0, y, target, start_radius, points: int | None = None):
+        """One FAB run; returns (best adversarial point (N, ...), its norm (N,), inf where none).
+        ``points``: the batch holds several targets' rows, row r for point r mod ``points``; with
+        ``early_stop`` all the rows of a point then leave once one of them is inside the ε-ball."""
         shape, n = x0.shape, x0.shape[0]
         flat0 = x0.flatten(1)
         eps = math.inf if self.eps is None else self.eps
@@ -151,6 +155,7 @@ class FAB(Attack):
         best = flat0.clone()
         best_norm = torch.full((n,), math.inf, device=x0.device)
         active = torch.arange(n, device=x0.device)
+        gone = torch.zeros(points or 0, dtype=torch.bool, device=x0.device)  # the points one of whose rows is inside the ball
         for _ in range(self.steps):
             if active.numel() == 0:
                 break
@@ -171,19 +176,53 @@ class FAB(Attack):
                 best_norm[active] = torch.where(better, size, best_norm[active])
                 x[active] = torch.where(adv[:, None], x0a + self.beta * (xa - x0a), xa)
                 if self.early_stop and math.isfinite(eps):
-                    active = active[best_norm[active] > eps]
+                    if points is None:
+                        active = active[best_norm[active] > eps]
+                    else:
+                        point = active % points
+                        gone.index_fill_(0, point[best_norm[active] <= eps], True)
+                        active = active[~gone[point]]
         return best.view(shape), best_norm
 
     # --- restarts and targets ---------------------------------------------------------------------
     def _sweep(self, model, x, y, targets):
         """Run per entry of ``targets`` (None: untargeted) and restart, each time on the points not yet
-        broken inside the ε-ball (all points when there is no ε); keep the smallest example per point."""
+        broken inside the ε-ball (all points when there is no ε); keep the smallest example per point.
+
+        With one restart, consecutive targets share one batch (their rows stacked, target after
+        target), as many as keep it within ``batch_rows`` rows: on the points no target breaks, each
+        target runs to the last step anyway, and one pass over k·N rows costs less than k passes
+        over N. A point leaves that batch with all its rows once one of them breaks it inside the
+        ε-ball. Each row follows exactly its own target's run (FAB's first run has no random start),
+        so the points broken are the same as one target after the other; a broken point may return
+        another target's example (the smallest of those found when it left)."""
         eps = math.inf if self.eps is None else self.eps
         tol = 1e-6 + 1e-5 * (eps if math.isfinite(eps) else 0.0)
         with torch.no_grad():
             wrong = model(x).argmax(1) != y
         best, best_norm = x.clone(), torch.where(wrong, 0.0, math.inf).to(x.device)
-        for target in targets:
+        view = (-1,) + (1,) * (x.ndim - 1)
+        a = 0
+        while a < len(targets):
+            todo = (best_norm > eps + tol) if math.isfinite(eps) else ~wrong
+            idx = todo.nonzero().squeeze(1)
+            m = idx.numel()
+            if m == 0:
+                return best, best_norm
+            k = 1 if self.restarts > 1 or targets[a] is None else max(1, min(len(targets) - a, self.batch_rows // m))
+            if k > 1:
+                group, a = targets[a:a + k], a + k
+                rows = idx.repeat(k)  # row j·m + i is target j on point idx[i]
+                x_i, n_i = self.run(model, x[rows], y[rows], torch.cat([t[idx] for t in group]), None, points=m)
+                n_i = n_i.view(k, m)
+                j = n_i.argmin(0)  # per point its smallest example (the first target's on ties)
+                cols = torch.arange(m, device=x.device)
+                x_pick, n_pick = x_i.view(k, m, *x.shape[1:])[j, cols], n_i[j, cols]
+                keep = n_pick < best_norm[idx]
+                best[idx] = torch.where(keep.view(view), x_pick, best[idx])
+                best_norm[idx] = torch.where(keep, n_pick, best_norm[idx])
+                continue
+            target, a = targets[a], a + 1
             for r in range(self.restarts):
                 todo = (best_norm > eps + tol) if math.isfinite(eps) else ~wrong
                 idx = todo.nonzero().squeeze(1)
@@ -192,7 +231,7 @@ class FAB(Attack):
                 radius = None if r == 0 else best_norm[idx].clamp(max=eps)
                 x_i, n_i = self.run(model, x[idx], y[idx], None if target is None else target[idx], radius)
                 keep = n_i < best_norm[idx]
-                best[idx] = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x_i, best[idx])
+                best[idx] = torch.where(keep.view(view), x_i, best[idx])
                 best_norm[idx] = torch.where(keep, n_i, best_norm[idx])
         return best, best_norm
 

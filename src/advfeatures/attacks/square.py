@@ -132,7 +132,7 @@ class Square(Attack):
         return (corners[0::2] * w + corners[1::2]).unsqueeze(2) + _window_offsets(s, w, device)
 
     def _signs(self, shape, g: torch.Generator, device, dtype, pick=None) -> torch.Tensor:
-        signs = torch.randint(0, 2, shape, generator=g, device=device).to(dtype) * 2 - 1
+        signs = torch.randint(0, 2, shape, generator=g, device=device).to(dtype).mul_(2).sub_(1)
         return signs if pick is None else signs[pick]
 
     def _init(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -190,7 +190,11 @@ class Square(Attack):
         labels = y if target is None else target
         g = self.generator(x.device)
         n_iters = self.max_queries - 1
-        with torch.no_grad():
+        # The search needs no gradient at all: inference mode also skips autograd's per-tensor
+        # bookkeeping (version counters, view tracking) on the thousands of small tensors of each
+        # query (the same numbers as under no_grad). What leaves it is cloned outside, so the caller
+        # gets ordinary tensors.
+        with torch.inference_mode():
             x_best = self._init(x, g)
             margin_min, loss_min = self._margin_and_loss(model(x_best), labels, targeted)
             queries = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
@@ -226,4 +230,4 @@ class Square(Attack):
                 xb = torch.where(better.view(-1, 1, 1, 1), x_new, xb)
                 q = q + 1 if self.early_stop else q + open_.long()
             x_best[idx], queries[idx] = xb, q
-        return x_best, {"queries": queries}
+        return x_best.clone(), {"queries": queries.clone()}

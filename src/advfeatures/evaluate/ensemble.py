@@ -31,7 +31,12 @@ version            ours                                        AutoAttack
 Departures: AutoAttack's Square draws one window position per iteration for the whole batch, ours
 one per example; targeted DLR needs 4 classes, so on fewer classes APGD-T uses targeted CE; on two
 classes APGD-T and FAB-T are skipped (there is no other target than the untargeted one). Members
-with fewer targets than 9 use every class but the label.
+with fewer targets than 9 use every class but the label. AutoAttack runs APGD-T's and FAB-T's
+targets one after the other; ours stacks consecutive targets' rows in one batch of up to the
+members' ``batch_rows`` = 256 rows (fewer, larger passes when few points are left; on one CPU
+thread passes of one to a few hundred rows cost the least per row, and 1024 was slower than one by
+one on the robust digits model, see ``benchmarks/ensemble_profile.py``; on a GPU larger batches
+pay): the same points fall to FAB-T, and APGD-T's random starts are drawn for the stacked batch.
 
 Usage::
 

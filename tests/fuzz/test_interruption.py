@@ -134,6 +134,9 @@ def _run(args: list[str], monkeypatch, fault: str | None = None):
     from advfeatures.cli import main
 
     monkeypatch.setattr(storage, "_writes", 0)
+    # a process started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: give it the terminal's (restored afterwards)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     if fault:
         monkeypatch.setenv("ADVFEATURES_FAULT", fault)
     else:
@@ -142,6 +145,7 @@ def _run(args: list[str], monkeypatch, fault: str | None = None):
         return CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])
     finally:
         monkeypatch.delenv("ADVFEATURES_FAULT", raising=False)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _interrupted(res) -> None:

@@ -202,10 +202,18 @@ class FAB(Attack):
             wrong = model(x).argmax(1) != y
         best, best_norm = x.clone(), torch.where(wrong, 0.0, math.inf).to(x.device)
         view = (-1,) + (1,) * (x.ndim - 1)
+
+        def pending() -> torch.Tensor:  # the points not yet broken (inside the ε-ball where there is one)
+            return ((best_norm > eps + tol) if math.isfinite(eps) else ~wrong).nonzero().squeeze(1)
+
+        def merge(idx, x_i, n_i) -> None:  # keep per point the smaller example
+            keep = n_i < best_norm[idx]
+            best[idx] = torch.where(keep.view(view), x_i, best[idx])
+            best_norm[idx] = torch.where(keep, n_i, best_norm[idx])
+
         a = 0
         while a < len(targets):
-            todo = (best_norm > eps + tol) if math.isfinite(eps) else ~wrong
-            idx = todo.nonzero().squeeze(1)
+            idx = pending()
             m = idx.numel()
             if m == 0:
                 return best, best_norm
@@ -217,22 +225,17 @@ class FAB(Attack):
                 n_i = n_i.view(k, m)
                 j = n_i.argmin(0)  # per point its smallest example (the first target's on ties)
                 cols = torch.arange(m, device=x.device)
-                x_pick, n_pick = x_i.view(k, m, *x.shape[1:])[j, cols], n_i[j, cols]
-                keep = n_pick < best_norm[idx]
-                best[idx] = torch.where(keep.view(view), x_pick, best[idx])
-                best_norm[idx] = torch.where(keep, n_pick, best_norm[idx])
+                merge(idx, x_i.view(k, m, *x.shape[1:])[j, cols], n_i[j, cols])
                 continue
             target, a = targets[a], a + 1
             for r in range(self.restarts):
-                todo = (best_norm > eps + tol) if math.isfinite(eps) else ~wrong
-                idx = todo.nonzero().squeeze(1)
-                if idx.numel() == 0:
-                    return best, best_norm
+                if r > 0:  # the first run takes the points found above
+                    idx = pending()
+                    if idx.numel() == 0:
+                        return best, best_norm
                 radius = None if r == 0 else best_norm[idx].clamp(max=eps)
                 x_i, n_i = self.run(model, x[idx], y[idx], None if target is None else target[idx], radius)
-                keep = n_i < best_norm[idx]
-                best[idx] = torch.where(keep.view(view), x_i, best[idx])
-                best_norm[idx] = torch.where(keep, n_i, best_norm[idx])
+                merge(idx, x_i, n_i)
         return best, best_norm
 
     def _finish(self, x, best, best_norm):

@@ -112,15 +112,18 @@ def minimal_row(ok, hit, norms, black, ref) -> str:
 class PassCounter(torch.nn.Module):
     """The model, counting the images it sees: forward passes, and backward passes through its output
     (a hook on the logits, so each ``backward``/``autograd.grad`` through them counts its batch once;
-    ART's ``class_gradient`` runs one backward per distinct class in the batch, and each is counted)."""
+    ART's ``class_gradient`` runs one backward per distinct class in the batch, and each is counted);
+    ``calls`` lists every call as (rows, whether grad was enabled), for ``ensemble_profile.py``."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
         self.forward_images = 0
         self.backward_images = 0
+        self.calls: list[tuple[int, bool]] = []
 
     def forward(self, x):
+        self.calls.append((x.shape[0], torch.is_grad_enabled()))
         out = self.model(x)
         self.forward_images += x.shape[0]
         if out.requires_grad:

@@ -28,20 +28,7 @@ from torch import nn
 
 from advfeatures.evaluate import predict
 from advfeatures.evaluate.ensemble import standard_members
-from crosscheck import broken, digits_models, test_images
-
-
-class Counting(nn.Module):
-    """The model, counting its calls: (rows, grad enabled) per call."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calls: list[tuple[int, bool]] = []
-
-    def forward(self, x):
-        self.calls.append((x.shape[0], torch.is_grad_enabled()))
-        return self.model(x)
+from crosscheck import PassCounter, broken, digits_models, test_images
 
 
 def bare_cost(model: nn.Module, x: torch.Tensor, sizes: list[int], repeats: int = 30) -> dict[tuple[int, bool], float]:
@@ -122,7 +109,7 @@ def main() -> None:
                 for impl in ("ours", "torchattacks"):
                     if (impl == "torchattacks" and args.skip_theirs) or (name not in args.members.split(",") and impl != "ours"):
                         continue
-                    counted = Counting(model)
+                    counted = PassCounter(model)
                     c0 = time.process_time()
                     if impl == "ours":
                         x_adv = member.attack(counted, xb.clone(), yb.clone())

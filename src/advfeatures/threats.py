@@ -45,7 +45,11 @@ def check_positive(name: str, value: float, *, allow_inf: bool = False) -> float
 
 
 def check_steps(steps: int, name: str = "steps") -> int:
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1 or steps > 2**63 - 1:
+    try:
+        whole = not isinstance(steps, bool) and int(steps) == steps
+    except (TypeError, ValueError, OverflowError):  # NaN, ±inf, a string: not a whole number either
+        whole = False
+    if not whole or steps < 1 or steps > 2**63 - 1:
         raise ConfigError(f"{name} must be a whole number ≥ 1 (and below 2^63), got {steps}")
     return int(steps)
 

@@ -39,7 +39,7 @@ def test_refuses_bad_eps(name, eps):
 
 
 @pytest.mark.parametrize("name", WITH_STEPS)
-@pytest.mark.parametrize("steps", [0, -3, 2.5])
+@pytest.mark.parametrize("steps", [0, -3, 2.5, float("nan"), float("inf"), "3"])
 def test_refuses_bad_steps(name, steps):
     key = REGISTRY[name].steps_key
     with pytest.raises(ConfigError) as info:
@@ -122,3 +122,13 @@ def test_bisection_refuses_bad_brackets(lo, hi, iters, fragment):
     with pytest.raises(ConfigError) as info:
         minimal_eps_by_bisection(lambda e: BIM(eps=e), model, x, y, lo=lo, hi=hi, iters=iters)
     assert fragment in one_line(info)
+
+
+@pytest.mark.parametrize("cls", ["APGDT", "FABT"])
+@pytest.mark.parametrize("rows", [0, 1.5, float("nan"), float("inf")])
+def test_refuses_bad_batch_rows(cls, rows):
+    import advfeatures.attacks as attacks
+
+    with pytest.raises(ConfigError) as info:
+        getattr(attacks, cls)(eps=0.5, norm="L2", batch_rows=rows)
+    assert "batch_rows" in one_line(info)

@@ -8,7 +8,14 @@ member then runs twice on exactly those points, ours and torchattacks', and the 
 * the model calls it made, with and without a gradient, and the rows they carried;
 * "model s": what those calls cost as bare passes of the model (a forward under ``no_grad``, or a
   forward and a backward to the input), timed here at the same batch sizes; the rest of the CPU
-  time is the attack's own bookkeeping.
+  time is the attack's own bookkeeping;
+* "fast s" (with ``--fast-layout``): the same calls priced on the fastest copy of the model we found
+  on a CPU, with each BatchNorm folded into the convolution before it and the weights and inputs in
+  channels-last. It is a price, not a run: it bounds what any attack code could reach on this
+  model by cheaper passes alone.
+
+At the end of each step count, the bounds: torchattacks' CPU time over all members divided by our
+members' model seconds, the speed-up we would have if our attack code cost nothing.
 
 Usage (same models and images as ``crosscheck.py``)::
 
@@ -68,6 +75,40 @@ def model_seconds(calls, table) -> float:
     return total
 
 
+def fast_layout(model: nn.Module) -> nn.Module:
+    """A copy of the eval-mode ``model`` with each BatchNorm2d folded into the Conv2d that feeds it
+    (traced with torch.fx) and weights in channels-last; inputs are made channels-last per call.
+    Logits agree with ``model`` to float rounding (checked by the caller)."""
+    import copy
+
+    import torch.fx as fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    traced = fx.symbolic_trace(copy.deepcopy(model).eval())
+    modules = dict(traced.named_modules())
+    for node in list(traced.graph.nodes):
+        conv = node.args[0] if node.op == "call_module" and node.args else None
+        if (isinstance(modules.get(node.target), nn.BatchNorm2d) and isinstance(conv, fx.Node) and conv.op == "call_module"
+                and isinstance(modules.get(conv.target), nn.Conv2d) and len(conv.users) == 1):
+            parent, _, leaf = conv.target.rpartition(".")
+            setattr(traced.get_submodule(parent), leaf, fuse_conv_bn_eval(modules[conv.target], modules[node.target]))
+            node.replace_all_uses_with(conv)
+            traced.graph.erase_node(node)
+    traced.graph.lint()
+    traced.recompile()
+    traced = traced.to(memory_format=torch.channels_last)
+
+    class ChannelsLast(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+    return ChannelsLast(traced).eval()
+
+
 def theirs(name: str, model, eps: float, steps: int):
     import torchattacks
 
@@ -86,6 +127,8 @@ def main() -> None:
     parser.add_argument("--steps", default="10,100")
     parser.add_argument("--members", default="apgd-ce,apgd-t,fab-t,square")
     parser.add_argument("--skip-theirs", action="store_true")
+    parser.add_argument("--fast-layout", action="store_true", help="also price the calls on a BatchNorm-folded, "
+                        "channels-last copy of the model (a bound, not a run)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = digits_models(Path(os.environ.get("TMPDIR", "/tmp")) / "advfeatures-bench")
@@ -93,16 +136,26 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; torch threads 1; {args.n} images, L2 ε = {args.eps}")
     for mname in args.models.split(","):
         model = models[mname]
-        table = bare_cost(model, x, [1, 2, 5, 10, 20, 40, 60, 100, 200, 360, 600, 1000])
+        sizes = [1, 2, 5, 10, 20, 40, 60, 100, 200, 360, 600, 1000]
+        table = bare_cost(model, x, sizes)
         print(f"\n## {mname}: bare pass CPU ms (no grad / forward+backward): "
-              + ", ".join(f"{n}: {1e3 * table[(n, False)]:.2f}/{1e3 * table[(n, True)]:.2f}" for n in (1, 10, 53, 100, 360)
-                          if (n, False) in table))
+              + ", ".join(f"{n}: {1e3 * table[(n, False)]:.2f}/{1e3 * table[(n, True)]:.2f}" for n in sizes))
+        fast_table = None
+        if args.fast_layout:
+            fast = fast_layout(model)
+            with torch.no_grad():
+                gap = (fast(x) - model(x)).abs().max().item()
+            fast_table = bare_cost(fast, x, sizes)
+            print(f"fast layout (BatchNorm folded, channels-last; logits within {gap:.1e} of the model's): "
+                  + ", ".join(f"{n}: {1e3 * fast_table[(n, False)]:.2f}/{1e3 * fast_table[(n, True)]:.2f}" for n in sizes))
         for steps in (int(s) for s in args.steps.split(",")):
             robust = predict(model, x) == y
             members = {m.name: m for m in standard_members(model, x[:1], norm="L2", eps=args.eps, steps=steps)}
             print(f"\n### {steps} steps\n")
-            print("| member | impl | points | broken | CPU s | calls (grad / no grad) | rows (grad / no grad) | model s | model share |")
-            print("|---|---|---|---|---|---|---|---|---|")
+            print("| member | impl | points | broken | CPU s | calls (grad / no grad) | rows (grad / no grad) | model s | model share |"
+                  + (" fast s |" if fast_table else ""))
+            print("|---|---|---|---|---|---|---|---|---|" + ("---|" if fast_table else ""))
+            sums = {"ours": 0.0, "torchattacks": 0.0, "model": 0.0, "fast": 0.0}
             for name, member in members.items():
                 idx = robust.nonzero().squeeze(1)
                 xb, yb = x[idx], y[idx]
@@ -122,11 +175,22 @@ def main() -> None:
                     g = [n for n, gr in counted.calls if gr]
                     ng = [n for n, gr in counted.calls if not gr]
                     ms = model_seconds(counted.calls, table)
+                    fs = model_seconds(counted.calls, fast_table) if fast_table else None
+                    sums[impl] += cpu
+                    if impl == "ours":
+                        sums["model"] += ms
+                        sums["fast"] += fs or 0.0
                     if name in args.members.split(","):
                         print(f"| {name} | {impl} | {idx.numel()} | {int(ok.sum())} | {cpu:.2f} | {len(g)} / {len(ng)} | "
-                              f"{sum(g)} / {sum(ng)} | {ms:.2f} | {ms / cpu:.0%} |", flush=True)
+                              f"{sum(g)} / {sum(ng)} | {ms:.2f} | {ms / cpu:.0%} |" + (f" {fs:.2f} |" if fast_table else ""),
+                              flush=True)
                 robust[fell] = False
             print(f"\nrobust accuracy after our members: {robust.float().mean():.1%}")
+            if sums["torchattacks"] and sums["model"]:
+                print(f"members' CPU s: ours {sums['ours']:.2f}, torchattacks {sums['torchattacks']:.2f} "
+                      f"({sums['torchattacks'] / sums['ours']:.2f}×); bound if our attack code cost nothing: "
+                      f"{sums['torchattacks'] / sums['model']:.2f}×"
+                      + (f"; and on the fast layout too: {sums['torchattacks'] / sums['fast']:.2f}×" if fast_table else ""))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -95,6 +95,7 @@ def fast_layout(model: nn.Module) -> nn.Module:
             node.replace_all_uses_with(conv)
             traced.graph.erase_node(node)
     traced.graph.lint()
+    traced.delete_all_unused_submodules()
     traced.recompile()
     traced = traced.to(memory_format=torch.channels_last)
 

@@ -19,6 +19,13 @@ Then CUDA graphs for the small CNN (launch-bound on a GPU): a graphed forward+ba
 graphed PGD step against eager ones; and the extrapolated wall time of the paper's CIFAR-10 D_R
 construction (50 000 images × 1 000 matching steps, ResNet-50) with each option's measured D_R step.
 
+Last, issue 14's ensemble goal on this device: our worst-case ensemble (AutoAttack's standard
+version) against torchattacks' ``AutoAttack``, as shipped and with its members at 100 steps, on
+the standard digits CNN of ``crosscheck.py`` (360 test images, L2 ε = 0.5), as wall-time ratios
+beside the robust accuracies. torchattacks is not a dependency: where it is not importable the
+section says so (on a machine without network, carry its wheel: ``pip download --no-deps
+torchattacks``, then ``pip install --no-deps --target DIR`` there and put DIR on ``PYTHONPATH``).
+
 Every section is guarded: an option that fails (no compiler, no bf16, an out-of-memory) prints why
 and the run goes on. A time budget (``--budget-s``, default 420 s) skips what would not fit, saying
 so; compile sections run last because their first call compiles for a minute or more.
@@ -62,11 +69,14 @@ def settings(args) -> dict:
         return {"device": "cpu", "shape": (3, 8, 8), "batch": 4, "steps": 2, "train_batches": 1, "train_steps": 1,
                 "rounds": 1, "models": {"resnet18": {"width": 4}, "resnet50": {"width": 4}},
                 "cnn": {"shape": (1, 8, 8), "kwargs": {"width": 4, "hidden": 8}, "batch": 4},
+                # an untrained tiny CNN, 8 images, 2 steps, 20 queries: the code path, not the numbers
+                "ensemble": {"n": 8, "steps": (2,), "queries": 20, "shipped": False, "trained": False},
                 "skip": {"compile": "skipped in --cpu-smoke (compiling takes minutes on a CPU)"}}
     return {"device": args.device, "shape": (3, 32, 32), "batch": args.batch_size, "steps": args.steps,
             "train_batches": args.train_batches, "train_steps": args.train_steps, "rounds": args.rounds,
             "models": {"resnet18": {}, "resnet50": {}},
-            "cnn": {"shape": (1, 28, 28), "kwargs": {"width": 32, "hidden": 128}, "batch": args.batch_size}, "skip": {}}
+            "cnn": {"shape": (1, 28, 28), "kwargs": {"width": 32, "hidden": 128}, "batch": args.batch_size},
+            "ensemble": {"n": 360, "steps": (100, 10), "queries": 5000, "shipped": True, "trained": True}, "skip": {}}
 
 
 class Clock:
@@ -219,7 +229,72 @@ def extrapolate(rows: dict, batch: int) -> dict:
     return out
 
 
+def ensemble(s: dict, clock: Clock) -> dict:
+    """Our worst-case ensemble against torchattacks' AutoAttack on the standard digits CNN, on this
+    device: wall seconds (the queue drained), robust accuracy, and our speed-up at equal settings."""
+    try:
+        import torchattacks
+        from torchattacks.wrappers.multiattack import MultiAttack
+    except ImportError:
+        return {"skipped": "torchattacks is not importable (pip install --no-deps torchattacks; without network, carry "
+                           "its wheel)"}
+    from crosscheck import digits_models, test_images
+
+    from advfeatures.evaluate import predict, worst_case_evaluation
+
+    e, device = s["ensemble"], clock.device
+    if e["trained"]:  # trained on the CPU once (seconds), cached beside the other benchmarks' copy
+        import os
+        import tempfile
+
+        model = digits_models(Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / "advfeatures-bench")["standard"]
+    else:
+        torch.manual_seed(0)
+        model = build_model("cnn", (1, 8, 8), 10, **s["cnn"]["kwargs"]).eval()
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, y = (t.to(device) for t in test_images(e["n"]))
+    eps, q = 0.5, e["queries"]
+
+    def ours(steps):
+        return lambda: worst_case_evaluation(model, x, y, norm="L2", eps=eps, version="standard", batch_size=500, seed=0,
+                                             steps=steps, square_queries=q)["x_adv"]
+
+    def theirs(steps):
+        common = {"eps": eps, "norm": "L2", "n_restarts": 1, "steps": steps, "seed": 0}
+        members = [torchattacks.APGD(model, loss="ce", **common), torchattacks.APGDT(model, n_classes=10, **common),
+                   torchattacks.FAB(model, multi_targeted=True, n_classes=10, **common),
+                   torchattacks.Square(model, eps=eps, norm="L2", n_queries=q, n_restarts=1, seed=0)]
+        return lambda: MultiAttack(members)(x, y)
+
+    runs = {}
+    for steps in e["steps"]:
+        runs[f"ours, {steps} steps"] = ours(steps)
+        runs[f"torchattacks members, {steps} steps"] = theirs(steps)
+    if e["shipped"]:  # the class as shipped leaves APGD, APGD-T and FAB at their default of 10 steps
+        runs["torchattacks AutoAttack as shipped"] = lambda: torchattacks.AutoAttack(
+            model, norm="L2", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
+    rows = {}
+    for name, fn in runs.items():
+        box = {}
+        seconds = clock.time(lambda: box.setdefault("x_adv", fn()))
+        x_adv = box["x_adv"].to(device)
+        inside = (x_adv - x).flatten(1).norm(dim=1) <= eps * (1 + 1e-4) + 1e-6
+        robust = (predict(model, x) == y) & ~((predict(model, x_adv) != y) & inside)
+        rows[name] = {"seconds": round(seconds, 3), "robust_accuracy": round(float(robust.float().mean()), 4)}
+        print(f"  {name}: {seconds:.2f} s, robust accuracy {rows[name]['robust_accuracy']:.1%}", flush=True)
+    speedups = {f"{steps} steps": round(rows[f"torchattacks members, {steps} steps"]["seconds"]
+                                        / rows[f"ours, {steps} steps"]["seconds"], 3) for steps in e["steps"]}
+    if e["shipped"] and 10 in e["steps"]:
+        speedups["10 steps vs the shipped class"] = round(rows["torchattacks AutoAttack as shipped"]["seconds"]
+                                                          / rows["ours, 10 steps"]["seconds"], 3)
+    return {"images": e["n"], "eps": eps, "queries": q, "runs": rows, "speedup": speedups}
+
+
 COMPILE_NEEDS_S = 150  # seconds a compile section needs (compiling ResNet-50 forward, backward and training)
+SECTIONS = ("options", "graphs", "compile", "ensemble")
+ENSEMBLE_NEEDS_S = 90  # seconds the ensemble section needs on a GPU (digits CNN: training it, then four ensembles)
 
 
 def run_section(model_name: str, opt: str, s: dict, clock: Clock, results: dict, args, can_compile: bool, why_not: str,
@@ -253,7 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=420.0, help="skip sections that would start after this many seconds")
     ap.add_argument("--out", type=Path, help="write the results as JSON")
     ap.add_argument("--traceback", action="store_true", help="print the traceback of a failing section")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated, in this order whatever is given: {', '.join(SECTIONS)} (default: all)")
     args = ap.parse_args(argv)
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown or not sections:
+        ap.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}" if unknown
+                 else f"--sections names none; choose from {', '.join(SECTIONS)}")
     s = settings(args)
     set_progress_enabled(False)
     device = resolve_device(s["device"])
@@ -271,21 +353,36 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     results: dict = {"environment": env, "models": {m: {} for m in s["models"]}}
     try:
-        for opt in (o for o in OPTIONS if o != "compile"):
-            for model_name in s["models"]:
-                run_section(model_name, opt, s, clock, results, args, can_compile, why_not)
-        print("\n== CUDA graphs, small CNN ==", flush=True)
-        if clock.left() > 0:
-            g = guarded("cuda_graphs", results, lambda: cuda_graphs(s, clock))
-        else:
-            g = results["cuda_graphs"] = {"skipped": "time budget spent"}
-        print("  " + (g.get("skipped") or g.get("error") or ", ".join(f"{k} {v}" for k, v in g.items())), flush=True)
-        for model_name in s["models"]:  # last: a first compiled call takes a minute or more
-            run_section(model_name, "compile", s, clock, results, args, can_compile, why_not, needs_s=COMPILE_NEEDS_S)
+        if "options" in sections:
+            for opt in (o for o in OPTIONS if o != "compile"):
+                for model_name in s["models"]:
+                    run_section(model_name, opt, s, clock, results, args, can_compile, why_not)
+        if "graphs" in sections:
+            print("\n== CUDA graphs, small CNN ==", flush=True)
+            if clock.left() > 0:
+                g = guarded("cuda_graphs", results, lambda: cuda_graphs(s, clock))
+            else:
+                g = results["cuda_graphs"] = {"skipped": "time budget spent"}
+            print("  " + (g.get("skipped") or g.get("error") or ", ".join(f"{k} {v}" for k, v in g.items())), flush=True)
+        if "compile" in sections:
+            for model_name in s["models"]:  # late: a first compiled call takes a minute or more
+                run_section(model_name, "compile", s, clock, results, args, can_compile, why_not, needs_s=COMPILE_NEEDS_S)
+        if "ensemble" in sections:
+            print("\n== worst-case ensemble against torchattacks' AutoAttack, digits CNN ==", flush=True)
+            needs = 0.0 if args.cpu_smoke else ENSEMBLE_NEEDS_S
+            if clock.left() > needs:
+                g = guarded("ensemble", results, lambda: ensemble(s, clock))
+            else:
+                g = results["ensemble"] = {"skipped": f"time budget: {clock.left():.0f} s left, {needs:.0f} s needed "
+                                                      "(it runs alone with --sections ensemble)"}
+            print("  " + (g.get("skipped") or g.get("error") or ", ".join(f"{k} ×{v}" for k, v in g["speedup"].items())),
+                  flush=True)
     except KeyboardInterrupt:  # the wrapper's hard time limit: report what was measured
         results["interrupted_after_s"] = round(clock.elapsed(), 1)
         print(f"\ninterrupted after {clock.elapsed():.0f} s; what was measured follows", flush=True)
     for model_name, rows in results["models"].items():
+        if not rows:  # its sections were not asked for (--sections)
+            continue
         print(f"\n== {model_name} at batch {s['batch']}: ratios to the model's own forward+backward passes "
               f"(PGD, D_R: limit/workload; adv-train: (steps+1) standard epochs / adversarial epoch) ==")
         print_model(model_name, rows)
@@ -298,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     for opt, h in hours.items():
         print(f"  {opt:20s} {h:8.2f} h")
     if not hours:
-        print("  no D_R step time measured for ResNet-50 (see above)")
+        print("  no D_R step time measured for ResNet-50 " + ("(see above)" if "options" in sections else "(--sections without options)"))
     results["seconds"] = round(clock.elapsed(), 1)
     print(f"\ndone in {results['seconds']} s", flush=True)
     if args.out:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check (issue 14.4): PGD, the D_R loop and adversarial training on ResNet-18 and ResNet-50 at
 # batch 512, eager vs bf16 vs channels-last vs torch.compile, as ratios to the model's own passes;
-# CUDA graphs for the small CNN; the paper's CIFAR-10 D_R construction time extrapolated.
+# CUDA graphs for the small CNN; the paper's CIFAR-10 D_R construction time extrapolated; our worst-case
+# ensemble against torchattacks' AutoAttack on the digits CNN (where torchattacks is importable).
 # Finishes within 8 minutes on one GPU (an internal budget of 420 s, and a hard stop at 470 s).
 #
 #   benchmarks/gpu_check.sh                          # on a GPU machine
 #   benchmarks/gpu_check.sh --out gpu-check.json     # also the numbers as JSON, for RESULTS.md
 #   benchmarks/gpu_check.sh --cpu-smoke              # seconds on a CPU, tiny models (the test runs this)
+#   benchmarks/gpu_check.sh --sections ensemble      # one section alone (options, graphs, compile, ensemble)
 #
 # PYTHON picks the interpreter (default: the project's .venv, else python3); the sources under src/
 # are used, so no install is needed beyond torch (and safetensors, tqdm, click of the package).

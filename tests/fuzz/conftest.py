@@ -4,11 +4,19 @@
 it to the project's promise for bad input: exit 0 with every JSON it wrote finite, or exit 2 with
 one line naming the problem (``error: …`` from the library, or click's usage error) — never a
 traceback, never click's bare ``Aborted!``.
+
+:func:`example_dir` gives each hypothesis example a fresh folder and removes it when the example
+ends (pytest's ``tmp_path`` cannot: one function-scoped fixture is shared by all the examples of a
+``@given`` test).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,6 +63,25 @@ def check_promise(args: list[str], *, folder: Path | None = None):
         for p in folder.rglob("*.json"):
             strict_json(p)
     return res
+
+
+@contextlib.contextmanager
+def example_dir(root: Path, prefix: str = "ex-"):
+    """A new empty folder under ``root`` for one hypothesis example, deleted (with whatever the
+    command wrote there) when the ``with`` block ends, passed or failed."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def fresh_dir(tmp_path_factory):
+    """``with fresh_dir() as out:`` — :func:`example_dir` under one folder of pytest's basetemp for
+    the session, so nothing lands in the system temp dir and a folder left by a crash is pruned with
+    the basetemp (pytest keeps the last 3 runs)."""
+    return functools.partial(example_dir, tmp_path_factory.mktemp("examples"))
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,6 @@ for the corrected command.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,63 +23,61 @@ any_number = st.one_of(st.sampled_from(BAD_NUMBERS), st.floats().map(repr),
 work_count = st.one_of(st.sampled_from(BAD_NUMBERS[:12] + BAD_NUMBERS[15:]), st.integers(min_value=-5, max_value=2).map(str))
 
 
-def _out() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fuzz-"))
-
-
 @FUZZ
 @given(attack=st.sampled_from(["pgd", "fgsm", "cw-l2", "deepfool", "lbfgs", "apgd"]), norm=st.sampled_from(["L2", "Linf"]),
        option=st.sampled_from(["--eps", "--n", "--batch-size", "--seed"]), value=any_number)
-def test_attack_numbers(files, attack, norm, option, value):
-    out = _out()
-    args = {"--eps": "0.3", "--n": "6", "--batch-size": "6", "--seed": "0"}
-    args[option] = value
-    flat = [x for k, v in args.items() for x in (k, v)]
-    check_promise(["attack", "--model", str(files["model"]), "--attack", attack, "--norm", norm, "--steps", "2", *flat,
-                   "--out", str(out / "a.json")], folder=out)
+def test_attack_numbers(files, attack, norm, option, value, fresh_dir):
+    with fresh_dir() as out:
+        args = {"--eps": "0.3", "--n": "6", "--batch-size": "6", "--seed": "0"}
+        args[option] = value
+        flat = [x for k, v in args.items() for x in (k, v)]
+        check_promise(["attack", "--model", str(files["model"]), "--attack", attack, "--norm", norm, "--steps", "2", *flat,
+                       "--out", str(out / "a.json")], folder=out)
 
 
 @FUZZ
 @given(option=st.sampled_from(["--steps", "--queries"]), value=work_count, attack=st.sampled_from(["pgd", "square", "deepfool"]))
-def test_attack_work_counts(files, option, value, attack):
-    out = _out()
-    args = {"--steps": "2", "--queries": "4"}
-    args[option] = value
-    flat = [x for k, v in args.items() for x in (k, v)]
-    check_promise(["attack", "--model", str(files["model"]), "--attack", attack, "--norm", "L2", "--eps", "0.5", "--n", "4",
-                   *flat, "--out", str(out / "a.json")], folder=out)
+def test_attack_work_counts(files, option, value, attack, fresh_dir):
+    with fresh_dir() as out:
+        args = {"--steps": "2", "--queries": "4"}
+        args[option] = value
+        flat = [x for k, v in args.items() for x in (k, v)]
+        check_promise(["attack", "--model", str(files["model"]), "--attack", attack, "--norm", "L2", "--eps", "0.5", "--n", "4",
+                       *flat, "--out", str(out / "a.json")], folder=out)
 
 
 @FUZZ
 @given(kind=st.sampled_from(["d_rand", "d_r"]), option=st.sampled_from(["--eps", "--step-size", "--shard-size", "--batch-size",
                                                                         "--n", "--seed", "--steps"]), value=any_number)
-def test_construct_numbers_never_poison_the_folder(files, kind, option, value):
-    out = _out() / "c"
-    base = {"--step-size": "0.1", "--shard-size": "4", "--batch-size": "4", "--n": "4", "--seed": "0", "--steps": "1"}
-    if kind == "d_rand":
-        base["--eps"] = "0.5"
-    args = dict(base)
-    if option == "--steps" and value.strip().lstrip("+").isdigit() and int(value) > 3:
-        value = "-3"  # keep the work small: big valid step counts are not the point here
-    args[option] = value
-    cmd = ["construct", "--kind", kind, "--model", str(files["model"]), "--out", str(out)]
-    res = check_promise([*cmd, *[x for k, v in args.items() for x in (k, v)]], folder=out.parent)
-    if res.exit_code == 2:  # the corrected command then runs in the same folder
-        good = check_promise([*cmd, *[x for k, v in base.items() for x in (k, v)]], folder=out.parent)
-        assert good.exit_code == 0, good.output
+def test_construct_numbers_never_poison_the_folder(files, kind, option, value, fresh_dir):
+    with fresh_dir() as root:
+        out = root / "c"
+        base = {"--step-size": "0.1", "--shard-size": "4", "--batch-size": "4", "--n": "4", "--seed": "0", "--steps": "1"}
+        if kind == "d_rand":
+            base["--eps"] = "0.5"
+        args = dict(base)
+        if option == "--steps" and value.strip().lstrip("+").isdigit() and int(value) > 3:
+            value = "-3"  # keep the work small: big valid step counts are not the point here
+        args[option] = value
+        cmd = ["construct", "--kind", kind, "--model", str(files["model"]), "--out", str(out)]
+        res = check_promise([*cmd, *[x for k, v in args.items() for x in (k, v)]], folder=out.parent)
+        if res.exit_code == 2:  # the corrected command then runs in the same folder
+            good = check_promise([*cmd, *[x for k, v in base.items() for x in (k, v)]], folder=out.parent)
+            assert good.exit_code == 0, good.output
 
 
 @FUZZ
 @given(option=st.sampled_from(["--lr", "--batch-size", "--seed", "--n", "--eps", "--epochs", "--attack-steps"]), value=any_number)
-def test_train_numbers(files, option, value):
-    out = _out()
-    if option in ("--epochs", "--attack-steps") and value.strip().lstrip("+").isdigit() and int(value) > 2:
-        value = "0"
-    args = {"--n": "32", "--epochs": "1", "--batch-size": "16"}
-    args[option] = value
-    extra = ["--adversarial", "--attack-steps", args.pop("--attack-steps", "1")] if option in ("--eps", "--attack-steps") else []
-    check_promise(["train", "--arch", "mlp:hidden=8", *extra, *[x for k, v in args.items() for x in (k, v)],
-                   "--out", str(out / "m.safetensors")], folder=out)
+def test_train_numbers(files, option, value, fresh_dir):
+    with fresh_dir() as out:
+        if option in ("--epochs", "--attack-steps") and value.strip().lstrip("+").isdigit() and int(value) > 2:
+            value = "0"
+        args = {"--n": "32", "--epochs": "1", "--batch-size": "16"}
+        args[option] = value
+        adversarial = option in ("--eps", "--attack-steps")
+        extra = ["--adversarial", "--attack-steps", args.pop("--attack-steps", "1")] if adversarial else []
+        check_promise(["train", "--arch", "mlp:hidden=8", *extra, *[x for k, v in args.items() for x in (k, v)],
+                       "--out", str(out / "m.safetensors")], folder=out)
 
 
 SET_KEYS = ["lr", "momentum", "weight_decay", "gamma", "crop_padding", "batch_size", "seed", "milestones", "optimizer",
@@ -94,13 +89,13 @@ JSON_VALUES = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "-1", "0", "1e
 @FUZZ
 @given(key=st.sampled_from(SET_KEYS), value=st.one_of(st.sampled_from(JSON_VALUES), st.floats().map(repr),
                                                        st.text(max_size=8)))
-def test_train_set_values(files, key, value):
-    out = _out()
-    if key in ("epochs", "adversary.steps") and value.strip().isdigit() and int(value) > 2:
-        value = "-1"
-    adv = ["--adversarial", "--attack-steps", "1"] if key.startswith("adversary.") else []
-    check_promise(["train", "--arch", "mlp:hidden=8", "--n", "32", "--epochs", "1", "--batch-size", "16", *adv,
-                   "--set", f"{key}={value}", "--out", str(out / "m.safetensors")], folder=out)
+def test_train_set_values(files, key, value, fresh_dir):
+    with fresh_dir() as out:
+        if key in ("epochs", "adversary.steps") and value.strip().isdigit() and int(value) > 2:
+            value = "-1"
+        adv = ["--adversarial", "--attack-steps", "1"] if key.startswith("adversary.") else []
+        check_promise(["train", "--arch", "mlp:hidden=8", "--n", "32", "--epochs", "1", "--batch-size", "16", *adv,
+                       "--set", f"{key}={value}", "--out", str(out / "m.safetensors")], folder=out)
 
 
 ARCHS = ["mlp:hidden=0", "mlp:hidden=-4", "mlp:hidden=nan", "mlp:hidden=inf", "mlp:hidden=1e400", "mlp:bogus=3",
@@ -110,10 +105,10 @@ ARCHS = ["mlp:hidden=0", "mlp:hidden=-4", "mlp:hidden=nan", "mlp:hidden=inf", "m
 
 @FUZZ
 @given(arch=st.one_of(st.sampled_from(ARCHS), st.text(max_size=12)))
-def test_train_architectures(files, arch):
-    out = _out()
-    check_promise(["train", "--arch", arch, "--n", "32", "--epochs", "1", "--batch-size", "16",
-                   "--out", str(out / "m.safetensors")], folder=out)
+def test_train_architectures(files, arch, fresh_dir):
+    with fresh_dir() as out:
+        check_promise(["train", "--arch", arch, "--n", "32", "--epochs", "1", "--batch-size", "16",
+                       "--out", str(out / "m.safetensors")], folder=out)
 
 
 @FUZZ

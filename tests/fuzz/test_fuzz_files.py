@@ -4,7 +4,8 @@ overflows the stack), each fed to the command that reads it.
 
 The invariant is :func:`conftest.check_promise` (exit 0 with finite JSON, or exit 2 with one line);
 where the input is certainly wrong (a tampered shard, a model for other images, a crafted pickle)
-the command must refuse it (exit 2), and no crafted pickle may run its code.
+the command must refuse it (exit 2), and no crafted pickle may run its code. Each example works in
+its own folder (``fresh_dir``), removed when the example ends.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import pickle
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +24,20 @@ from hypothesis import strategies as st
 
 from .conftest import FUZZ, check_promise
 
-MARKER = Path(tempfile.gettempdir()) / "advfeatures-fuzz-pickle-ran"
-
-
 class _RunsCode:
-    """Unpickling this calls ``open(MARKER, "w")``: a file that must never appear."""
+    """Unpickling this calls ``open(marker, "w")``: a file that must never appear. The marker is a
+    name inside the example's own folder, so no run shares it with another and none leaves it behind."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
 
     def __reduce__(self):
-        return (open, (str(MARKER), "w"))
+        return (open, (str(self.marker), "w"))
 
 
-def crafted_pickle(wrapped_in: str = "plain") -> bytes:
-    payload = {"model": _RunsCode()} if wrapped_in == "dict" else _RunsCode()
+def crafted_pickle(marker: Path, wrapped_in: str = "plain") -> bytes:
+    payload = {"model": _RunsCode(marker)} if wrapped_in == "dict" else _RunsCode(marker)
     return pickle.dumps(payload, protocol=2)
-
-
-def _folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fuzz-"))
 
 
 # --- a way to damage bytes -------------------------------------------------------------------
@@ -70,45 +67,44 @@ def damaged(data: bytes, how) -> bytes:
 # --- models ------------------------------------------------------------------------------------
 @FUZZ
 @given(how=damage)
-def test_damaged_model_file(files, how):
-    out = _folder()
-    bad = out / "model.safetensors"
-    bad.write_bytes(damaged(files["model"].read_bytes(), how))
-    check_promise(["attack", "--model", str(bad), "--attack", "fgsm", "--eps", "0.1", "--n", "4", "--out", str(out / "a.json")],
-                  folder=out)
+def test_damaged_model_file(files, how, fresh_dir):
+    with fresh_dir() as out:
+        bad = out / "model.safetensors"
+        bad.write_bytes(damaged(files["model"].read_bytes(), how))
+        check_promise(["attack", "--model", str(bad), "--attack", "fgsm", "--eps", "0.1", "--n", "4",
+                       "--out", str(out / "a.json")], folder=out)
 
 
 @FUZZ
 @given(how=damage, suffix=st.sampled_from([".pt", ".pth"]))
-def test_damaged_state_dict(files, how, suffix):
-    out = _folder()
-    bad = out / f"state{suffix}"
-    bad.write_bytes(damaged(files["state"].read_bytes(), how))
-    check_promise(["attack", "--model", str(bad), "--arch", "mlp:hidden=8", "--attack", "fgsm", "--eps", "0.1", "--n", "4",
-                   "--out", str(out / "a.json")], folder=out)
+def test_damaged_state_dict(files, how, suffix, fresh_dir):
+    with fresh_dir() as out:
+        bad = out / f"state{suffix}"
+        bad.write_bytes(damaged(files["state"].read_bytes(), how))
+        check_promise(["attack", "--model", str(bad), "--arch", "mlp:hidden=8", "--attack", "fgsm", "--eps", "0.1", "--n", "4",
+                       "--out", str(out / "a.json")], folder=out)
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors", ".ckpt"])
 @pytest.mark.parametrize("wrapped", ["plain", "dict"])
-def test_crafted_pickle_model_never_runs(files, suffix, wrapped):
+def test_crafted_pickle_model_never_runs(files, suffix, wrapped, tmp_path):
     import torch
 
-    MARKER.unlink(missing_ok=True)
-    out = _folder()
+    marker = tmp_path / "pickle-ran"
     for style in ("pickle", "torch"):
-        bad = out / f"evil-{style}{suffix}"
+        bad = tmp_path / f"evil-{style}{suffix}"
         if style == "pickle":
-            bad.write_bytes(crafted_pickle(wrapped))
+            bad.write_bytes(crafted_pickle(marker, wrapped))
         else:
-            torch.save({"model": _RunsCode()} if wrapped == "dict" else _RunsCode(), bad)
+            torch.save({"model": _RunsCode(marker)} if wrapped == "dict" else _RunsCode(marker), bad)
         res = check_promise(["attack", "--model", str(bad), "--arch", "mlp:hidden=8", "--attack", "fgsm", "--eps", "0.1",
-                             "--n", "4"], folder=out)
+                             "--n", "4"], folder=tmp_path)
         assert res.exit_code == 2
-        assert not MARKER.exists(), "a crafted pickle ran code"
+        assert not marker.exists(), "a crafted pickle ran code"
 
 
-def test_model_for_other_images_is_refused(files, idx_folder):
-    out = _folder()
+def test_model_for_other_images_is_refused(files, idx_folder, tmp_path):
+    out = tmp_path
     res = check_promise(["attack", "--model", str(files["model28"]), "--eps", "0.1", "--n", "4", "--out", str(out / "a.json")])
     assert res.exit_code == 2 and "(1, 28, 28)" in res.output and not (out / "a.json").exists()
     res = check_promise(["attack", "--model", str(files["model"]), "--dataset", "mnist", "--data-root", str(idx_folder),
@@ -150,22 +146,23 @@ IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 
 @FUZZ
 @given(name=st.sampled_from(IDX_FILES), how=damage, gz=st.booleans())
-def test_damaged_idx(idx_folder, name, how, gz):
-    root = _folder() / "idx"
-    shutil.copytree(idx_folder, root)
-    data = damaged((root / name).read_bytes(), how)
-    if gz:
-        (root / name).unlink()
-        packed = gzip.compress((root / name).with_suffix("").name.encode() + data) if how[0] == "flip" else gzip.compress(data)
-        (root / f"{name}.gz").write_bytes(damaged(packed, how) if how[0] == "truncate" else packed)
-    else:
-        (root / name).write_bytes(data)
-    check_promise(["export", "--dataset", "mnist", "--data-root", str(root), "--format", "npz", "--out",
-                   str(root.parent / "x.npz")], folder=root.parent)
+def test_damaged_idx(idx_folder, name, how, gz, fresh_dir):
+    with fresh_dir() as folder:
+        root = folder / "idx"
+        shutil.copytree(idx_folder, root)
+        data = damaged((root / name).read_bytes(), how)
+        if gz:
+            (root / name).unlink()
+            packed = gzip.compress((root / name).with_suffix("").name.encode() + data) if how[0] == "flip" else gzip.compress(data)
+            (root / f"{name}.gz").write_bytes(damaged(packed, how) if how[0] == "truncate" else packed)
+        else:
+            (root / name).write_bytes(data)
+        check_promise(["export", "--dataset", "mnist", "--data-root", str(root), "--format", "npz", "--out",
+                       str(folder / "x.npz")], folder=folder)
 
 
-def test_not_gzip_and_short_headers_are_one_line(idx_folder):
-    root = _folder() / "idx"
+def test_not_gzip_and_short_headers_are_one_line(idx_folder, tmp_path):
+    root = tmp_path / "idx"
     shutil.copytree(idx_folder, root)
     (root / "train-images-idx3-ubyte").unlink()
     (root / "train-images-idx3-ubyte.gz").write_bytes(b"this is not gzip")
@@ -180,8 +177,8 @@ def test_not_gzip_and_short_headers_are_one_line(idx_folder):
 
 
 # --- CIFAR-10 batches -------------------------------------------------------------------------
-def _cifar_folder(kind: str) -> Path:
-    root = _folder() / "cifar"
+def _cifar_folder(folder: Path, kind: str) -> Path:
+    root = folder / "cifar"
     rng = np.random.default_rng(0)
     if kind == "bin":
         base = root / "cifar-10-batches-bin"
@@ -204,67 +201,68 @@ CIFAR_CRAFTED = {
     "float data": pickle.dumps({b"data": np.zeros((2, 3072), np.float64), b"labels": [1, 2]}, protocol=2),
     "bad labels": pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1.5, 99]}, protocol=2),
     "few labels": pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1]}, protocol=2),
-    "runs code": crafted_pickle("dict"),
+    "runs code": None,  # crafted_pickle(marker, "dict"), made in the example: it names that example's marker
 }
 
 
 @FUZZ
 @given(kind=st.sampled_from(["bin", "py"]), name_index=st.integers(0, 5),
        how=st.one_of(damage, st.tuples(st.just("crafted"), st.sampled_from(sorted(CIFAR_CRAFTED)))))
-def test_damaged_cifar_batch(kind, name_index, how):
-    MARKER.unlink(missing_ok=True)
-    root = _cifar_folder(kind)
-    base = next(root.iterdir())
-    target = sorted(base.iterdir())[name_index]
-    if how[0] == "crafted":
-        target.write_bytes(CIFAR_CRAFTED[how[1]])
-    else:
-        target.write_bytes(damaged(target.read_bytes(), how))
-    res = check_promise(["export", "--dataset", "cifar10", "--data-root", str(root), "--format", "npz",
-                         "--out", str(root.parent / "x.npz")], folder=root.parent)
-    if how[0] == "crafted":
-        assert res.exit_code == 2, res.output
-    assert not MARKER.exists()
+def test_damaged_cifar_batch(kind, name_index, how, fresh_dir):
+    with fresh_dir() as folder:
+        marker = folder / "pickle-ran"
+        root = _cifar_folder(folder, kind)
+        base = next(root.iterdir())
+        target = sorted(base.iterdir())[name_index]
+        if how[0] == "crafted":
+            target.write_bytes(CIFAR_CRAFTED[how[1]] or crafted_pickle(marker, "dict"))
+        else:
+            target.write_bytes(damaged(target.read_bytes(), how))
+        res = check_promise(["export", "--dataset", "cifar10", "--data-root", str(root), "--format", "npz",
+                             "--out", str(folder / "x.npz")], folder=folder)
+        if how[0] == "crafted":
+            assert res.exit_code == 2, res.output
+        assert not marker.exists(), "a crafted pickle ran code"
 
 
 # --- training checkpoints ---------------------------------------------------------------------
 @FUZZ
 @given(how=st.one_of(damage, st.tuples(st.just("crafted"), st.sampled_from(["plain", "dict"])),
                      st.tuples(st.just("foreign"), st.sampled_from(["list", "dict", "other model"]))))
-def test_damaged_training_checkpoint(digits_split, how):
+def test_damaged_training_checkpoint(digits_split, how, fresh_dir):
     import torch
 
     from advfeatures.errors import AdvFeaturesError
     from advfeatures.models import build_model
     from advfeatures.train import TrainConfig, train_model
 
-    MARKER.unlink(missing_ok=True)
     train, _ = digits_split
     small = train.head(32)
-    folder = _folder()
-    ckpt = folder / "run.ckpt"
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05)
-    torch.manual_seed(0)
-    train_model(build_model("mlp", small.image_shape, 10, hidden=[8]), small, TrainConfig(epochs=1, batch_size=16, lr=0.05),
-                checkpoint=ckpt)
-    if how[0] == "crafted":
-        ckpt.write_bytes(crafted_pickle(how[1]))
-    elif how[0] == "foreign":
-        other = {"list": [1, 2], "dict": {"model": 3}, "other model": None}[how[1]]
-        if other is None:
-            state = torch.load(ckpt, weights_only=True)
-            state["model"] = build_model("mlp", small.image_shape, 10, hidden=[5]).state_dict()
-            other = state
-        torch.save(other, ckpt)
-    else:
-        ckpt.write_bytes(damaged(ckpt.read_bytes(), how))
-    try:
-        train_model(build_model("mlp", small.image_shape, 10, hidden=[8]), small, cfg, checkpoint=ckpt)
-    except AdvFeaturesError as exc:
-        assert "\n" not in str(exc)
-    else:  # only a flipped byte outside everything torch reads (and the weights' digest checks) may pass
-        assert how[0] == "flip", f"a damaged checkpoint was accepted: {how}"
-    assert not MARKER.exists()
+    with fresh_dir() as folder:
+        marker = folder / "pickle-ran"
+        ckpt = folder / "run.ckpt"
+        cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05)
+        torch.manual_seed(0)
+        train_model(build_model("mlp", small.image_shape, 10, hidden=[8]), small, TrainConfig(epochs=1, batch_size=16, lr=0.05),
+                    checkpoint=ckpt)
+        if how[0] == "crafted":
+            ckpt.write_bytes(crafted_pickle(marker, how[1]))
+        elif how[0] == "foreign":
+            other = {"list": [1, 2], "dict": {"model": 3}, "other model": None}[how[1]]
+            if other is None:
+                state = torch.load(ckpt, weights_only=True)
+                state["model"] = build_model("mlp", small.image_shape, 10, hidden=[5]).state_dict()
+                other = state
+            torch.save(other, ckpt)
+        else:
+            ckpt.write_bytes(damaged(ckpt.read_bytes(), how))
+        try:
+            train_model(build_model("mlp", small.image_shape, 10, hidden=[8]), small, cfg, checkpoint=ckpt)
+        except AdvFeaturesError as exc:
+            assert "\n" not in str(exc)
+        else:  # only a flipped byte outside everything torch reads (and the weights' digest checks) may pass
+            assert how[0] == "flip", f"a damaged checkpoint was accepted: {how}"
+        assert not marker.exists(), "a crafted pickle ran code"
 
 
 # --- constructions (manifest and shards) ------------------------------------------------------
@@ -294,34 +292,34 @@ def _set(obj, path: str, value):
     st.tuples(st.just("swap shards"), st.none()),
     st.tuples(st.just("remove shard"), st.none()),
 ), command=st.sampled_from(["export", "leakage"]))
-def test_damaged_construction(files, how, command):
-    folder = _folder()
-    c = folder / "d_rand"
-    shutil.copytree(files["d_rand"], c)
-    kind, arg = how
-    manifest = c / "manifest.json"
-    if kind == "manifest bytes":
-        manifest.write_bytes(damaged(manifest.read_bytes(), arg))
-    elif kind == "manifest value":
-        m = json.loads(manifest.read_text())
-        _set(m, *arg)
-        manifest.write_text(json.dumps(m))
-    elif kind == "manifest nesting":
-        manifest.write_text("[" * arg + "]" * arg)
-    elif kind == "shard bytes":
-        p = c / "shard-00001.safetensors"
-        p.write_bytes(damaged(p.read_bytes(), arg))
-    elif kind == "swap shards":  # another shard's (valid) file in its place
-        shutil.copy(c / "shard-00000.safetensors", c / "shard-00001.safetensors")
-    else:
-        (c / "shard-00001.safetensors").unlink()
-    if command == "export":
-        cmd = ["export", "--constructed", str(c), "--format", "npz", "--out", str(folder / "x.npz")]
-    else:
-        cmd = ["leakage", "--constructed", str(c), "--eps", "0.5", "--k", "2", "--out", str(folder / "l.json")]
-    res = check_promise(cmd, folder=folder)
-    if kind in ("swap shards", "remove shard", "manifest nesting") or (kind == "shard bytes" and arg[0] != "flip"):
-        assert res.exit_code == 2, res.output
+def test_damaged_construction(files, how, command, fresh_dir):
+    with fresh_dir() as folder:
+        c = folder / "d_rand"
+        shutil.copytree(files["d_rand"], c)
+        kind, arg = how
+        manifest = c / "manifest.json"
+        if kind == "manifest bytes":
+            manifest.write_bytes(damaged(manifest.read_bytes(), arg))
+        elif kind == "manifest value":
+            m = json.loads(manifest.read_text())
+            _set(m, *arg)
+            manifest.write_text(json.dumps(m))
+        elif kind == "manifest nesting":
+            manifest.write_text("[" * arg + "]" * arg)
+        elif kind == "shard bytes":
+            p = c / "shard-00001.safetensors"
+            p.write_bytes(damaged(p.read_bytes(), arg))
+        elif kind == "swap shards":  # another shard's (valid) file in its place
+            shutil.copy(c / "shard-00000.safetensors", c / "shard-00001.safetensors")
+        else:
+            (c / "shard-00001.safetensors").unlink()
+        if command == "export":
+            cmd = ["export", "--constructed", str(c), "--format", "npz", "--out", str(folder / "x.npz")]
+        else:
+            cmd = ["leakage", "--constructed", str(c), "--eps", "0.5", "--k", "2", "--out", str(folder / "l.json")]
+        res = check_promise(cmd, folder=folder)
+        if kind in ("swap shards", "remove shard", "manifest nesting") or (kind == "shard bytes" and arg[0] != "flip"):
+            assert res.exit_code == 2, res.output
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -337,72 +335,72 @@ CONFIG_TEXT = st.one_of(
 
 @FUZZ
 @given(text=CONFIG_TEXT, suffix=st.sampled_from([".json", ".toml"]), raw=st.binary(max_size=16), use_raw=st.booleans())
-def test_damaged_config_file(text, suffix, raw, use_raw):
-    folder = _folder()
-    cfg = folder / f"c{suffix}"
-    cfg.write_bytes((b"\xff\xfe" + raw) if use_raw else text.encode("utf-8", "surrogatepass"))
-    check_promise(["train", "--arch", "mlp:hidden=8", "--n", "32", "--epochs", "1", "--batch-size", "16", "--config", str(cfg),
-                   "--out", str(folder / "m.safetensors")], folder=folder)
+def test_damaged_config_file(text, suffix, raw, use_raw, fresh_dir):
+    with fresh_dir() as folder:
+        cfg = folder / f"c{suffix}"
+        cfg.write_bytes((b"\xff\xfe" + raw) if use_raw else text.encode("utf-8", "surrogatepass"))
+        check_promise(["train", "--arch", "mlp:hidden=8", "--n", "32", "--epochs", "1", "--batch-size", "16", "--config", str(cfg),
+                       "--out", str(folder / "m.safetensors")], folder=folder)
 
 
 # --- your own data: npz / npy / image folders -------------------------------------------------
 @FUZZ
 @given(how=st.one_of(damage, st.sampled_from(["object", "nan", "float labels", "wrong count", "5d", "out of range", "empty"])),
        fmt=st.sampled_from(["npz", "npy"]))
-def test_damaged_user_arrays(how, fmt):
-    folder = _folder()
-    rng = np.random.default_rng(0)
-    x = rng.random((20, 1, 8, 8), dtype=np.float32)
-    y = np.arange(20) % 4
-    if how == "nan":
-        x[0, 0, 0, 0] = np.nan
-    elif how == "float labels":
-        y = y + 0.5
-    elif how == "wrong count":
-        y = y[:5]
-    elif how == "5d":
-        x = x[None]
-    elif how == "out of range":
-        x = x * 7 - 3
-    elif how == "empty":
-        x, y = x[:0], y[:0]
-    if fmt == "npz":
-        path = folder / "d.npz"
-        if how == "object":
-            np.savez(path, images=np.array([object()] * 3, dtype=object), labels=y)
+def test_damaged_user_arrays(how, fmt, fresh_dir):
+    with fresh_dir() as folder:
+        rng = np.random.default_rng(0)
+        x = rng.random((20, 1, 8, 8), dtype=np.float32)
+        y = np.arange(20) % 4
+        if how == "nan":
+            x[0, 0, 0, 0] = np.nan
+        elif how == "float labels":
+            y = y + 0.5
+        elif how == "wrong count":
+            y = y[:5]
+        elif how == "5d":
+            x = x[None]
+        elif how == "out of range":
+            x = x * 7 - 3
+        elif how == "empty":
+            x, y = x[:0], y[:0]
+        if fmt == "npz":
+            path = folder / "d.npz"
+            if how == "object":
+                np.savez(path, images=np.array([object()] * 3, dtype=object), labels=y)
+            else:
+                np.savez(path, images=x, labels=y)
+            if isinstance(how, tuple):
+                path.write_bytes(damaged(path.read_bytes(), how))
         else:
-            np.savez(path, images=x, labels=y)
-        if isinstance(how, tuple):
-            path.write_bytes(damaged(path.read_bytes(), how))
-    else:
-        path = folder / "d"
-        path.mkdir()
-        if how == "object":
-            np.save(path / "images.npy", np.array([object()] * 3, dtype=object), allow_pickle=True)
-        else:
-            np.save(path / "images.npy", x)
-        np.save(path / "labels.npy", y)
-        if isinstance(how, tuple):
-            (path / "images.npy").write_bytes(damaged((path / "images.npy").read_bytes(), how))
-    res = check_promise(["export", "--data", str(path), "--format", "npz", "--out", str(folder / "x.npz")], folder=folder)
-    if how in ("object", "nan", "float labels", "wrong count", "out of range", "empty"):
-        assert res.exit_code == 2, (how, res.output)
+            path = folder / "d"
+            path.mkdir()
+            if how == "object":
+                np.save(path / "images.npy", np.array([object()] * 3, dtype=object), allow_pickle=True)
+            else:
+                np.save(path / "images.npy", x)
+            np.save(path / "labels.npy", y)
+            if isinstance(how, tuple):
+                (path / "images.npy").write_bytes(damaged((path / "images.npy").read_bytes(), how))
+        res = check_promise(["export", "--data", str(path), "--format", "npz", "--out", str(folder / "x.npz")], folder=folder)
+        if how in ("object", "nan", "float labels", "wrong count", "out of range", "empty"):
+            assert res.exit_code == 2, (how, res.output)
 
 
 @FUZZ
 @given(how=damage, which=st.integers(0, 5))
-def test_damaged_image_folder(how, which):
+def test_damaged_image_folder(how, which, fresh_dir):
     from PIL import Image
 
-    folder = _folder()
-    root = folder / "imgs"
-    rng = np.random.default_rng(0)
-    paths = []
-    for c in ("cat", "dog"):
-        (root / c).mkdir(parents=True)
-        for i in range(3):
-            p = root / c / f"{i}.png"
-            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(p)
-            paths.append(p)
-    paths[which].write_bytes(damaged(paths[which].read_bytes(), how))
-    check_promise(["export", "--data", str(root), "--format", "npz", "--out", str(folder / "x.npz")], folder=folder)
+    with fresh_dir() as folder:
+        root = folder / "imgs"
+        rng = np.random.default_rng(0)
+        paths = []
+        for c in ("cat", "dog"):
+            (root / c).mkdir(parents=True)
+            for i in range(3):
+                p = root / c / f"{i}.png"
+                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(p)
+                paths.append(p)
+        paths[which].write_bytes(damaged(paths[which].read_bytes(), how))
+        check_promise(["export", "--data", str(root), "--format", "npz", "--out", str(folder / "x.npz")], folder=folder)

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from .conftest import check_promise
 
 
-def _out() -> Path:
-    return Path(tempfile.mkdtemp(prefix="issue15-"))
-
-
 @pytest.mark.parametrize("attack,norm", [("cw-l2", "L2"), ("deepfool", "L2"), ("lbfgs", "L2"), ("pgd", "L2"), ("fgsm", "Linf")])
 @pytest.mark.parametrize("eps", ["nan", "-1", "-0.5", "inf", "1e308", "0"])
-def test_bad_budgets_are_refused(files, attack, norm, eps):
-    out = _out()
+def test_bad_budgets_are_refused(files, attack, norm, eps, tmp_path):
+    out = tmp_path
     res = check_promise(["attack", "--model", str(files["model"]), "--attack", attack, "--norm", norm, "--eps", eps,
                          "--steps", "2", "--n", "4", "--out", str(out / "a.json")], folder=out)
     assert res.exit_code == 2, res.output
@@ -28,24 +22,24 @@ def test_bad_budgets_are_refused(files, attack, norm, eps):
 
 
 @pytest.mark.parametrize("seed", ["-1", "18446744073709551616", "9223372036854775808"])
-def test_bad_seeds_are_refused(files, seed):
+def test_bad_seeds_are_refused(files, seed, tmp_path):
     for cmd in (["attack", "--model", str(files["model"]), "--eps", "0.1", "--n", "4"],
-                ["train", "--arch", "mlp:hidden=8", "--n", "32", "--epochs", "1", "--out", str(_out() / "m.safetensors")],
-                ["reproduce", "--out", str(_out() / "run")]):
+                ["train", "--arch", "mlp:hidden=8", "--n", "32", "--epochs", "1", "--out", str(tmp_path / "m.safetensors")],
+                ["reproduce", "--out", str(tmp_path / "run")]):
         assert check_promise([*cmd, "--seed", seed]).exit_code == 2
 
 
 @pytest.mark.parametrize("arch", ["mlp:hidden=0", "mlp:hidden=-3", "cnn:width=0", "cnn:width=-1", "mlp:bogus=3", "mlp:hidden=nan"])
-def test_bad_widths_and_unknown_arguments_are_refused(arch):
-    out = _out()
+def test_bad_widths_and_unknown_arguments_are_refused(arch, tmp_path):
+    out = tmp_path
     res = check_promise(["train", "--arch", arch, "--n", "32", "--epochs", "1", "--out", str(out / "m.safetensors")])
     assert res.exit_code == 2 and not (out / "m.safetensors").exists()
 
 
 @pytest.mark.parametrize("setting", ["lr=1e308", "lr=1e300", "weight_decay=NaN", "weight_decay=Infinity", "epochs=NaN",
                                      "batch_size=Infinity", "crop_padding=NaN", "crop_padding=-1"])
-def test_divergence_and_non_finite_settings_are_loud(setting):
-    out = _out()
+def test_divergence_and_non_finite_settings_are_loud(setting, tmp_path):
+    out = tmp_path
     direct = {"epochs": ["--epochs", "2"], "batch_size": ["--batch-size", "16"]}  # (a direct option beats --set)
     direct.pop(setting.split("=")[0], None)
     res = check_promise(["train", "--arch", "mlp:hidden=8", "--n", "64", *sum(direct.values(), []),
@@ -56,8 +50,8 @@ def test_divergence_and_non_finite_settings_are_loud(setting):
 
 @pytest.mark.parametrize("text", ['{"epochs": NaN}', '{"lr": Infinity}', "epochs = nan", "lr = inf", b"\xff\xfe{}",
                                   '{"a": ' * 5000 + "1" + "}" * 5000, "a = " + "[" * 5000 + "]" * 5000])
-def test_bad_config_files_are_one_line(text):
-    out = _out()
+def test_bad_config_files_are_one_line(text, tmp_path):
+    out = tmp_path
     suffix = ".toml" if isinstance(text, str) and (" = " in text[:8]) else ".json"
     cfg = out / f"c{suffix}"
     cfg.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -66,8 +60,8 @@ def test_bad_config_files_are_one_line(text):
     assert res.exit_code == 2
 
 
-def test_shard_size_zero_leaves_nothing_and_the_corrected_run_works(files):
-    out = _out() / "c"
+def test_shard_size_zero_leaves_nothing_and_the_corrected_run_works(files, tmp_path):
+    out = tmp_path / "c"
     cmd = ["construct", "--kind", "d_rand", "--model", str(files["model"]), "--n", "4", "--steps", "1", "--out", str(out)]
     assert check_promise([*cmd, "--shard-size", "0"]).exit_code == 2
     assert not (out / "construct.json").exists()
@@ -75,12 +69,12 @@ def test_shard_size_zero_leaves_nothing_and_the_corrected_run_works(files):
     assert (out / "manifest.json").is_file()
 
 
-def test_a_foreign_shard_is_refused_on_resume(files):
+def test_a_foreign_shard_is_refused_on_resume(files, tmp_path):
     """A shard of another construction (another seed) dropped into a folder being resumed is
     refused, not mixed in."""
     import shutil
 
-    base = _out()
+    base = tmp_path
     cmd = ["construct", "--kind", "d_rand", "--model", str(files["model"]), "--n", "8", "--steps", "1", "--shard-size", "4"]
     assert check_promise([*cmd, "--seed", "1", "--out", str(base / "other")]).exit_code == 0
     (base / "mine").mkdir()

@@ -33,7 +33,7 @@ def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
 def test_two_process_construction_equals_single_process(mlp_file, tmp_path):
     # 2 processes through the CLI: 6 shards, 3 per rank, each rank writing its own
     run_torchrun(["-m", "advfeatures.cli", "--quiet", "construct", "--model", str(mlp_file), "--out", str(tmp_path / "two"),
-                  "--num-images", "60", *CONSTRUCT])
+                  "--num-images", "60", *CONSTRUCT], log_dir=tmp_path / "torchrun-logs")
     # one process, the library directly
     source = load_digits()[0].head(60)
     model = load_model(mlp_file)
@@ -75,7 +75,7 @@ def test_sharding_by_rank_covers_the_single_process_matching(mlp_file, tmp_path)
 
 def test_ddp_training_matches_one_process(tmp_path):
     worker = str(__import__("pathlib").Path(__file__).with_name("ddp_train_worker.py"))
-    run_torchrun([worker, str(tmp_path)])
+    run_torchrun([worker, str(tmp_path)], log_dir=tmp_path / "torchrun-logs")
     r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     for k in r0:  # identical all-reduced gradients: bit-identical weights on both ranks
         assert torch.equal(r0[k], r1[k]), k

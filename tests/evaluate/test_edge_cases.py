@@ -76,3 +76,49 @@ def test_ensemble_on_a_float64_model(early_stop):
     assert [m["name"] for m in report["members"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert all(m["attacked"] > 0 for m in report["members"])  # every member ran on some points
     assert report["robust_accuracy"] < report["clean_accuracy"]
+
+
+class _OneLogit(nn.Module):
+    """A binary classifier written the sigmoid way: one logit per image, (N, 1), or squeezed to (N,)."""
+
+    def __init__(self, squeeze: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.squeeze = nn.Linear(36, 1), squeeze
+
+    def forward(self, x):
+        z = self.lin(x.flatten(1))
+        return z.squeeze(1) if self.squeeze else z
+
+
+@pytest.mark.parametrize("squeeze", [False, True])
+def test_a_model_with_one_output_is_refused_in_one_line(squeeze):
+    """One output per image is not one logit per class: argmax is always class 0, so the ensemble
+    used to report accuracies silently (0 or 1 by the labels alone), and a squeezed (N,) output
+    failed deep inside with an IndexError."""
+    from advfeatures.errors import ModelError
+
+    model = _OneLogit(squeeze)
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.ones(4, dtype=torch.int64)
+    calls = [lambda: worst_case_evaluation(model, x, y, norm="Linf", eps=0.1, steps=2, square_queries=2),
+             lambda: worst_case_evaluation(model, x, y, norm="Linf", eps=0.1, members=[("apgd", APGD(eps=0.1, steps=2))]),
+             lambda: APGD(eps=0.1, steps=2)(model, x, 0 * y), lambda: FAB(eps=0.1, steps=2)(model, x, 0 * y),
+             lambda: Square(eps=0.1, max_queries=2)(model, x, 0 * y)]
+    for call in calls:
+        with pytest.raises(ModelError) as info:
+            call()
+        assert "\n" not in str(info.value) and "torch.cat" in str(info.value)
+
+
+def test_ensemble_labels_outside_the_models_classes_are_refused():
+    """Labels the model cannot output made every point clean-wrong, so no member ran and the
+    ensemble reported 0% silently; float labels compared equal to the classes."""
+    from advfeatures.errors import DataError
+
+    model = _net()
+    x, y = _images(model)
+    for bad, fragment in ((torch.full_like(y, 7), "must lie in [0, 4]"), (y.float(), "integer class indices")):
+        with pytest.raises(DataError) as info:
+            worst_case_evaluation(model, x, bad, norm="Linf", eps=0.1, steps=2, square_queries=2)
+        assert fragment in str(info.value) and "\n" not in str(info.value)

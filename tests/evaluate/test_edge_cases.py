@@ -122,3 +122,88 @@ def test_ensemble_labels_outside_the_models_classes_are_refused():
         with pytest.raises(DataError) as info:
             worst_case_evaluation(model, x, bad, norm="Linf", eps=0.1, steps=2, square_queries=2)
         assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def _ball_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    d = delta.flatten(1).double()
+    return d.abs().amax(1) if norm == "Linf" else torch.linalg.vector_norm(d, dim=1)
+
+
+class _TrainModeNet(nn.Module):
+    """BatchNorm and Dropout, handed over in training mode (as users often do after training)."""
+
+    def __init__(self, c: int, h: int, w: int, k: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                                  nn.Dropout(0.5), nn.Linear(4 * h * w, k))
+        with torch.no_grad():  # running statistics that differ from a batch's own, so train mode would show
+            self.body[1].running_mean.uniform_(-0.2, 0.2)
+            self.body[1].running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+_CASES = [  # (classes, (C, H, W), norm, eps, train-mode model, ensemble batch_size)
+    (2, (1, 6, 10), "Linf", 0.03, False, 256),
+    (3, (1, 6, 10), "L2", 0.3, False, 256),
+    (3, (3, 5, 7), "Linf", 0.06, True, 3),
+    (6, (3, 5, 7), "L2", 0.12, False, 5),
+    (6, (1, 1, 12), "Linf", 0.04, True, 256),
+]
+
+
+@pytest.mark.parametrize("k, shape, norm, eps, train, batch_size", _CASES)
+def test_standard_ensemble_invariants_on_edge_cases(k, shape, norm, eps, train, batch_size):
+    """On few classes (2: no APGD-T or FAB-T; 3: targeted CE, fewer targets than 9), non-square and
+    3-channel images, a model in training mode, and ensemble batches smaller than the set: robust
+    accuracy never above clean, each member's non-increasing and run only on the points still
+    robust, every broken point's x_adv a misclassified point of the ball and the box, the robust
+    points' x_adv their clean image, the model's modes and parameters untouched, and the same points
+    broken with the members' active sets as without."""
+    model = _TrainModeNet(*shape, k) if train else _net(*shape, k=k)
+    model.train(train)
+    params = [p.detach().clone() for p in model.parameters()]
+    buffers = [b.clone() for b in model.buffers()]
+    x = torch.rand(10, *shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)
+    model.train(train)
+    y[:2] = (y[:2] + 1) % k  # two clean mistakes
+    kw = dict(norm=norm, eps=eps, steps=6, square_queries=25, batch_size=batch_size)
+    report = worst_case_evaluation(model, x, y, **kw)
+    names = [m["name"] for m in report["members"]]
+    assert names == (["apgd-ce", "square"] if k == 2 else ["apgd-ce", "apgd-t", "fab-t", "square"])
+    assert all(m.training == train for m in model.modules())
+    assert all(torch.equal(a, b) for a, b in zip(params + buffers, list(model.parameters()) + list(model.buffers())))
+    model.eval()
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        fooled = model(report["x_adv"]).argmax(1) != y
+    assert report["clean_accuracy"] == pytest.approx(float(clean.float().mean()))
+    assert report["robust_accuracy"] <= report["clean_accuracy"]
+    assert not (report["robust"] & ~clean).any()
+    after = [m["robust_accuracy"] for m in report["members"]]
+    assert after == sorted(after, reverse=True) and after[-1] == report["robust_accuracy"]
+    assert [m["attacked"] for m in report["members"]] == [int(clean.sum())] + [round(a * len(y)) for a in after[:-1]]
+    broken = clean & ~report["robust"]
+    assert 0 < int(broken.sum()) < int(clean.sum())  # the case is not trivial either way
+    assert fooled[broken].all()
+    assert (_ball_norm(report["x_adv"] - x, norm) <= eps * (1 + 1e-4) + 1e-5).all()
+    assert 0.0 <= float(report["x_adv"].min()) and float(report["x_adv"].max()) <= 1.0
+    assert torch.equal(report["x_adv"][~broken], x[~broken])
+    model.train(train)
+    off = worst_case_evaluation(model, x, y, early_stop=False, **kw)
+    assert torch.equal(off["robust"], report["robust"])
+
+
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.05), ("L2", 0.5)])
+def test_ensemble_on_a_single_image_and_on_all_misclassified_points(norm, eps):
+    model = _net(k=4)
+    x, y = _images(model, n=5)
+    one = worst_case_evaluation(model, x[:1], y[:1], norm=norm, eps=eps, steps=5, square_queries=20)
+    assert one["n"] == 1 and one["clean_accuracy"] == 1.0 and one["members"][0]["attacked"] == 1
+    wrong = worst_case_evaluation(model, x, (y + 1) % 4, norm=norm, eps=eps, steps=5, square_queries=20)
+    assert wrong["clean_accuracy"] == wrong["robust_accuracy"] == 0.0
+    assert all(m["attacked"] == 0 for m in wrong["members"]) and torch.equal(wrong["x_adv"], x)

@@ -207,3 +207,20 @@ def test_ensemble_on_a_single_image_and_on_all_misclassified_points(norm, eps):
     wrong = worst_case_evaluation(model, x, (y + 1) % 4, norm=norm, eps=eps, steps=5, square_queries=20)
     assert wrong["clean_accuracy"] == wrong["robust_accuracy"] == 0.0
     assert all(m["attacked"] == 0 for m in wrong["members"]) and torch.equal(wrong["x_adv"], x)
+
+
+
+def _report(model, x, y):
+    return worst_case_evaluation(model, x, y, norm="Linf", eps=0.05, steps=4, n_target_classes=2, square_queries=10)
+
+
+def test_ensemble_inside_inference_mode():
+    """The same report inside ``torch.inference_mode()`` (the gradient members used to fail there)."""
+    model = _net(k=4)
+    x, y = _images(model)
+    expected = _report(model, x, y)
+    with torch.inference_mode():
+        got = _report(model, x.clone(), y.clone())
+    assert torch.equal(got["robust"], expected["robust"]) and torch.equal(got["x_adv"], expected["x_adv"])
+    assert 0 < expected["robust_accuracy"] < expected["clean_accuracy"]
+

@@ -278,7 +278,10 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target=None, return_result: bool = False):
         check_images(x, what=f"{self.name} inputs")
-        with eval_mode(model):
+        # Inside a caller's torch.inference_mode() block no input gradient can be taken (enable_grad
+        # does not lift it): the attack runs in normal mode, on normal copies of tensors made there.
+        with torch.inference_mode(False), eval_mode(model):
+            x, y, target = (v.clone() if isinstance(v, torch.Tensor) and v.is_inference() else v for v in (x, y, target))
             num_classes = num_classes_of(model, x)
             y = check_labels(y, x, num_classes)
             t = self.resolve_target(model, x, y, target, num_classes)

@@ -224,3 +224,11 @@ def test_ensemble_inside_inference_mode():
     assert torch.equal(got["robust"], expected["robust"]) and torch.equal(got["x_adv"], expected["x_adv"])
     assert 0 < expected["robust_accuracy"] < expected["clean_accuracy"]
 
+
+def test_ensemble_x_adv_has_no_autograd_history():
+    """Images that require grad: ``x_adv`` was a clone of them, carrying their autograd graph."""
+    model = _net(k=4)
+    x, y = _images(model)
+    got = _report(model, x.clone().requires_grad_(True), y)
+    assert not got["x_adv"].requires_grad and got["x_adv"].grad_fn is None
+    assert torch.equal(got["x_adv"], _report(model, x, y)["x_adv"])

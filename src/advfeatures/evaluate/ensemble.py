@@ -179,7 +179,7 @@ def worst_case_evaluation(
         raise ConfigError("version='custom' needs members=[(name, attack), ...]")
     device = device_of(model)
     if data is None:
-        x, y = x.to(device), y.to(device)
+        x, y = x.detach().to(device), y.to(device)  # x_adv starts as its copy: no autograd history in the report
     else:
         y = data.labels.to(device)
 

@@ -232,3 +232,27 @@ def test_ensemble_x_adv_has_no_autograd_history():
     got = _report(model, x.clone().requires_grad_(True), y)
     assert not got["x_adv"].requires_grad and got["x_adv"].grad_fn is None
     assert torch.equal(got["x_adv"], _report(model, x, y)["x_adv"])
+
+
+@pytest.mark.parametrize("rows", [2, 7, 13])
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.03), ("L2", 0.3)])
+def test_stacked_targets_with_batch_rows_below_the_points_or_not_a_multiple(rows, norm, eps):
+    """``batch_rows`` = 2 (below the 7 points: one target at a time), 7 (one target's rows exactly)
+    and 13 (one target and a partial second row block, so groups of 1 target, then of 2 as points
+    fall): the same points as one target at a time, on a point already misclassified too (whose
+    second-ranked class is its label); FAB-T minimal-norm returns the same examples."""
+    model = _net(h=6, w=10, k=6)
+    x, y = _images(model, n=7, h=6, w=10)
+    y[0] = (y[0] + 1) % 6
+    apgd = dict(norm=norm, eps=eps, steps=8, num_targets=5, random_start=False)
+    one = APGDT(batch_rows=1, **apgd)(model, x, y, return_result=True)
+    got = APGDT(batch_rows=rows, **apgd)(model, x, y, return_result=True)
+    assert torch.equal(got.success, one.success) and 1 < int(one.success.sum()) < len(y)
+    fab = dict(norm=norm, steps=8, num_targets=5)
+    one = FABT(batch_rows=1, **fab)(model, x, y, return_result=True)
+    got = FABT(batch_rows=rows, **fab)(model, x, y, return_result=True)
+    assert torch.allclose(got.x_adv, one.x_adv, atol=1e-6)
+    radius = float(one.norms[norm][1:].median())
+    one = FABT(batch_rows=1, eps=radius, **fab)(model, x, y, return_result=True)
+    got = FABT(batch_rows=rows, eps=radius, **fab)(model, x, y, return_result=True)
+    assert torch.equal(got.success, one.success) and 1 < int(one.success.sum()) < len(y)

@@ -256,3 +256,19 @@ def test_stacked_targets_with_batch_rows_below_the_points_or_not_a_multiple(rows
     one = FABT(batch_rows=1, eps=radius, **fab)(model, x, y, return_result=True)
     got = FABT(batch_rows=rows, eps=radius, **fab)(model, x, y, return_result=True)
     assert torch.equal(got.success, one.success) and 1 < int(one.success.sum()) < len(y)
+
+
+@pytest.mark.parametrize("h, w", [(20, 3), (3, 20), (40, 12), (6, 10), (8, 8)])
+@pytest.mark.parametrize("c", [1, 3])
+def test_square_l2_starts_on_the_sphere_on_non_square_images(h, w, c):
+    """Square's L2 start tiles the image with pseudo-Gaussian squares; their side came from the
+    height alone, so on a tall narrow image (20×3) no square fitted across the width and the attack
+    started from the clean image (zero perturbation). The first query (``max_queries=1``) is the
+    start: ‖δ‖₂ = ε wherever the box does not bind, on every shape."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 4))
+    x = 0.3 + 0.4 * torch.rand(3, c, h, w, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    res = Square(norm="L2", eps=0.5, max_queries=1)(model, x, y, return_result=True)
+    assert torch.allclose(res.norms["L2"], torch.full((3,), 0.5), atol=1e-5)
+    assert float((res.x_adv != x).float().mean()) > 0.6  # most pixels perturbed (40×12: 2/3 before, 8×8: 77%)

@@ -153,3 +153,16 @@ def test_works_the_same_inside_a_no_grad_block(untrained_mlp, name):
     expected = registry_attack(name)(untrained_mlp, x, y)
     with torch.no_grad():
         assert torch.equal(registry_attack(name)(untrained_mlp, x, y), expected)
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_works_the_same_inside_an_inference_mode_block(untrained_mlp, name):
+    """Evaluation code often runs under ``torch.inference_mode()``, where no gradient can be taken
+    and the tensors made are inference tensors; the gradient attacks used to fail there with
+    "element 0 of tensors does not require grad"."""
+    x, y = images(6), torch.tensor([2, 7, 1, 8])
+    expected = registry_attack(name)(untrained_mlp, x, y)
+    with torch.inference_mode():
+        xi, yi = x.clone(), y.clone()  # inference tensors
+        got = registry_attack(name)(untrained_mlp, xi, yi)
+    assert torch.equal(got, expected)

@@ -153,7 +153,7 @@ class APGD(Attack):
             rows = idx.repeat(k)  # row j·m + i is run j on example idx[i]
             tr = None if group[0] is None else torch.cat([t[idx] for t in group])
             x_i, ok, loss, _ = self.run(model, x[rows], y[rows], tr, None if judge is None else judge[rows], points=m)
-            ok, loss = ok.view(k, m), loss.view(k, m)
+            ok, loss = ok.view(k, m), loss.view(k, m).to(best_loss.dtype)  # float32, as the loop's scores (float64 models)
             x_i = x_i.view(k, m, *x.shape[1:])
             first_ok = ok.float().argmax(0)  # per example its first run (in order) that fooled it, else
             top = loss.argmax(0)             # its run of highest loss

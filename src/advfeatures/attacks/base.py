@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import validate
 from ..data.dataset import check_images
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 from ..threats import check_positive, check_steps, flat_norm, make_threat
 from .loop import eval_mode
 from .losses import cross_entropy
@@ -159,11 +159,19 @@ class AttackResult:
 
 
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
+    """The model's ``num_classes``, else the width of its logits on one image of ``x``. A model
+    must return (N, K) logits with K ≥ 2: one output per image (a sigmoid-style binary model) would
+    always be class 0 for argmax, so it is refused rather than evaluated."""
     n = getattr(model, "num_classes", None)
     if isinstance(n, int):
         return n
     with torch.no_grad(), eval_mode(model):
-        return int(model(x[:1]).shape[1])
+        out = model(x[:1])
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] < 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"the model must return logits of shape (N, classes) with at least 2 classes, got {got} for one "
+                         "image; for a binary model with one logit z, return torch.cat([torch.zeros_like(z), z], 1)")
+    return int(out.shape[1])
 
 
 def check_labels(y: torch.Tensor, x: torch.Tensor, num_classes: int, *, what: str = "labels") -> torch.Tensor:
@@ -270,7 +278,10 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target=None, return_result: bool = False):
         check_images(x, what=f"{self.name} inputs")
-        with eval_mode(model):
+        # Inside a caller's torch.inference_mode() block no input gradient can be taken (enable_grad
+        # does not lift it): the attack runs in normal mode, on normal copies of tensors made there.
+        with torch.inference_mode(False), eval_mode(model):
+            x, y, target = (v.clone() if isinstance(v, torch.Tensor) and v.is_inference() else v for v in (x, y, target))
             num_classes = num_classes_of(model, x)
             y = check_labels(y, x, num_classes)
             t = self.resolve_target(model, x, y, target, num_classes)

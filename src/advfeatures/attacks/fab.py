@@ -115,9 +115,10 @@ class FAB(Attack):
 
     # --- one run ----------------------------------------------------------------------------------
     def _boundary(self, model, x, y, target):
-        """Logit difference ``f_l − f_y`` (N,) and its input gradient (N, d) for the chosen class l."""
+        """Logit difference ``f_l − f_y`` (N,) and its input gradient (N, d) for the chosen class l,
+        both in the input's dtype (a model may return float64 logits on float32 inputs)."""
         x = x.detach().requires_grad_(True)
-        logits = model(x)
+        logits = model(x).to(x.dtype)
         n = x.shape[0]
         if target is not None:
             diff = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
@@ -153,7 +154,7 @@ class FAB(Attack):
             x = torch.where(start_radius.isfinite()[:, None], (flat0 + 0.5 * start_radius.nan_to_num(posinf=0)[:, None] * u)
                             .clamp(0, 1), flat0)
         best = flat0.clone()
-        best_norm = torch.full((n,), math.inf, device=x0.device)
+        best_norm = torch.full((n,), math.inf, device=x0.device, dtype=x0.dtype)
         active = torch.arange(n, device=x0.device)
         gone = torch.zeros(points or 0, dtype=torch.bool, device=x0.device)  # the points one of whose rows is inside the ball
         for _ in range(self.steps):
@@ -200,7 +201,7 @@ class FAB(Attack):
         tol = 1e-6 + 1e-5 * (eps if math.isfinite(eps) else 0.0)
         with torch.no_grad():
             wrong = model(x).argmax(1) != y
-        best, best_norm = x.clone(), torch.where(wrong, 0.0, math.inf).to(x.device)
+        best, best_norm = x.clone(), torch.where(wrong, 0.0, math.inf).to(x.device, x.dtype)
         view = (-1,) + (1,) * (x.ndim - 1)
 
         def pending() -> torch.Tensor:  # the points not yet broken (inside the ε-ball where there is one)

@@ -139,9 +139,13 @@ class Square(Attack):
         n, c, h, w = x.shape
         if self.norm == "Linf":  # vertical stripes of ±ε
             return (x + self.eps * self._signs((n, c, 1, w), g, x.device, x.dtype)).clamp(0.0, 1.0)
-        s = max(h // 5, 1)
+        # squares of a fifth of the side, centred (AutoAttack's, whose images are square); sized by the
+        # shorter side, so that on a tall narrow image they still fit across it (by the height alone
+        # none did on 20×3, and the search started from the clean image)
+        side = min(h, w)
+        s = max(side // 5, 1)
         delta = torch.zeros_like(x)
-        start = (h - 5 * s) // 2 if h >= 5 else 0
+        start = (side - 5 * s) // 2 if side >= 5 else 0
         for top in range(start, h - s + 1, s):
             for left in range(start, w - s + 1, s):
                 t = torch.rand((), generator=g, device=x.device).item() > 0.5

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from ..attacks.apgd import APGD, APGDT
-from ..attacks.base import Attack, num_classes_of
+from ..attacks.base import Attack, check_labels, num_classes_of
 from ..attacks.fab import FABT
 from ..attacks.loop import eval_mode
 from ..attacks.square import Square
@@ -179,13 +179,16 @@ def worst_case_evaluation(
         raise ConfigError("version='custom' needs members=[(name, attack), ...]")
     device = device_of(model)
     if data is None:
-        x, y = x.to(device), y.to(device)
+        x, y = x.detach().to(device), y.to(device)  # x_adv starts as its copy: no autograd history in the report
     else:
         y = data.labels.to(device)
 
     def read(ii: torch.Tensor) -> torch.Tensor:
         return x[ii] if data is None else data.batch(ii.cpu())[0].to(device)
 
+    # before anything runs: a model without (N, K ≥ 2) logits, or labels it cannot output, would
+    # make every point clean-wrong (or clean-right) and the members never run, silently
+    y = check_labels(y, y, num_classes_of(model, read(torch.arange(1, device=device))))
     if members is None:
         members = standard_members(model, read(torch.arange(1, device=device)), norm=norm, eps=eps, version=version, steps=steps,
                                    n_target_classes=n_target_classes, square_queries=square_queries, eot_iter=eot_iter,

@@ -163,3 +163,21 @@ def test_bad_arguments_give_one_clear_error(mlp, batch):
         with pytest.raises(kind) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_rand_version_says_dropout_is_off(mlp, batch, caplog):
+    """Every member runs the model in eval mode: a ``rand`` evaluation of a model whose randomness
+    is in Dropout layers would measure the model without it, so a warning says so (and only then)."""
+    x, y = batch
+    x, y = x[:4], y[:4]
+    with caplog.at_level("WARNING", logger="advfeatures.evaluate.ensemble"):
+        worst_case_evaluation(mlp, x, y, norm="L2", eps=0.1, version="rand", steps=1, eot_iter=1)
+    assert "Dropout" not in caplog.text
+    dropped = nn.Sequential(nn.Dropout(0.1), mlp)
+    with caplog.at_level("WARNING", logger="advfeatures.evaluate.ensemble"):
+        worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, version="rand", steps=1, eot_iter=1)
+    assert "its Dropout layers are off" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="advfeatures.evaluate.ensemble"):  # standard: deterministic by definition
+        worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, steps=1, square_queries=2)
+    assert "Dropout" not in caplog.text

@@ -37,6 +37,9 @@ members' ``batch_rows`` = 256 rows (fewer, larger passes when few points are lef
 thread passes of one to a few hundred rows cost the least per row, and 1024 was slower than one by
 one on the robust digits model, see ``benchmarks/ensemble_profile.py``; on a GPU larger batches
 pay): the same points fall to FAB-T, and APGD-T's random starts are drawn for the stacked batch.
+Every member runs the model in eval mode, as every attack here does (AutoAttack leaves the mode
+to the caller): a ``rand`` evaluation sees the randomness a model draws in ``forward`` whatever its
+mode, but not Dropout layers', which eval mode turns off; a warning says so when the model has any.
 
 Usage::
 
@@ -189,6 +192,10 @@ def worst_case_evaluation(
     # before anything runs: a model without (N, K ≥ 2) logits, or labels it cannot output, would
     # make every point clean-wrong (or clean-right) and the members never run, silently
     y = check_labels(y, y, num_classes_of(model, read(torch.arange(1, device=device))))
+    if version == "rand" and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
+        log.warning("version='rand' evaluates the model in eval mode, where its Dropout layers are off: their "
+                    "randomness is not part of this evaluation (draw it in forward(), e.g. F.dropout(x, p, training=True), "
+                    "to have it evaluated)")
     if members is None:
         members = standard_members(model, read(torch.arange(1, device=device)), norm=norm, eps=eps, version=version, steps=steps,
                                    n_target_classes=n_target_classes, square_queries=square_queries, eot_iter=eot_iter,

@@ -156,9 +156,10 @@ def train_d_rand(cfg, tcfg: TrainConfig, data, train, test, seed: int, device) -
         history = train_model(model, data, tcfg, device=device, desc="train d_rand")
     cpu = time.process_time() - t0
     pred = predict(model, test, batch_size=1000)
-    top = torch.bincount(pred, minlength=test.num_classes).max().item() / len(test)
+    counts = torch.bincount(pred, minlength=test.num_classes)
+    top, top_class = counts.max().item() / len(test), int(counts.argmax())
     return {"curve": curve, "test": accuracy(model, test, batch_size=1000), "train_final": history[-1]["train_accuracy"],
-            "clean_bn": clean_bn_accuracy(model, train, test), "top_class_share": top, "cpu_s": cpu}
+            "clean_bn": clean_bn_accuracy(model, train, test), "top_class_share": top, "top_class": top_class, "cpu_s": cpu}
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -176,6 +177,8 @@ def main() -> None:
     ap.add_argument("--extra-train-seeds", default="3,4", help="D_rand training seeds besides the pipeline's")
     ap.add_argument("--variants", default="", help="';'-separated train_d_rand changes, e.g. 'lr=0.05;milestones=[]'")
     ap.add_argument("--variant-seeds", type=int, default=3, help="training seeds per dataset for each variant")
+    ap.add_argument("--preset-seeds", type=int, default=None,
+                    help="train the preset's recipe with only the first N training seeds (0: only the variants)")
     ap.add_argument("--out", default="/tmp/d_rand_spread")
     ap.add_argument("--json", default=None, help="also write every number here")
     ap.add_argument("--train-limit", type=int, default=None,
@@ -204,10 +207,10 @@ def main() -> None:
                   f"{built['standard_on_targets']:.4f}, targets reached {built['summary']['share']:.4f}; CPU s "
                   f"{built['cpu_s']['standard']:.0f} + {built['cpu_s']['construct']:.0f}", flush=True)
             built["published_d_rand"] = pub.get("d_rand", {}).get("clean_accuracy")
-        recipes = [("preset", {}, train_seeds)]
+        recipes = [("preset", {}, train_seeds[:args.preset_seeds])] if args.preset_seeds != 0 else []
         for v in filter(None, (p.strip() for p in args.variants.split(";"))):
             recipes.append((v, parse_variant(v), train_seeds[:args.variant_seeds]))
-        print("\n| data seed | recipe | train seed | test acc per epoch | final test | BN on clean | top class | train acc | published |")
+        print("\n| data seed | recipe | train seed | test acc per epoch | final test | BN on clean | top class (index) | train acc | published |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name, change, seeds in recipes:
             for s, built in datasets.items():
@@ -217,7 +220,7 @@ def main() -> None:
                     own = ts == named_seeds(s)["train_d_rand"] + base_cfg.train_d_rand.seed
                     pub = f"{built['published_d_rand']:.4f}" if own and name == "preset" and built["published_d_rand"] else ""
                     print(f"| {s} | {name} | {ts}{' (own)' if own else ''} | {' '.join(f'{a:.3f}' for a in r['curve'])} | "
-                          f"{r['test']:.4f} | {r['clean_bn']:.4f} | {r['top_class_share']:.3f} | {r['train_final']:.4f} | {pub} |",
+                          f"{r['test']:.4f} | {r['clean_bn']:.4f} | {r['top_class_share']:.3f} ({r['top_class']}) | {r['train_final']:.4f} | {pub} |",
                           flush=True)
                     rows.append({"data_seed": s, "recipe": name, "change": change, "train_seed": ts, "own": own, **r})
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")

@@ -31,14 +31,18 @@ no randomness is drawn and no parameter or BatchNorm buffer changes, so the fina
 :func:`advfeatures.train.train_model` gives without the hook (step 1 checks it against the
 published accuracy).
 
-Standard models and datasets are cached under ``--out`` (rerunning reuses them). Timings on a
-2-core CPU with the preset's two threads: about 20 s per standard model, 50 s per D_rand, 20 s per
-D_rand model.
+Standard models and datasets are cached under ``--out`` (rerunning reuses them). Measured on a
+shared 2-core CPU (load 2-3) with the preset's two threads: 1.5-4 min per standard model and D_rand,
+20-60 s per D_rand model; three data seeds with five training seeds each took about 24 minutes.
+Results: /work/notes/drand-results.md (for benchmarks/RESULTS.md).
 
 Usage::
 
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/d_rand_spread.py --data-seeds 0,1,2 \\
+        --extra-train-seeds 3,4 --out /tmp/d_rand_spread --json /tmp/d_rand_spread/main.json
+    # then only the variants, on the cached datasets, with three training seeds each:
     OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/d_rand_spread.py --data-seeds 0,2 \\
-        --extra-train-seeds 3,4 --variants "lr=0.05;milestones=[]" --out /tmp/d_rand_spread
+        --extra-train-seeds 3 --preset-seeds 0 --variants "lr=0.05;milestones=[]" --out /tmp/d_rand_spread
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from torch import nn
 
 import advfeatures.train as train_mod
 from advfeatures.construct import build_dataset, is_finished, load_constructed
+from advfeatures.errors import ConfigError
 from advfeatures.evaluate import accuracy, predict
 from advfeatures.experiments.config import resolve_config
 from advfeatures.experiments.pipeline import load_data
@@ -165,9 +170,15 @@ def train_d_rand(cfg, tcfg: TrainConfig, data, train, test, seed: int, device) -
 def parse_variant(text: str) -> dict[str, Any]:
     """``"lr=0.05,epochs=16"`` → {"lr": 0.05, "epochs": 16} (values are JSON)."""
     out = {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        k, v = part.split("=", 1)
-        out[k.strip()] = json.loads(v)
+        k, sep, v = part.partition("=")
+        if not sep or k.strip() not in known:
+            raise SystemExit(f"--variants: {part!r} must be key=value with a train_d_rand key ({', '.join(sorted(known))})")
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--variants: the value of {k.strip()!r} must be JSON (e.g. 0.05, [], [0.5]), got {v!r}") from None
     return out
 
 
@@ -194,6 +205,9 @@ def main() -> None:
         print(f"device {rt.device}, torch threads {torch.get_num_threads()}")
         train_seeds = [named_seeds(s)["train_d_rand"] + base_cfg.train_d_rand.seed for s in data_seeds]
         train_seeds += [int(s) for s in args.extra_train_seeds.split(",") if s]
+        recipes = [("preset", {}, train_seeds[:args.preset_seeds])] if args.preset_seeds != 0 else []
+        for v in filter(None, (p.strip() for p in args.variants.split(";"))):
+            recipes.append((v, parse_variant(v), train_seeds[:args.variant_seeds]))
         for s in data_seeds:
             cfg, _ = resolve_config("fashion-mnist", seed=s, train_limit=args.train_limit)
             train, test = load_data(cfg)
@@ -207,14 +221,14 @@ def main() -> None:
                   f"{built['standard_on_targets']:.4f}, targets reached {built['summary']['share']:.4f}; CPU s "
                   f"{built['cpu_s']['standard']:.0f} + {built['cpu_s']['construct']:.0f}", flush=True)
             built["published_d_rand"] = pub.get("d_rand", {}).get("clean_accuracy")
-        recipes = [("preset", {}, train_seeds[:args.preset_seeds])] if args.preset_seeds != 0 else []
-        for v in filter(None, (p.strip() for p in args.variants.split(";"))):
-            recipes.append((v, parse_variant(v), train_seeds[:args.variant_seeds]))
         print("\n| data seed | recipe | train seed | test acc per epoch | final test | BN on clean | top class (index) | train acc | published |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name, change, seeds in recipes:
             for s, built in datasets.items():
-                tcfg = dataclasses.replace(built["cfg"].train_d_rand, **change).validate()
+                try:
+                    tcfg = dataclasses.replace(built["cfg"].train_d_rand, **change).validate()
+                except ConfigError as exc:
+                    raise SystemExit(f"--variants {name!r}: {exc}") from None
                 for ts in seeds:
                     r = train_d_rand(built["cfg"], tcfg, built["d_rand"], built["train"], built["test"], ts, rt.device)
                     own = ts == named_seeds(s)["train_d_rand"] + base_cfg.train_d_rand.seed

@@ -287,6 +287,12 @@ def read_image_folder(path: str | Path, *, size=None, crop=None, stream: bool | 
     size = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else _pair(size, "size")
     crop = _pair(crop, "crop")
     trees = [path / "train", path / "test"] if (path / "train").is_dir() and (path / "test").is_dir() else [path]
+    for one, other in (("train", "test"), ("test", "train")):  # half a split: not a class called "train" holding no images
+        half = path / one
+        if len(trees) == 1 and half.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in half.iterdir()) \
+                and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in half.iterdir()):
+            raise DataError(f"{path} has {one}/ but no {other}/; add {other}/ with the same class folders, or move the class "
+                            f"folders out of {one}/ into {path} to have a split made (test_fraction)")
     scans, classes = [], None
     for tree in trees:
         scan = _scan_tree(tree, classes=classes)

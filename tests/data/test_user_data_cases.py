@@ -1,0 +1,158 @@
+"""Users' own files as they come: mixed image modes, stray files, odd folder layouts, arrays with
+the label and layout conventions other libraries use. Each either reads exactly or is refused in
+one line that names the problem and the fix."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from advfeatures.data import load_data, read_image_folder, read_npy, read_npz
+from advfeatures.errors import DataError
+
+GRAD = (np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
+
+
+def _save(root, files):
+    for rel, img in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(img) if isinstance(img, bytes) else img.save(p)
+
+
+def _one_line(exc_info, pattern):
+    assert "\n" not in str(exc_info.value)
+    assert re.search(pattern, str(exc_info.value)), str(exc_info.value)
+
+
+# ---- image folders ------------------------------------------------------------------------------
+
+def test_every_8bit_mode_in_one_folder_reads_as_the_same_rgb_pixels(tmp_path):
+    gray = Image.fromarray(GRAD, "L")
+    pal = gray.convert("P")
+    pal_t = gray.convert("P")
+    pal_t.info["transparency"] = 0
+    _save(tmp_path, {"a/1_l.png": gray, "a/2_la.png": gray.convert("LA"), "b/1_rgb.png": gray.convert("RGB"),
+                     "b/2_rgba.png": gray.convert("RGBA"), "b/3_p.png": pal, "b/4_pt.png": pal_t})
+    ds, _ = read_image_folder(tmp_path)
+    want = torch.from_numpy(GRAD).expand(3, 4, 4)
+    assert ds.image_shape == (3, 4, 4) and len(ds) == 6
+    for i in range(6):  # transparency and alpha are dropped, the colour kept
+        assert torch.equal(ds.storage[i], want), ds.info["files"][i]
+
+
+def test_one_bit_and_cmyk_jpeg_are_read(tmp_path):
+    bw = np.zeros((4, 4), np.uint8)
+    bw[:, 2:] = 255
+    _save(tmp_path, {"a/bw.png": Image.fromarray(bw).convert("1"),
+                     "b/c.jpg": Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).convert("CMYK")})
+    ds, _ = read_image_folder(tmp_path)
+    assert ds.image_shape == (3, 4, 4)
+    assert torch.equal(ds.storage[0], torch.from_numpy(bw).expand(3, 4, 4))
+    assert (ds.storage[1].int() - 200).abs().max() <= 3  # CMYK → RGB, JPEG rounding
+
+
+def test_sixteen_bit_png_is_refused_not_clipped(tmp_path):
+    _save(tmp_path, {"a/x.png": Image.fromarray((np.arange(16).reshape(4, 4) * 4000).astype(np.uint16))})
+    with pytest.raises(DataError) as info:
+        read_image_folder(tmp_path)
+    _one_line(info, "I;16.*8-bit")
+
+
+def test_stray_files_hidden_files_and_upper_case_suffixes(tmp_path):
+    gray = Image.fromarray(GRAD, "L")
+    _save(tmp_path, {"a/x.png": gray, "a/.DS_Store": b"\0\0\0\1Bud1", "a/Thumbs.db": b"\xd0\xcf", "a/README.txt": b"hi",
+                     ".DS_Store": b"x", "README.md": b"hi", ".hidden/y.png": gray, "b/Y.PNG": gray, "b/Z.JPEG": gray.convert("RGB"),
+                     "b/._Y.PNG": b"AppleDouble"})
+    ds, _ = read_image_folder(tmp_path)
+    assert ds.classes == ["a", "b"] and ds.info["files"] == ["a/x.png", "b/Y.PNG", "b/Z.JPEG"]
+
+
+@pytest.mark.parametrize("content", [b"", b"this is text, not a JPEG"], ids=["zero bytes", "text"])
+def test_a_jpg_that_is_not_an_image_is_named(tmp_path, content):
+    _save(tmp_path, {"a/x.png": Image.fromarray(GRAD), "a/y.jpg": content})
+    with pytest.raises(DataError) as info:
+        read_image_folder(tmp_path)
+    _one_line(info, r"y\.jpg is not a readable image.*remove or replace it")
+
+
+def test_class_order_is_sorted_and_symlinks_are_followed(tmp_path):
+    gray = Image.fromarray(GRAD, "L")
+    _save(tmp_path, {"src/x.png": gray, "t/zebra/z.png": gray, "t/Ant/a.png": gray, "t/chat/c.png": gray, "t/犬/d.png": gray})
+    (tmp_path / "t" / "bee").symlink_to(tmp_path / "src")
+    (tmp_path / "t" / "chat" / "link.png").symlink_to(tmp_path / "src" / "x.png")
+    ds, _ = read_image_folder(tmp_path / "t")
+    assert ds.classes == ["Ant", "bee", "chat", "zebra", "犬"]  # code-point order, upper case first
+    assert ds.labels.tolist() == [0, 1, 2, 2, 3, 4]
+
+
+@pytest.mark.parametrize("only", ["train", "test"])
+def test_a_train_folder_without_test_is_named(tmp_path, only):
+    gray = Image.fromarray(GRAD, "L")
+    _save(tmp_path, {f"{only}/a/x.png": gray, f"{only}/b/y.png": gray})
+    with pytest.raises(DataError) as info:
+        load_data(data=tmp_path)
+    other = "test" if only == "train" else "train"
+    _one_line(info, f"has {only}/ but no {other}/")
+
+
+def test_test_split_may_lack_classes_but_not_add_them(tmp_path):
+    gray = Image.fromarray(GRAD, "L")
+    _save(tmp_path, {"train/a/x.png": gray, "train/b/y.png": gray, "test/b/z.png": gray})
+    train, test = load_data(data=tmp_path)
+    assert test.classes == train.classes == ["a", "b"] and test.labels.tolist() == [1]
+
+
+# ---- arrays -------------------------------------------------------------------------------------
+
+X = np.random.default_rng(0).integers(0, 256, (6, 3, 4, 4), dtype=np.uint8)
+Y = np.arange(6) % 3
+
+
+def _npz(tmp_path, **arrays):
+    np.savez(tmp_path / "d.npz", **arrays)
+    return read_npz(tmp_path / "d.npz")[0]
+
+
+def test_float_images_in_0_255_are_refused_not_clipped(tmp_path):
+    with pytest.raises(DataError) as info:
+        _npz(tmp_path, x=X.astype(np.float32), y=Y)
+    _one_line(info, r"\[0, 255\].*rescale")
+
+
+def test_one_based_labels_get_an_unused_class_0(tmp_path):
+    ds = _npz(tmp_path, x=X, y=Y + 1)  # documented: the class count is the largest label + 1
+    assert ds.classes == ["0", "1", "2", "3"] and ds.labels.tolist() == (Y + 1).tolist()
+
+
+def test_labels_of_shape_n_by_1_are_flattened(tmp_path):
+    assert _npz(tmp_path, x=X, y=Y[:, None].astype(np.int64)).labels.tolist() == Y.tolist()
+
+
+def test_an_ambiguous_shape_follows_the_documented_rule(tmp_path):
+    assert _npz(tmp_path, x=np.zeros((6, 3, 8, 3), np.uint8), y=Y).image_shape == (3, 8, 3)  # axis 1 wins
+
+
+class _Touch:
+    """Unpickling this creates ``marker``: a stand-in for code in a crafted file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("member", ["x", "y"])
+def test_object_arrays_are_never_unpickled(tmp_path, member):
+    marker = tmp_path / "ran"
+    evil = np.array([_Touch(marker)] * 6, dtype=object)
+    np.savez(tmp_path / "d.npz", **{"x": X, "y": Y, member: evil})
+    assert not marker.exists()
+    with pytest.raises(DataError) as info:
+        read_npz(tmp_path / "d.npz")
+    _one_line(info, "allow_pickle=False")
+    assert not marker.exists()

@@ -156,3 +156,19 @@ def test_object_arrays_are_never_unpickled(tmp_path, member):
         read_npz(tmp_path / "d.npz")
     _one_line(info, "allow_pickle=False")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+@pytest.mark.parametrize("shape", [(6, 3, 0, 4), (6, 0, 4), (6, 4, 4, 0)])
+def test_images_with_an_empty_axis_are_refused(tmp_path, fmt, shape):
+    x = np.zeros(shape, np.uint8)
+    if fmt == "npz":
+        np.savez(tmp_path / "d.npz", x=x, y=Y)
+        path = tmp_path / "d.npz"
+    else:
+        np.save(tmp_path / "x.npy", x)
+        np.save(tmp_path / "y.npy", Y)
+        path = tmp_path
+    with pytest.raises(DataError) as info:
+        load_data(data=path, test_fraction=0.5)
+    _one_line(info, "no pixels")

@@ -360,6 +360,9 @@ def _read_all(src, chunk: int = 1024) -> torch.Tensor:
 
 def _layout(shape: tuple[int, ...], what: str) -> bool:
     """Whether a 3-D/4-D image array is channels-last (see the module docstring's rule)."""
+    if len(shape) in (3, 4) and 0 in shape[1:]:
+        raise DataError(f"{what} has shape {shape}: its images have no pixels (an axis of length 0); "
+                        "the array was sliced or reshaped wrongly before saving")
     if len(shape) == 3:
         return False
     if len(shape) != 4:

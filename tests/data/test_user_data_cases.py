@@ -172,3 +172,14 @@ def test_images_with_an_empty_axis_are_refused(tmp_path, fmt, shape):
     with pytest.raises(DataError) as info:
         load_data(data=path, test_fraction=0.5)
     _one_line(info, "no pixels")
+
+
+def test_class_names_saved_as_bytes_are_decoded(tmp_path):
+    ds = _npz(tmp_path, x=X, y=Y, classes=np.array([b"cat", b"dog", "\u00e9l\u00e9phant".encode()]))
+    assert ds.classes == ["cat", "dog", "\u00e9l\u00e9phant"]
+
+
+def test_class_names_not_one_row_are_refused(tmp_path):
+    with pytest.raises(DataError) as info:
+        _npz(tmp_path, x=X, y=Y, classes=np.array([["a", "b", "c"]]))
+    _one_line(info, r"classes has shape \(1, 3\).*one name per class")

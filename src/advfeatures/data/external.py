@@ -422,7 +422,11 @@ def _classes(names: Any, labels: list[torch.Tensor], what: str) -> list[str]:
                         "remap them to 0..K-1")
     if names is None:
         return [str(i) for i in range(top + 1)]
-    names = [str(c) for c in np.asarray(names).tolist()]
+    arr = np.asarray(names)
+    if arr.ndim != 1:
+        raise DataError(f"{what}: classes has shape {arr.shape}; it must be one name per class, a 1-D array")
+    # names saved as bytes (numpy's S dtype, h5py, Python 2 pickles) are text, not "b'cat'"
+    names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in arr.tolist()]
     if top >= len(names):
         raise DataError(f"{what}: label {top} is out of range for its {len(names)} classes; fix the labels or the class list")
     return names

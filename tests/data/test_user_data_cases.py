@@ -183,3 +183,23 @@ def test_class_names_not_one_row_are_refused(tmp_path):
     with pytest.raises(DataError) as info:
         _npz(tmp_path, x=X, y=Y, classes=np.array([["a", "b", "c"]]))
     _one_line(info, r"classes has shape \(1, 3\).*one name per class")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
+def test_one_hot_labels_are_refused_with_the_fix(tmp_path, dtype):
+    with pytest.raises(DataError) as info:
+        _npz(tmp_path, x=X, y=np.eye(3, dtype=dtype)[Y])
+    _one_line(info, r"one-hot.*argmax\(1\)")
+
+
+def test_string_labels_are_refused_with_the_fix(tmp_path):
+    with pytest.raises(DataError) as info:
+        _npz(tmp_path, x=X, y=np.array(["cat", "dog", "emu"] * 2))
+    _one_line(info, r"names, not class indices.*np\.unique\(y, return_inverse=True\)")
+
+
+def test_unsigned_labels_past_int64_are_not_called_negative(tmp_path):
+    with pytest.raises(DataError) as info:
+        _npz(tmp_path, x=X, y=np.array([0, 1, 2, 0, 1, 2**63 + 5], np.uint64))
+    assert "negative" not in str(info.value)
+    _one_line(info, "class indices 0..K-1")

@@ -402,10 +402,18 @@ def labels_from(values: Any, n: int, what: str) -> torch.Tensor:
     arr = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
+    if arr.ndim == 2 and arr.shape[0] == n and arr.shape[1] > 1:  # Keras' to_categorical, or per-class scores
+        raise DataError(f"{what} has shape {arr.shape}: one-hot labels (one column per class); store class indices "
+                        "instead, y.argmax(1)")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise DataError(f"{what} has shape {arr.shape}; expected one integer label per image ({n})")
+    if arr.dtype.kind in "US":
+        raise DataError(f"{what} has dtype {arr.dtype}: the labels are names, not class indices; convert them with "
+                        "classes, y = np.unique(y, return_inverse=True) and save classes beside them")
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise DataError(f"{what} has dtype {arr.dtype}; labels must be integers (class indices from 0)")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:  # would wrap to negative in int64
+        raise DataError(f"{what}: labels go up to {int(arr.max())}, but labels are class indices 0..K-1; remap them to 0..K-1")
     y = torch.from_numpy(arr.astype(np.int64))
     if y.numel() and int(y.min()) < 0:
         raise DataError(f"{what} has negative labels (min {int(y.min())}); labels are class indices from 0")

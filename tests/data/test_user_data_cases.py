@@ -203,3 +203,22 @@ def test_unsigned_labels_past_int64_are_not_called_negative(tmp_path):
         _npz(tmp_path, x=X, y=np.array([0, 1, 2, 0, 1, 2**63 + 5], np.uint64))
     assert "negative" not in str(info.value)
     _one_line(info, "class indices 0..K-1")
+
+
+def test_images_the_reader_skips_are_named_in_a_warning(tmp_path, caplog):
+    gray = Image.fromarray(GRAD, "L")
+    _save(tmp_path, {"a/x.png": gray, "a/extra/y.png": gray, "b/z.png": gray, "b/w.bmp": gray, "b/v.webp": gray,
+                     "b/notes.txt": b"x", "b/.cache/q.png": gray})
+    with caplog.at_level("WARNING", logger="advfeatures.data.external"):
+        ds, _ = read_image_folder(tmp_path)
+    assert ds.info["files"] == ["a/x.png", "b/z.png"]  # documented: only .png/.jpg/.jpeg directly in a class folder
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipped 1 subfolder(s) and 2 image file(s)" in text and "extra" in text and "w.bmp" in text
+
+
+def test_a_clean_folder_warns_nothing(tmp_path, caplog):
+    gray = Image.fromarray(GRAD, "L")
+    _save(tmp_path, {"a/x.png": gray, "a/Thumbs.db": b"x", "a/.DS_Store": b"x", "b/z.png": gray, "b/.ipynb_checkpoints/q.png": gray})
+    with caplog.at_level("WARNING", logger="advfeatures.data.external"):
+        read_image_folder(tmp_path)
+    assert not caplog.records

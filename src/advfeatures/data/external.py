@@ -7,7 +7,9 @@ naming the file and the fix):
 * **Image folder** (``root/<class>/<image>.png|.jpg|.jpeg``): classes are the sorted folder names
   (or the order a ``classes.json`` written by :func:`~advfeatures.data.export.export_dataset`
   gives); images are read class by class, files in name order. ``root/train/`` + ``root/test/``
-  give the split, otherwise a seeded stratified split (``test_fraction``). Images keep their size
+  give the split (one without the other is refused), otherwise a seeded stratified split
+  (``test_fraction``). Subfolders of a class folder and images in other formats (``.bmp``,
+  ``.webp``, ``.tif``...) are not read, and a warning names them. Images keep their size
   unless ``size`` (an int scales the shorter side to it, keeping the aspect ratio; ``(h, w)`` resizes
   exactly; bilinear) and/or ``crop`` (a centre crop after resizing, int or ``(h, w)``) are given;
   after that every image must have the same size. Grayscale (modes 1/L/LA) stays one channel;
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_OTHER_IMAGE_SUFFIXES = (".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")  # not read: named in a warning
 STREAM_BYTES = 512 * 2**20  # sets whose uint8 pixels exceed this are read from disk batch by batch
 _GRAY_MODES = {"1", "L", "LA"}
 _COLOUR_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX"}
@@ -267,9 +270,11 @@ def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[st
     if not pairs:
         raise DataError(f"{root} has no class folders; an image folder holds one subfolder of images per class")
     names = [n for n, _ in pairs] if classes is None else classes
-    files, labels, heads = [], [], []
+    files, labels, heads, skipped = [], [], [], []
     for name, folder in pairs:
         found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        skipped += sorted(p for p in folder.iterdir() if not p.name.startswith(".")
+                          and (p.is_dir() or (p.is_file() and p.suffix.lower() in _OTHER_IMAGE_SUFFIXES)))
         if not found:
             raise DataError(f"class folder {folder} holds no .png/.jpg images; add some or remove the folder")
         label = names.index(name)
@@ -278,6 +283,11 @@ def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[st
                 heads.append((img.mode, (img.height, img.width)))
             files.append(p)
             labels.append(label)
+    if skipped:  # images a user may think are in the set: say so rather than drop them silently
+        dirs = sum(p.is_dir() for p in skipped)
+        log.warning("%s: skipped %d subfolder(s) and %d image file(s) of other formats inside class folders (%s); only "
+                    ".png/.jpg/.jpeg files directly in each class folder are read (convert them, or move them up)", root, dirs,
+                    len(skipped) - dirs, ", ".join(str(p.relative_to(root)) for p in skipped[:3]))
     return names, files, labels, heads
 
 

@@ -222,3 +222,19 @@ def test_a_clean_folder_warns_nothing(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="advfeatures.data.external"):
         read_image_folder(tmp_path)
     assert not caplog.records
+
+
+def test_exif_rotated_jpeg_is_read_the_way_it_is_shown(tmp_path):
+    a = np.zeros((8, 12, 3), np.uint8)  # stored landscape, 8×12, a bright block at the top left
+    a[:4, :4] = 255
+    img = Image.fromarray(a)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display" (how a phone held upright saves it)
+    (tmp_path / "a").mkdir()
+    img.save(tmp_path / "a" / "phone.jpg", exif=exif, quality=100)
+    Image.fromarray(np.rot90(a, k=-1).copy()).save(tmp_path / "a" / "upright.png")  # the same picture, stored upright
+    ds, _ = read_image_folder(tmp_path)  # one size once both are upright: no "mixes image sizes"
+    assert ds.image_shape == (3, 12, 8)
+    assert (ds.storage[0].int() - ds.storage[1].int()).abs().max() <= 8  # JPEG rounding only
+    streamed, _ = read_image_folder(tmp_path, stream=True)
+    assert torch.equal(streamed.images, ds.images)

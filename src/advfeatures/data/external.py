@@ -9,7 +9,8 @@ naming the file and the fix):
   gives); images are read class by class, files in name order. ``root/train/`` + ``root/test/``
   give the split (one without the other is refused), otherwise a seeded stratified split
   (``test_fraction``). Subfolders of a class folder and images in other formats (``.bmp``,
-  ``.webp``, ``.tif``...) are not read, and a warning names them. Images keep their size
+  ``.webp``, ``.tif``...) are not read, and a warning names them. An EXIF orientation tag is
+  applied (images are read upright, as viewers show them). Images keep their size
   unless ``size`` (an int scales the shorter side to it, keeping the aspect ratio; ``(h, w)`` resizes
   exactly; bilinear) and/or ``crop`` (a centre crop after resizing, int or ``(h, w)``) are given;
   after that every image must have the same size. Grayscale (modes 1/L/LA) stays one channel;
@@ -218,12 +219,25 @@ def _open(path: Path):
         raise DataError(f"{path} is not a readable image ({type(exc).__name__}); remove or replace it") from None
 
 
+def _orientation(img) -> int:
+    """The EXIF orientation tag (1..8; 1, also when absent or unreadable: stored as shown)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block is not worth refusing the image for: read it as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def decode_image(path: Path, *, mode: str, size=None, crop=None, expect: Sequence[int] | None = None) -> torch.Tensor:
-    """One image file as a uint8 (C, H, W) tensor: converted to ``mode``, resized, centre-cropped."""
-    from PIL import Image
+    """One image file as a uint8 (C, H, W) tensor: turned upright by its EXIF orientation (as a
+    viewer shows it; a phone's portrait JPEG is stored landscape with a tag), converted to ``mode``,
+    resized, centre-cropped."""
+    from PIL import Image, ImageOps
 
     try:
         with _open(path) as img:
+            if _orientation(img) != 1:
+                img = ImageOps.exif_transpose(img)
             img = img.convert(mode)
             if size is not None:
                 h, w = _resized((img.height, img.width), size)
@@ -279,8 +293,8 @@ def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[st
             raise DataError(f"class folder {folder} holds no .png/.jpg images; add some or remove the folder")
         label = names.index(name)
         for p in found:
-            with _open(p) as img:
-                heads.append((img.mode, (img.height, img.width)))
+            with _open(p) as img:  # orientations 5..8 turn the image by 90°: it is shown (and read) w×h
+                heads.append((img.mode, (img.width, img.height) if _orientation(img) >= 5 else (img.height, img.width)))
             files.append(p)
             labels.append(label)
     if skipped:  # images a user may think are in the set: say so rather than drop them silently

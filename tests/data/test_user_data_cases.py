@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advfeatures.data import load_data, read_image_folder, read_npy, read_npz
+from advfeatures.data import load_data, read_image_folder, read_madrylab, read_npy, read_npz
 from advfeatures.errors import DataError
 
 GRAD = (np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
@@ -238,3 +238,25 @@ def test_exif_rotated_jpeg_is_read_the_way_it_is_shown(tmp_path):
     assert (ds.storage[0].int() - ds.storage[1].int()).abs().max() <= 8  # JPEG rounding only
     streamed, _ = read_image_folder(tmp_path, stream=True)
     assert torch.equal(streamed.images, ds.images)
+
+
+# ---- MadryLab tensors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["zip", "legacy", "non-contiguous"])
+def test_madrylab_uint8_nhwc_gets_the_same_layout_however_it_was_saved(tmp_path, how):
+    nchw = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    nhwc = nchw.permute(0, 2, 3, 1)  # a view: not contiguous
+    torch.save(nhwc if how == "non-contiguous" else nhwc.contiguous(), tmp_path / "CIFAR_ims",
+               _use_new_zipfile_serialization=how != "legacy")
+    torch.save(torch.arange(4), tmp_path / "CIFAR_lab")
+    ds, _ = read_madrylab(tmp_path)
+    assert ds.image_shape == (3, 8, 8) and torch.equal(ds.storage, nchw)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool])
+def test_madrylab_integer_images_are_refused_not_read_as_floats(tmp_path, dtype):
+    torch.save(torch.ones(4, 3, 8, 8, dtype=dtype), tmp_path / "CIFAR_ims")  # ones: inside [0, 1] once made float
+    torch.save(torch.arange(4), tmp_path / "CIFAR_lab")
+    with pytest.raises(DataError) as info:
+        read_madrylab(tmp_path)
+    _one_line(info, "uint8 .0..255. or float")

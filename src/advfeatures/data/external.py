@@ -696,8 +696,11 @@ def read_madrylab(path: str | Path, *, stream: bool | None = None) -> Split:
             x = _load_tensor(ims)
             if x.ndim != 4:
                 raise DataError(f"{ims} has shape {tuple(x.shape)}; expected N×C×H×W images")
-            if x.dtype != torch.uint8:
-                x = _images_from_array(x.float().numpy(), str(ims))
+            if x.dtype != torch.uint8 and not x.is_floating_point():  # .float() would pass integer 0/1 off as [0, 1]
+                raise DataError(f"{ims} has dtype {str(x.dtype).removeprefix('torch.')}; images must be uint8 (0..255) or "
+                                "float in [0, 1] (convert with .to(torch.uint8) or divide by 255)")
+            # uint8 too: the one layout rule (NHWC → NCHW) whichever way the file was saved
+            x = _images_from_array(x.numpy() if x.dtype == torch.uint8 else x.float().numpy(), str(ims))
             if _streamed(stream, x.numel()):
                 log.warning("%s cannot be read at offsets (torch's legacy pre-1.6 format, or tensors that are not contiguous), "
                             "so it was read whole into memory; re-save it with torch.save from a current torch, or as .npy, "

@@ -260,3 +260,20 @@ def test_madrylab_integer_images_are_refused_not_read_as_floats(tmp_path, dtype)
     with pytest.raises(DataError) as info:
         read_madrylab(tmp_path)
     _one_line(info, "uint8 .0..255. or float")
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+@pytest.mark.parametrize("arrays", [("x_train", "y_train", "x_test"), ("x_train", "y_train", "y_test"),
+                                    ("images", "labels", "x_test", "y_test")])
+def test_test_arrays_that_would_be_ignored_are_refused(tmp_path, fmt, arrays):
+    values = {"x_train": X, "images": X, "x_test": X, "y_train": Y, "labels": Y, "y_test": Y}
+    if fmt == "npz":
+        np.savez(tmp_path / "d.npz", **{k: values[k] for k in arrays})
+        path = tmp_path / "d.npz"
+    else:
+        for k in arrays:
+            np.save(tmp_path / f"{k}.npy", values[k])
+        path = tmp_path
+    with pytest.raises(DataError) as info:
+        load_data(data=path, test_fraction=0.5)
+    _one_line(info, r"(x_test|y_test).* would not be read.*x_test and y_test beside x_train and y_train")

@@ -18,7 +18,8 @@ naming the file and the fix):
   lost, which neither "majority" nor "error" would guarantee). Alpha is dropped. 16-bit and float
   images are refused.
 * **Arrays** (``.npz``, or a folder of ``.npy`` files): keys ``x_train, y_train[, x_test, y_test]``,
-  or ``images, labels``, or ``x, y``; an optional ``classes`` array of names. Images are uint8
+  or ``images, labels``, or ``x, y``; an optional ``classes`` array of names (x_test or y_test
+  that would be left unread, alone or beside images/labels, is refused). Images are uint8
   (0..255, kept as uint8) or float in [0, 1]; 3-D arrays are (N, H, W) grayscale; a 4-D array is
   NCHW when axis 1 has size 1 or 3 (this wins when axis 3 could be channels too), else NHWC when
   axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; the class count is the largest
@@ -471,6 +472,15 @@ def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | 
     raise DataError(f"{where} has arrays {sorted(keys)}; expected x_train/y_train[/x_test/y_test], images/labels or x/y")
 
 
+def _check_test_keys(keys: set[str], picked: tuple[str, str, str | None, str | None], where: str) -> None:
+    """Refuse test arrays that :func:`_pick_keys` leaves unread (half a pair, or beside images/labels):
+    the set would be split at random instead, and the user's test split silently dropped."""
+    unread = sorted({"x_test", "y_test"} & keys - set(picked[2:]))
+    if unread:
+        raise DataError(f"{where} has {' and '.join(unread)}, which would not be read: a test split needs x_test and y_test "
+                        "beside x_train and y_train; save all four (or drop the test arrays to have a split made)")
+
+
 def _stored_members(path: Path) -> dict[str, int]:
     """Where the data of each uncompressed member of a zip starts, by member name. An ``np.savez``
     member is a plain ``.npy`` there, a ``torch.save`` storage its raw bytes: both readable by
@@ -525,6 +535,7 @@ def read_npz(path: str | Path, *, stream: bool | None = None) -> Split:
         raise DataError(f"{path} is not a readable .npz file ({exc}); re-save it with numpy.savez") from None
     with z:
         xk, yk, xt, yt = _pick_keys(set(z.files), str(path))
+        _check_test_keys(set(z.files), (xk, yk, xt, yt), str(path))
         parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
         xs = [_npz_images(z, path, a, stored, stream) for a, _, _ in parts]
         arrays = {k: _npz_member(z, path, k) for k in (yk, yt, "classes") if k is not None and k in z.files}
@@ -601,6 +612,7 @@ def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
         raise DataError(f"{folder} lacks a pair of .npy files; expected images.npy + labels.npy, x.npy + y.npy, "
                         "or x_train/y_train[/x_test/y_test].npy")
     xk, yk, xt, yt = keys
+    _check_test_keys({p.stem for p in folder.glob("*.npy")}, keys, str(folder))
     parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
     sources, ys = [], []
     for a, b, _ in parts:

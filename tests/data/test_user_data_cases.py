@@ -277,3 +277,26 @@ def test_test_arrays_that_would_be_ignored_are_refused(tmp_path, fmt, arrays):
     with pytest.raises(DataError) as info:
         load_data(data=path, test_fraction=0.5)
     _one_line(info, r"(x_test|y_test).* would not be read.*x_test and y_test beside x_train and y_train")
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_class_order_does_not_depend_on_unicode_normalisation(tmp_path, form):
+    """macOS (HFS+) stores names decomposed (NFD), Linux as typed (mostly NFC): one dataset copied
+    between them must give the same labels."""
+    import unicodedata
+
+    gray = Image.fromarray(GRAD, "L")
+    names = ["Zebra", unicodedata.normalize(form, "Éléphant"), "ant"]
+    _save(tmp_path, {f"{n}/x.png": gray for n in names})
+    ds, _ = read_image_folder(tmp_path)
+    assert [unicodedata.normalize("NFC", c) for c in ds.classes] == ["Zebra", "ant", "Éléphant"]
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_file_order_does_not_depend_on_unicode_normalisation(tmp_path, form):
+    import unicodedata
+
+    _save(tmp_path, {f"a/{unicodedata.normalize(form, n)}.png": Image.fromarray(np.full((2, 2), v, np.uint8))
+                     for v, n in ((1, "Zoo"), (2, "École"), (3, "abc"))})
+    ds, _ = read_image_folder(tmp_path)
+    assert ds.storage[:, 0, 0, 0].tolist() == [1, 3, 2]  # Zoo < abc < École, on every machine

@@ -6,7 +6,8 @@ naming the file and the fix):
 
 * **Image folder** (``root/<class>/<image>.png|.jpg|.jpeg``): classes are the sorted folder names
   (or the order a ``classes.json`` written by :func:`~advfeatures.data.export.export_dataset`
-  gives); images are read class by class, files in name order. ``root/train/`` + ``root/test/``
+  gives); images are read class by class, files in name order. Names sort by the code points of
+  their NFC form, so a tree copied from macOS (decomposed names) is ordered as everywhere else. ``root/train/`` + ``root/test/``
   give the split (one without the other is refused), otherwise a seeded stratified split
   (``test_fraction``). Subfolders of a class folder and images in other formats (``.bmp``,
   ``.webp``, ``.tif``...) are not read, and a warning names them. An EXIF orientation tag is
@@ -45,6 +46,7 @@ import json
 import logging
 import math
 import struct
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -277,7 +279,13 @@ def _class_folders(root: Path, classes: list[str] | None) -> list[tuple[str, Pat
         if unknown:
             raise DataError(f"{root} has class folders {unknown[:3]} that train/ lacks; the two splits need the same classes")
         return [(c, root / c) for c in classes if root / c in folders]
-    return [(p.name, p) for p in sorted(folders)]
+    return [(p.name, p) for p in sorted(folders, key=_name_order)]
+
+
+def _name_order(p: Path) -> tuple[str, str]:
+    """Sort key of a class folder or image file: its name's NFC form. macOS (HFS+) writes names
+    decomposed (NFD), where "É" sorts before "Z" rather than after it: one tree, two labellings."""
+    return unicodedata.normalize("NFC", p.name), p.name
 
 
 def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[str], list[Path], list[int], list[tuple[str, tuple[int, int]]]]:
@@ -287,7 +295,8 @@ def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[st
     names = [n for n, _ in pairs] if classes is None else classes
     files, labels, heads, skipped = [], [], [], []
     for name, folder in pairs:
-        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        found = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+                       key=_name_order)
         skipped += sorted(p for p in folder.iterdir() if not p.name.startswith(".")
                           and (p.is_dir() or (p.is_file() and p.suffix.lower() in _OTHER_IMAGE_SUFFIXES)))
         if not found:

@@ -741,6 +741,9 @@ def read_madrylab(path: str | Path, *, stream: bool | None = None) -> Split:
 
 def _item_image(img: Any, where: str) -> torch.Tensor:
     if hasattr(img, "convert") and hasattr(img, "mode"):  # a PIL image
+        if img.mode not in _GRAY_MODES | _COLOUR_MODES:  # I;16, I, F: converting to 8 bits would clip them
+            raise DataError(f"{where}: the PIL image has mode {img.mode} (16-bit or float); give 8-bit images, "
+                            "or a float tensor in [0, 1]")
         img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
         arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
         return arr.unsqueeze(0) if arr.ndim == 2 else arr.permute(2, 0, 1)

@@ -300,3 +300,36 @@ def test_file_order_does_not_depend_on_unicode_normalisation(tmp_path, form):
                      for v, n in ((1, "Zoo"), (2, "École"), (3, "abc"))})
     ds, _ = read_image_folder(tmp_path)
     assert ds.storage[:, 0, 0, 0].tolist() == [1, 3, 2]  # Zoo < abc < École, on every machine
+
+
+# ---- torch Datasets of PIL images -----------------------------------------------------------------
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.mark.parametrize("img", [Image.fromarray((np.arange(16).reshape(4, 4) * 4000).astype(np.uint16)),
+                                 Image.fromarray(np.full((4, 4), 0.5, np.float32)),
+                                 Image.fromarray(np.full((4, 4), 70000, np.int32))], ids=["I;16", "F", "I"])
+def test_pil_images_of_more_than_8_bits_are_refused_not_clipped(img):
+    from advfeatures.data import from_torch_dataset
+
+    with pytest.raises(DataError) as info:
+        from_torch_dataset(_Items([(img, 0), (img, 1)]))
+    _one_line(info, rf"item 0 .*mode {re.escape(img.mode)}.*8-bit")
+
+
+def test_pil_images_mixing_grey_and_colour_name_the_mode_not_the_size():
+    from advfeatures.data import from_torch_dataset
+
+    gray = Image.fromarray(GRAD, "L")
+    with pytest.raises(DataError) as info:
+        from_torch_dataset(_Items([(gray, 0), (gray.convert("RGB"), 1)]))
+    _one_line(info, r"item 1 .*3 channels, item 0 1.*convert\('RGB'\)")

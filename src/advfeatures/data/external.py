@@ -794,6 +794,9 @@ def from_torch_dataset(ds: torch.utils.data.Dataset, *, classes: list[str] | Non
             raise DataError(f"{where}: the image has dtype {x.dtype}; images must be uint8 or float in [0, 1]")
         if images is None:
             images = torch.empty((n, *x.shape), dtype=torch.uint8 if x.dtype == torch.uint8 else torch.float32)
+        if tuple(x.shape[1:]) == tuple(images.shape[2:]) and x.shape[0] != images.shape[1]:
+            raise DataError(f"{where} has {x.shape[0]} channels, item 0 {images.shape[1]}; give every image one mode "
+                            "(e.g. img.convert('RGB') in the dataset's transform)")
         if tuple(x.shape) != tuple(images.shape[1:]):
             raise DataError(f"{where} has shape {tuple(x.shape)}, item 0 {tuple(images.shape[1:])}; resize them to one size")
         if images.dtype == torch.uint8 and x.dtype != torch.uint8:

@@ -333,3 +333,11 @@ def test_pil_images_mixing_grey_and_colour_name_the_mode_not_the_size():
     with pytest.raises(DataError) as info:
         from_torch_dataset(_Items([(gray, 0), (gray.convert("RGB"), 1)]))
     _one_line(info, r"item 1 .*3 channels, item 0 1.*convert\('RGB'\)")
+
+
+def test_an_image_past_pillows_decompression_bomb_limit_is_one_line(tmp_path, monkeypatch):
+    _save(tmp_path, {"a/x.png": Image.fromarray(np.zeros((16, 16), np.uint8)), "a/y.png": Image.fromarray(GRAD)})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 16×16 is past twice the limit: Pillow refuses it
+    with pytest.raises(DataError) as info:
+        read_image_folder(tmp_path)
+    _one_line(info, r"x\.png has 256 pixels, more than .*MAX_IMAGE_PIXELS")

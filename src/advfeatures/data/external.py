@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import struct
 import unicodedata
 import warnings
@@ -218,6 +219,11 @@ def _open(path: Path):
 
     try:
         return Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow's guard against huge images, not an OSError
+        found = re.search(r"(\d+) pixels", str(exc))
+        count = f"{int(found.group(1))} pixels" if found else "too many pixels"
+        raise DataError(f"{path} has {count}, more than Pillow opens (twice PIL.Image.MAX_IMAGE_PIXELS = "
+                        f"{Image.MAX_IMAGE_PIXELS}); shrink it, or raise that limit if you trust the file") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable image ({type(exc).__name__}); remove or replace it") from None
 

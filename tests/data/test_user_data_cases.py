@@ -341,3 +341,10 @@ def test_an_image_past_pillows_decompression_bomb_limit_is_one_line(tmp_path, mo
     with pytest.raises(DataError) as info:
         read_image_folder(tmp_path)
     _one_line(info, r"x\.png has 256 pixels, more than .*MAX_IMAGE_PIXELS")
+
+
+def test_mixed_sizes_name_both_files_with_their_class_folders(tmp_path):
+    _save(tmp_path, {"cat/0001.png": Image.fromarray(GRAD), "dog/0001.png": Image.fromarray(np.zeros((5, 4), np.uint8))})
+    with pytest.raises(DataError) as info:
+        read_image_folder(tmp_path)
+    _one_line(info, r"cat/0001\.png is 4×4, dog/0001\.png is 5×4.*size=")

@@ -350,7 +350,8 @@ def read_image_folder(path: str | Path, *, size=None, crop=None, stream: bool | 
             shapes.setdefault(_out_hw(hw, size, crop, p), p)
     if len(shapes) > 1:
         (a, pa), (b, pb) = list(shapes.items())[:2]
-        raise DataError(f"{path} mixes image sizes ({pa.name} is {a[0]}×{a[1]}, {pb.name} is {b[0]}×{b[1]}); "
+        pa, pb = pa.relative_to(path), pb.relative_to(path)  # with the class folder: file names repeat across classes
+        raise DataError(f"{path} mixes image sizes ({pa} is {a[0]}×{a[1]}, {pb} is {b[0]}×{b[1]}); "
                         "pass size= (--size) to resize them, or crop= (--crop)")
     shape = (channels, *next(iter(shapes)))
     out = []

@@ -6,8 +6,12 @@ naming the file and the fix):
 
 * **Image folder** (``root/<class>/<image>.png|.jpg|.jpeg``): classes are the sorted folder names
   (or the order a ``classes.json`` written by :func:`~advfeatures.data.export.export_dataset`
-  gives); images are read class by class, files in name order. ``root/train/`` + ``root/test/``
-  give the split, otherwise a seeded stratified split (``test_fraction``). Images keep their size
+  gives); images are read class by class, files in name order. Names sort by the code points of
+  their NFC form, so a tree copied from macOS (decomposed names) is ordered as everywhere else. ``root/train/`` + ``root/test/``
+  give the split (one without the other is refused), otherwise a seeded stratified split
+  (``test_fraction``). Subfolders of a class folder and images in other formats (``.bmp``,
+  ``.webp``, ``.tif``...) are not read, and a warning names them. An EXIF orientation tag is
+  applied (images are read upright, as viewers show them). Images keep their size
   unless ``size`` (an int scales the shorter side to it, keeping the aspect ratio; ``(h, w)`` resizes
   exactly; bilinear) and/or ``crop`` (a centre crop after resizing, int or ``(h, w)``) are given;
   after that every image must have the same size. Grayscale (modes 1/L/LA) stays one channel;
@@ -15,7 +19,8 @@ naming the file and the fix):
   lost, which neither "majority" nor "error" would guarantee). Alpha is dropped. 16-bit and float
   images are refused.
 * **Arrays** (``.npz``, or a folder of ``.npy`` files): keys ``x_train, y_train[, x_test, y_test]``,
-  or ``images, labels``, or ``x, y``; an optional ``classes`` array of names. Images are uint8
+  or ``images, labels``, or ``x, y``; an optional ``classes`` array of names (x_test or y_test
+  that would be left unread, alone or beside images/labels, is refused). Images are uint8
   (0..255, kept as uint8) or float in [0, 1]; 3-D arrays are (N, H, W) grayscale; a 4-D array is
   NCHW when axis 1 has size 1 or 3 (this wins when axis 3 could be channels too), else NHWC when
   axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; the class count is the largest
@@ -40,7 +45,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import struct
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -60,6 +67,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_OTHER_IMAGE_SUFFIXES = (".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")  # not read: named in a warning
 STREAM_BYTES = 512 * 2**20  # sets whose uint8 pixels exceed this are read from disk batch by batch
 _GRAY_MODES = {"1", "L", "LA"}
 _COLOUR_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX"}
@@ -211,16 +219,34 @@ def _open(path: Path):
 
     try:
         return Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow's guard against huge images, not an OSError
+        found = re.search(r"(\d+) pixels", str(exc))
+        count = f"{int(found.group(1))} pixels" if found else "too many pixels"
+        raise DataError(f"{path} has {count}, more than Pillow opens (twice PIL.Image.MAX_IMAGE_PIXELS = "
+                        f"{Image.MAX_IMAGE_PIXELS}); shrink it, or raise that limit if you trust the file") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable image ({type(exc).__name__}); remove or replace it") from None
 
 
+def _orientation(img) -> int:
+    """The EXIF orientation tag (1..8; 1, also when absent or unreadable: stored as shown)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block is not worth refusing the image for: read it as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def decode_image(path: Path, *, mode: str, size=None, crop=None, expect: Sequence[int] | None = None) -> torch.Tensor:
-    """One image file as a uint8 (C, H, W) tensor: converted to ``mode``, resized, centre-cropped."""
-    from PIL import Image
+    """One image file as a uint8 (C, H, W) tensor: turned upright by its EXIF orientation (as a
+    viewer shows it; a phone's portrait JPEG is stored landscape with a tag), converted to ``mode``,
+    resized, centre-cropped."""
+    from PIL import Image, ImageOps
 
     try:
         with _open(path) as img:
+            if _orientation(img) != 1:
+                img = ImageOps.exif_transpose(img)
             img = img.convert(mode)
             if size is not None:
                 h, w = _resized((img.height, img.width), size)
@@ -259,7 +285,13 @@ def _class_folders(root: Path, classes: list[str] | None) -> list[tuple[str, Pat
         if unknown:
             raise DataError(f"{root} has class folders {unknown[:3]} that train/ lacks; the two splits need the same classes")
         return [(c, root / c) for c in classes if root / c in folders]
-    return [(p.name, p) for p in sorted(folders)]
+    return [(p.name, p) for p in sorted(folders, key=_name_order)]
+
+
+def _name_order(p: Path) -> tuple[str, str]:
+    """Sort key of a class folder or image file: its name's NFC form. macOS (HFS+) writes names
+    decomposed (NFD), where "É" sorts before "Z" rather than after it: one tree, two labellings."""
+    return unicodedata.normalize("NFC", p.name), p.name
 
 
 def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[str], list[Path], list[int], list[tuple[str, tuple[int, int]]]]:
@@ -267,17 +299,25 @@ def _scan_tree(root: Path, *, classes: list[str] | None = None) -> tuple[list[st
     if not pairs:
         raise DataError(f"{root} has no class folders; an image folder holds one subfolder of images per class")
     names = [n for n, _ in pairs] if classes is None else classes
-    files, labels, heads = [], [], []
+    files, labels, heads, skipped = [], [], [], []
     for name, folder in pairs:
-        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        found = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+                       key=_name_order)
+        skipped += sorted(p for p in folder.iterdir() if not p.name.startswith(".")
+                          and (p.is_dir() or (p.is_file() and p.suffix.lower() in _OTHER_IMAGE_SUFFIXES)))
         if not found:
             raise DataError(f"class folder {folder} holds no .png/.jpg images; add some or remove the folder")
         label = names.index(name)
         for p in found:
-            with _open(p) as img:
-                heads.append((img.mode, (img.height, img.width)))
+            with _open(p) as img:  # orientations 5..8 turn the image by 90°: it is shown (and read) w×h
+                heads.append((img.mode, (img.width, img.height) if _orientation(img) >= 5 else (img.height, img.width)))
             files.append(p)
             labels.append(label)
+    if skipped:  # images a user may think are in the set: say so rather than drop them silently
+        dirs = sum(p.is_dir() for p in skipped)
+        log.warning("%s: skipped %d subfolder(s) and %d image file(s) of other formats inside class folders (%s); only "
+                    ".png/.jpg/.jpeg files directly in each class folder are read (convert them, or move them up)", root, dirs,
+                    len(skipped) - dirs, ", ".join(str(p.relative_to(root)) for p in skipped[:3]))
     return names, files, labels, heads
 
 
@@ -287,6 +327,12 @@ def read_image_folder(path: str | Path, *, size=None, crop=None, stream: bool | 
     size = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else _pair(size, "size")
     crop = _pair(crop, "crop")
     trees = [path / "train", path / "test"] if (path / "train").is_dir() and (path / "test").is_dir() else [path]
+    for one, other in (("train", "test"), ("test", "train")):  # half a split: not a class called "train" holding no images
+        half = path / one
+        if len(trees) == 1 and half.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in half.iterdir()) \
+                and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in half.iterdir()):
+            raise DataError(f"{path} has {one}/ but no {other}/; add {other}/ with the same class folders, or move the class "
+                            f"folders out of {one}/ into {path} to have a split made (test_fraction)")
     scans, classes = [], None
     for tree in trees:
         scan = _scan_tree(tree, classes=classes)
@@ -304,7 +350,8 @@ def read_image_folder(path: str | Path, *, size=None, crop=None, stream: bool | 
             shapes.setdefault(_out_hw(hw, size, crop, p), p)
     if len(shapes) > 1:
         (a, pa), (b, pb) = list(shapes.items())[:2]
-        raise DataError(f"{path} mixes image sizes ({pa.name} is {a[0]}×{a[1]}, {pb.name} is {b[0]}×{b[1]}); "
+        pa, pb = pa.relative_to(path), pb.relative_to(path)  # with the class folder: file names repeat across classes
+        raise DataError(f"{path} mixes image sizes ({pa} is {a[0]}×{a[1]}, {pb} is {b[0]}×{b[1]}); "
                         "pass size= (--size) to resize them, or crop= (--crop)")
     shape = (channels, *next(iter(shapes)))
     out = []
@@ -354,6 +401,9 @@ def _read_all(src, chunk: int = 1024) -> torch.Tensor:
 
 def _layout(shape: tuple[int, ...], what: str) -> bool:
     """Whether a 3-D/4-D image array is channels-last (see the module docstring's rule)."""
+    if len(shape) in (3, 4) and 0 in shape[1:]:
+        raise DataError(f"{what} has shape {shape}: its images have no pixels (an axis of length 0); "
+                        "the array was sliced or reshaped wrongly before saving")
     if len(shape) == 3:
         return False
     if len(shape) != 4:
@@ -393,10 +443,18 @@ def labels_from(values: Any, n: int, what: str) -> torch.Tensor:
     arr = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
+    if arr.ndim == 2 and arr.shape[0] == n and arr.shape[1] > 1:  # Keras' to_categorical, or per-class scores
+        raise DataError(f"{what} has shape {arr.shape}: one-hot labels (one column per class); store class indices "
+                        "instead, y.argmax(1)")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise DataError(f"{what} has shape {arr.shape}; expected one integer label per image ({n})")
+    if arr.dtype.kind in "US":
+        raise DataError(f"{what} has dtype {arr.dtype}: the labels are names, not class indices; convert them with "
+                        "classes, y = np.unique(y, return_inverse=True) and save classes beside them")
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise DataError(f"{what} has dtype {arr.dtype}; labels must be integers (class indices from 0)")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:  # would wrap to negative in int64
+        raise DataError(f"{what}: labels go up to {int(arr.max())}, but labels are class indices 0..K-1; remap them to 0..K-1")
     y = torch.from_numpy(arr.astype(np.int64))
     if y.numel() and int(y.min()) < 0:
         raise DataError(f"{what} has negative labels (min {int(y.min())}); labels are class indices from 0")
@@ -413,7 +471,11 @@ def _classes(names: Any, labels: list[torch.Tensor], what: str) -> list[str]:
                         "remap them to 0..K-1")
     if names is None:
         return [str(i) for i in range(top + 1)]
-    names = [str(c) for c in np.asarray(names).tolist()]
+    arr = np.asarray(names)
+    if arr.ndim != 1:
+        raise DataError(f"{what}: classes has shape {arr.shape}; it must be one name per class, a 1-D array")
+    # names saved as bytes (numpy's S dtype, h5py, Python 2 pickles) are text, not "b'cat'"
+    names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in arr.tolist()]
     if top >= len(names):
         raise DataError(f"{what}: label {top} is out of range for its {len(names)} classes; fix the labels or the class list")
     return names
@@ -424,6 +486,15 @@ def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | 
         if xk in keys and yk in keys:
             return xk, yk, (xt if xt in keys and yt in keys else None), (yt if xt in keys and yt in keys else None)
     raise DataError(f"{where} has arrays {sorted(keys)}; expected x_train/y_train[/x_test/y_test], images/labels or x/y")
+
+
+def _check_test_keys(keys: set[str], picked: tuple[str, str, str | None, str | None], where: str) -> None:
+    """Refuse test arrays that :func:`_pick_keys` leaves unread (half a pair, or beside images/labels):
+    the set would be split at random instead, and the user's test split silently dropped."""
+    unread = sorted({"x_test", "y_test"} & keys - set(picked[2:]))
+    if unread:
+        raise DataError(f"{where} has {' and '.join(unread)}, which would not be read: a test split needs x_test and y_test "
+                        "beside x_train and y_train; save all four (or drop the test arrays to have a split made)")
 
 
 def _stored_members(path: Path) -> dict[str, int]:
@@ -480,6 +551,7 @@ def read_npz(path: str | Path, *, stream: bool | None = None) -> Split:
         raise DataError(f"{path} is not a readable .npz file ({exc}); re-save it with numpy.savez") from None
     with z:
         xk, yk, xt, yt = _pick_keys(set(z.files), str(path))
+        _check_test_keys(set(z.files), (xk, yk, xt, yt), str(path))
         parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
         xs = [_npz_images(z, path, a, stored, stream) for a, _, _ in parts]
         arrays = {k: _npz_member(z, path, k) for k in (yk, yt, "classes") if k is not None and k in z.files}
@@ -556,6 +628,7 @@ def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
         raise DataError(f"{folder} lacks a pair of .npy files; expected images.npy + labels.npy, x.npy + y.npy, "
                         "or x_train/y_train[/x_test/y_test].npy")
     xk, yk, xt, yt = keys
+    _check_test_keys({p.stem for p in folder.glob("*.npy")}, keys, str(folder))
     parts = [(xk, yk, "train")] + ([(xt, yt, "test")] if xt else [])
     sources, ys = [], []
     for a, b, _ in parts:
@@ -651,8 +724,11 @@ def read_madrylab(path: str | Path, *, stream: bool | None = None) -> Split:
             x = _load_tensor(ims)
             if x.ndim != 4:
                 raise DataError(f"{ims} has shape {tuple(x.shape)}; expected N×C×H×W images")
-            if x.dtype != torch.uint8:
-                x = _images_from_array(x.float().numpy(), str(ims))
+            if x.dtype != torch.uint8 and not x.is_floating_point():  # .float() would pass integer 0/1 off as [0, 1]
+                raise DataError(f"{ims} has dtype {str(x.dtype).removeprefix('torch.')}; images must be uint8 (0..255) or "
+                                "float in [0, 1] (convert with .to(torch.uint8) or divide by 255)")
+            # uint8 too: the one layout rule (NHWC → NCHW) whichever way the file was saved
+            x = _images_from_array(x.numpy() if x.dtype == torch.uint8 else x.float().numpy(), str(ims))
             if _streamed(stream, x.numel()):
                 log.warning("%s cannot be read at offsets (torch's legacy pre-1.6 format, or tensors that are not contiguous), "
                             "so it was read whole into memory; re-save it with torch.save from a current torch, or as .npy, "
@@ -672,6 +748,9 @@ def read_madrylab(path: str | Path, *, stream: bool | None = None) -> Split:
 
 def _item_image(img: Any, where: str) -> torch.Tensor:
     if hasattr(img, "convert") and hasattr(img, "mode"):  # a PIL image
+        if img.mode not in _GRAY_MODES | _COLOUR_MODES:  # I;16, I, F: converting to 8 bits would clip them
+            raise DataError(f"{where}: the PIL image has mode {img.mode} (16-bit or float); give 8-bit images, "
+                            "or a float tensor in [0, 1]")
         img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
         arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
         return arr.unsqueeze(0) if arr.ndim == 2 else arr.permute(2, 0, 1)
@@ -722,6 +801,9 @@ def from_torch_dataset(ds: torch.utils.data.Dataset, *, classes: list[str] | Non
             raise DataError(f"{where}: the image has dtype {x.dtype}; images must be uint8 or float in [0, 1]")
         if images is None:
             images = torch.empty((n, *x.shape), dtype=torch.uint8 if x.dtype == torch.uint8 else torch.float32)
+        if tuple(x.shape[1:]) == tuple(images.shape[2:]) and x.shape[0] != images.shape[1]:
+            raise DataError(f"{where} has {x.shape[0]} channels, item 0 {images.shape[1]}; give every image one mode "
+                            "(e.g. img.convert('RGB') in the dataset's transform)")
         if tuple(x.shape) != tuple(images.shape[1:]):
             raise DataError(f"{where} has shape {tuple(x.shape)}, item 0 {tuple(images.shape[1:])}; resize them to one size")
         if images.dtype == torch.uint8 and x.dtype != torch.uint8:

@@ -5,7 +5,10 @@
 * **our own files** (safetensors written by :func:`~advfeatures.models.save_model`): as
   :func:`~advfeatures.models.load_model`;
 * **a plain state dict** (``.pt`` / ``.pth`` / ``.safetensors``; or a checkpoint dict holding it
-  under ``"model"`` or ``"state_dict"``; a ``module.`` prefix from ``DataParallel`` is dropped) plus
+  under ``"model"``, ``"state_dict"``, ``"model_state_dict"``, ``"net"``, … or an EMA copy's
+  ``"ema"`` / ``"state_dict_ema"``, beside anything else a training script saves, such as an
+  optimizer's state; the ``module.`` prefix of ``DataParallel`` / DDP and the ``_orig_mod.`` of
+  ``torch.compile`` are dropped) plus
   ``arch``: one of our :data:`~advfeatures.models.MODELS` by name, or ``"module.path:factory"``
   naming an importable function or class that returns an ``nn.Module``, called with
   ``arch_kwargs``. Importing that module is the user's choice of code, never the file's;
@@ -178,22 +181,37 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
                          f"({type(exc).__name__}: {_first_line(exc)})") from None
 
 
+# where training scripts put the weights in a checkpoint dict, in the order we look (the model's own
+# weights before an EMA copy kept beside them: timm's "state_dict" / "state_dict_ema")
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "network", "weights", "ema", "model_ema",
+                 "state_dict_ema", "ema_state_dict")
+# prefixes a wrapper adds to every key: DataParallel / DDP's "module.", torch.compile's "_orig_mod."
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
-        for key in ("model", "state_dict"):
+        for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
+                if len(obj) > 1:
+                    log.info("%s: the weights under %r of a checkpoint holding %s", path, key, ", ".join(map(str, obj)))
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not obj:
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors, or a checkpoint "
-                         "with one under 'model' or 'state_dict')")
+                         f"with one under {' / '.join(repr(k) for k in _WRAPPER_KEYS[:3])} …)")
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ModelError(f"{path}: {len(bad)} entries of its state dict are not tensors ({', '.join(bad[:4])}); "
-                         "save model.state_dict() (or put it under 'model')")
+                         f"save model.state_dict() (or put it under one of {', '.join(repr(k) for k in _WRAPPER_KEYS)})")
     state = {str(k): v for k, v in obj.items()}
-    while state and all(k.startswith("module.") for k in state):  # DataParallel / DDP wrappers
-        state = {k[len("module."):]: v for k, v in state.items()}
+    stripped = True
+    while state and stripped:  # wrappers around wrappers: DDP around a compiled model, and the reverse
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
     return state
 
 

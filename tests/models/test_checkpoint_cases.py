@@ -1,0 +1,75 @@
+"""Real users' checkpoints meeting load_any_model: the wrappers training scripts put around the
+weights, the prefixes of DataParallel and torch.compile, other dtypes and devices, and files that
+do not fit the architecture asked for. Each either loads to the saved model's logits or is refused
+in one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advfeatures.errors import ModelError
+from advfeatures.models import build_model, load_any_model
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text, text
+    return text
+
+
+@pytest.fixture
+def trained():
+    """A tiny MLP after one SGD step with momentum, and that optimizer (its state holds tensors and ints)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 8, 8), 10, hidden=(16,))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.rand(4, 1, 8, 8)).sum().backward()
+        opt.step()
+    return model.eval(), opt
+
+
+def _load(path, **kw):
+    return load_any_model(path, arch="mlp", arch_kwargs={"hidden": [16]}, in_shape=(1, 8, 8), **kw)
+
+
+@pytest.mark.parametrize("wrap", ["model_state_dict", "net", "ema", "state_dict_ema", "model_ema", "model+optimizer",
+                                  "orig_mod", "module+orig_mod", "orig_mod+module"])
+def test_common_checkpoint_wrappers_load_to_the_same_logits(tmp_path, trained, wrap):
+    model, opt = trained
+    state = model.state_dict()
+    extra = {"epoch": 7, "best_acc": 0.91, "optimizer": opt.state_dict(), "lr_schedule": [0.1, 0.01]}
+    obj = {
+        "model_state_dict": {"model_state_dict": state, **extra},  # the PyTorch tutorial's checkpoint
+        "net": {"net": state, "acc": 93.1, "epoch": 200},  # kuangliu/pytorch-cifar
+        "ema": {"ema": state, "step": 1000},
+        "state_dict_ema": {"state_dict_ema": state, "epoch": 3},  # timm, EMA weights only
+        "model_ema": {"model_ema": state, **extra},
+        "model+optimizer": {"model": state, **extra},
+        "orig_mod": {f"_orig_mod.{k}": v for k, v in state.items()},  # torch.compile(model).state_dict()
+        "module+orig_mod": {"state_dict": {f"module._orig_mod.{k}": v for k, v in state.items()}},
+        "orig_mod+module": {f"_orig_mod.module.{k}": v for k, v in state.items()},
+    }[wrap]
+    torch.save(obj, tmp_path / "ckpt.pt")
+    loaded = _load(tmp_path / "ckpt.pt")
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_the_models_own_weights_win_over_an_ema_copy_beside_them(tmp_path, trained):
+    model, _ = trained
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    torch.save({"state_dict": model.state_dict(), "state_dict_ema": ema}, tmp_path / "timm.pth")
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(_load(tmp_path / "timm.pth")(x), model(x))
+
+
+def test_a_checkpoint_without_a_known_weights_key_names_the_keys_we_look_for(tmp_path, trained):
+    model, _ = trained
+    torch.save({"my_weights": model.state_dict(), "epoch": 1}, tmp_path / "odd.pt")
+    with pytest.raises(ModelError, match=r"not tensors \(my_weights, epoch\).*'model_state_dict'") as exc:
+        _load(tmp_path / "odd.pt")
+    one_line(exc)

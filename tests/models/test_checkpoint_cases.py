@@ -73,3 +73,50 @@ def test_a_checkpoint_without_a_known_weights_key_names_the_keys_we_look_for(tmp
     with pytest.raises(ModelError, match=r"not tensors \(my_weights, epoch\).*'model_state_dict'") as exc:
         _load(tmp_path / "odd.pt")
     one_line(exc)
+
+
+# --- dtypes and devices ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_half_bfloat16_and_double_files_load_into_float32_as_their_values(tmp_path, trained, dtype, suffix):
+    from safetensors.torch import save_file
+
+    model, _ = trained
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    loaded = _load(path)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert all(torch.equal(loaded.state_dict()[k], v.to(torch.float32)) for k, v in state.items() if v.is_floating_point())
+
+
+def test_a_file_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, trained, monkeypatch):
+    """torch.save records each storage's device; a checkpoint written on CUDA names "cuda:0", which
+    torch.load without map_location refuses where there is no GPU."""
+    import torch.serialization as ser
+
+    model, _ = trained
+    with monkeypatch.context() as m:
+        m.setattr(ser, "location_tag", lambda storage: "cuda:0")
+        torch.save({"model": model.state_dict()}, tmp_path / "gpu.pt")
+    if not torch.cuda.is_available():  # the file really names the GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "gpu.pt", weights_only=True)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(_load(tmp_path / "gpu.pt")(x), model(x))
+
+
+def test_meta_tensors_and_integer_weights_are_refused_in_one_line(tmp_path, trained):
+    model, _ = trained
+    state = model.state_dict()
+    torch.save({k: v.to("meta") for k, v in state.items()}, tmp_path / "meta.pt")
+    with pytest.raises(ModelError, match=r"no weights, only their shapes \(4 meta tensors") as exc:
+        _load(tmp_path / "meta.pt")
+    one_line(exc)
+    torch.save({k: (v * 127).round().to(torch.int8) for k, v in state.items()}, tmp_path / "int8.pt")
+    with pytest.raises(ModelError, match=r"stores torch.int8 values for 4 floating-point weights") as exc:
+        _load(tmp_path / "int8.pt")
+    one_line(exc)

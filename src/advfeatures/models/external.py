@@ -305,7 +305,9 @@ def _from_factory(spec: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
     """``model.load_state_dict(state)`` where every key and shape must match, else one line naming
     the first few missing, unexpected and mis-shaped keys (BatchNorm's ``num_batches_tracked``
-    counters, absent from some older checkpoints, may be missing)."""
+    counters, absent from some older checkpoints, may be missing). Floating-point values of any
+    width load converted to the model's dtype; meta tensors and integers for float weights are
+    refused."""
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
@@ -321,5 +323,17 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path:
                 f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in misshaped[:3]) + ")")
         raise ModelError(f"{path} does not fit {what}: keys {'; '.join(parts)}; pass the arch (and arch_kwargs, "
                          "in_shape, num_classes) the file was saved from")
+    # values load_state_dict would copy without a word: a file of shapes only (meta tensors), or
+    # integers where the model has float weights (a quantized export); a float of any width
+    # (float16, bfloat16, float64) is converted to the model's dtype, as it should be
+    meta = [k for k in own if k in state and state[k].is_meta]
+    if meta:
+        raise ModelError(f"{path} holds no weights, only their shapes ({len(meta)} meta tensors, e.g. {meta[0]}): it was "
+                         "saved from a model on the meta device; save its state_dict() after loading real weights")
+    ints = [k for k in own if k in state and own[k].is_floating_point() and not state[k].is_floating_point()]
+    if ints:
+        raise ModelError(f"{path} stores {state[ints[0]].dtype} values for {len(ints)} floating-point weights "
+                         f"({', '.join(ints[:3])}{', …' if len(ints) > 3 else ''}); a quantized or integer export cannot "
+                         "be read as the float model: save the float model's state_dict()")
     full = {**{k: v for k, v in own.items() if k not in state}, **state}
     model.load_state_dict(full)

@@ -120,3 +120,46 @@ def test_meta_tensors_and_integer_weights_are_refused_in_one_line(tmp_path, trai
     with pytest.raises(ModelError, match=r"stores torch.int8 values for 4 floating-point weights") as exc:
         _load(tmp_path / "int8.pt")
     one_line(exc)
+
+
+# --- files that do not fit the architecture asked for ---------------------------------------------
+
+
+@pytest.fixture
+def tv18(tmp_path):
+    """A tiny (width 2) torchvision-layout ResNet-18 state dict with a 1000-class fc, saved to a file."""
+    from advfeatures.models import to_torchvision
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ours = build_model("tv_resnet18", (3, 32, 32), 1000, width=2).eval()
+    torch.save({"state_dict": to_torchvision(ours.state_dict(), ours)}, tmp_path / "r18.pth")
+    return ours, tmp_path / "r18.pth"
+
+
+@pytest.mark.parametrize("arch", ["tv_resnet50", "resnet18", "resnet50", "mlp"])
+def test_a_resnet18_file_given_another_arch_is_named_for_what_it_is(tv18, arch):
+    _, path = tv18
+    with pytest.raises(ModelError, match=r"holds a tv_resnet18 \(read from its torchvision-layout keys\), not a "
+                                         rf"{arch}: pass arch='tv_resnet18'") as exc:
+        load_any_model(path, arch=arch, arch_kwargs={"width": 2} if "resnet" in arch else None, in_shape=(3, 32, 32))
+    one_line(exc)
+
+
+def test_a_1000_class_head_for_10_class_data_says_so(tv18):
+    ours, path = tv18
+    with pytest.raises(ModelError, match=r"a classifier of 1000 classes, not of the 10 asked for .*pick data with 1000 "
+                                         r"classes .*replace model.head") as exc:
+        load_any_model(path, in_shape=(3, 32, 32), num_classes=10)
+    one_line(exc)
+    loaded = load_any_model(path, in_shape=(3, 32, 32), num_classes=1000)  # the fix the message gives
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ours(x))
+
+
+def test_a_head_mismatch_beside_other_mismatches_is_not_blamed_on_the_classes(tv18):
+    _, path = tv18  # width 2 read as width 4: the whole network differs, not just the head
+    with pytest.raises(ModelError, match="mis-shaped") as exc:
+        load_any_model(path, arch="tv_resnet18", arch_kwargs={"width": 4}, in_shape=(3, 32, 32), num_classes=10)
+    assert "1000 classes" not in one_line(exc)

@@ -54,7 +54,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelError
-from .base import Normalize
+from .base import Classifier, Normalize
 from .registry import MODELS, build_model, load_model
 from .resnet import ResNet
 from .torchvision_resnet import from_torchvision, infer_resnet, is_torchvision_layout
@@ -250,6 +250,14 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
           normalize: dict[str, list[float]] | None, in_shape: Sequence[int] | None, num_classes: int | None) -> nn.Module:
     resnet = name.startswith(("resnet", "tv_resnet"))
     tv_names = resnet and is_torchvision_layout(state)
+    if is_torchvision_layout(state):  # a ResNet's keys say which of ours it is: name that, not a wall of keys
+        try:
+            inferred = infer_resnet(state)[0]
+        except ModelError:  # a depth of none of ours: the key check below names what differs
+            inferred = name
+        if inferred != name:
+            raise ModelError(f"{path} holds a {inferred} (read from its torchvision-layout keys), not a {name}: pass "
+                             f"arch={inferred!r} (--arch) or leave arch out")
     if normalize is not None:
         kwargs = {**kwargs, **{k: v for k, v in normalize.items() if k not in kwargs}}
     if in_shape is None:
@@ -260,6 +268,7 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
             raise ModelError(f"{path}: no stem convolution found to read the input channels from; pass in_shape")
         size = 224 if name.startswith("tv_") else 32
         in_shape = (int(stem.shape[1]), size, size)
+    asked = num_classes
     if num_classes is None:
         num_classes = _num_classes(state, path)
     try:
@@ -272,6 +281,13 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
         norm = next(m for m in model.features if isinstance(m, Normalize))
         state = {**state, "features.0.mean": torch.tensor(normalize["mean"]).view_as(norm.mean),
                  "features.0.std": torch.tensor(normalize["std"]).view_as(norm.std)}
+    head = state.get("head.weight")
+    if asked is not None and isinstance(model, Classifier) and head is not None and head.ndim == 2 and head.shape[0] != asked:
+        own = model.state_dict()
+        if all(k in ("head.weight", "head.bias") for k in own if k in state and state[k].shape != own[k].shape):
+            raise ModelError(f"{path} is a classifier of {head.shape[0]} classes, not of the {asked} asked for (the data's): "
+                             f"pick data with {head.shape[0]} classes (to fine-tune it on {asked}, load it in Python with "
+                             f"num_classes={head.shape[0]} and replace model.head)")
     load_state_strict(model, state, path, f"arch {name!r}")
     return model
 

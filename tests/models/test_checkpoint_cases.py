@@ -5,6 +5,8 @@ in one line that names the problem and the fix."""
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -163,3 +165,24 @@ def test_a_head_mismatch_beside_other_mismatches_is_not_blamed_on_the_classes(tv
     with pytest.raises(ModelError, match="mis-shaped") as exc:
         load_any_model(path, arch="tv_resnet18", arch_kwargs={"width": 4}, in_shape=(3, 32, 32), num_classes=10)
     assert "1000 classes" not in one_line(exc)
+
+
+# --- module:factory -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("def make(:\n", r"SyntaxError: invalid syntax at .*broken_nets_\w+\.py:1\); it was found but failed to import: fix"),
+    ("import _no_such_dependency_xyz\n", r"No module named '_no_such_dependency_xyz'\); it was found but failed to import"),
+    ("raise RuntimeError('needs a GPU')\n", r"RuntimeError: needs a GPU\); it was found but failed to import"),
+])
+def test_a_factory_module_that_fails_to_import_is_not_sent_to_pythonpath(tmp_path, monkeypatch, source, message):
+    name = f"broken_nets_{zlib.crc32(source.encode())}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    with pytest.raises(ModelError, match=message) as exc:
+        load_any_model(tmp_path / "w.pt", arch=f"{name}:make")
+    assert "PYTHONPATH" not in one_line(exc)
+    with pytest.raises(ModelError, match=r"cannot import '_absent_pkg_xyz.nets'.*put it on PYTHONPATH") as exc:
+        load_any_model(tmp_path / "w.pt", arch="_absent_pkg_xyz.nets:make")
+    one_line(exc)

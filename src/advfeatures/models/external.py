@@ -140,8 +140,13 @@ def import_factory(spec: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module's own import-time failure
-        raise ModelError(f"cannot import {module_name!r} for arch {spec!r} ({type(exc).__name__}: {_first_line(exc)}); "
-                         "put it on PYTHONPATH") from None
+        parts = module_name.split(".")
+        not_found = isinstance(exc, ModuleNotFoundError) and exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        fix = "put it on PYTHONPATH" if not_found else "it was found but failed to import: fix the error in it"
+        detail = _first_line(exc)
+        if isinstance(exc, SyntaxError) and exc.filename:
+            detail = f"{exc.msg} at {exc.filename}:{exc.lineno}"
+        raise ModelError(f"cannot import {module_name!r} for arch {spec!r} ({type(exc).__name__}: {detail}); {fix}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ModelError(f"{module_name!r} has no {attr!r} (arch {spec!r}); name a function or class it defines")

@@ -186,3 +186,38 @@ def test_a_factory_module_that_fails_to_import_is_not_sent_to_pythonpath(tmp_pat
     with pytest.raises(ModelError, match=r"cannot import '_absent_pkg_xyz.nets'.*put it on PYTHONPATH") as exc:
         load_any_model(tmp_path / "w.pt", arch="_absent_pkg_xyz.nets:make")
     one_line(exc)
+
+
+# --- through the CLI ------------------------------------------------------------------------------
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from advfeatures.cli import main
+
+    res = CliRunner().invoke(main, ["--quiet", "--threads", "1", *args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    return res.exit_code, lines
+
+
+@pytest.mark.parametrize(("factory", "kind"), [("TupleNet", "tuple"), ("DictNet", "dict")])
+def test_a_model_returning_a_tuple_or_dict_is_refused_with_the_fix(tmp_path, user_nets, factory, kind):
+    torch.save(user_nets.make_net(classes=10).state_dict(), tmp_path / "w.pt")
+    code, lines = _cli(["attack", "--model", str(tmp_path / "w.pt"), "--arch", f"_user_nets:{factory}",
+                        "--arch-kwargs", '{"classes": 10}', "--attack", "fgsm", "--eps", "0.1", "--n", "4"])
+    assert code == 2 and len(lines) == 1, lines
+    assert f"returns a {kind}, not a tensor of logits; make its forward return the logits alone" in lines[0]
+
+
+def test_a_compiled_ddp_checkpoint_and_an_unknown_layer_through_the_cli(tmp_path, user_nets):
+    net = user_nets.make_net(classes=10)
+    torch.save({"model_state_dict": {f"module._orig_mod.{k}": v for k, v in net.state_dict().items()}, "epoch": 1},
+               tmp_path / "w.pt")
+    args = ["attack", "--model", str(tmp_path / "w.pt"), "--arch", "_user_nets:make_net", "--arch-kwargs", '{"classes": 10}',
+            "--attack", "fgsm", "--eps", "0.1", "--n", "4"]
+    code, lines = _cli([*args, "--out", str(tmp_path / "a.json")])
+    assert code == 0 and (tmp_path / "a.json").exists(), lines
+    code, lines = _cli([*args, "--layer", "fc3"])
+    assert code == 2 and len(lines) == 1 and "has no layer 'fc3'" in lines[0] and "conv, fc1, fc2" in lines[0], lines

@@ -221,3 +221,18 @@ def test_a_compiled_ddp_checkpoint_and_an_unknown_layer_through_the_cli(tmp_path
     assert code == 0 and (tmp_path / "a.json").exists(), lines
     code, lines = _cli([*args, "--layer", "fc3"])
     assert code == 2 and len(lines) == 1 and "has no layer 'fc3'" in lines[0] and "conv, fc1, fc2" in lines[0], lines
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated, but users still have such files
+@pytest.mark.filterwarnings("error::UserWarning")  # torch's "dispatching to torch.jit.load" would be untrue: it refuses
+def test_a_torchscript_archive_and_sparse_weights_are_refused_with_the_fix(tmp_path, trained):
+    model, _ = trained
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.jit.save(torch.jit.trace(net, torch.rand(1, 1, 8, 8)), tmp_path / "scripted.pt")
+    with pytest.raises(ModelError, match=r"is a TorchScript archive \(torch.jit.save\).*model.state_dict\(\)") as exc:
+        _load(tmp_path / "scripted.pt")
+    assert "weights_only" not in one_line(exc)  # (torch's own "dispatching to torch.jit.load" warning is silenced)
+    torch.save({k: v.to_sparse() for k, v in model.state_dict().items()}, tmp_path / "sparse.pt")
+    with pytest.raises(ModelError, match=r"stores 4 weights as torch.sparse_coo tensors .*to_dense") as exc:
+        _load(tmp_path / "sparse.pt")
+    one_line(exc)

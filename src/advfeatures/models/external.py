@@ -44,6 +44,7 @@ import importlib
 import json
 import logging
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,9 +175,16 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
         except (SafetensorError, OSError) as exc:
             raise ModelError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), {}
+        with warnings.catch_warnings():  # torch announces it would dispatch a TorchScript archive to torch.jit.load,
+            # then (weights_only) refuses it: only the refusal is true, and it is reported below
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True), {}
     except Exception as exc:  # a refused or malformed pickle raises many kinds; all end in one line
         message = str(exc)
+        if "TorchScript" in message:  # torch.jit.save's archive is code (a program), not a state dict
+            raise ModelError(f"{path} is a TorchScript archive (torch.jit.save), which is code we do not run; save the "
+                             "model's weights instead (torch.save(model.state_dict(), 'weights.pt')) and load those "
+                             "with --arch") from None
         unsafe = _UNSAFE.search(message)
         if unsafe:
             raise ModelError(f"{path} names code ({unsafe.group(1)}) that loading it would run; we only read tensors "
@@ -347,6 +355,10 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path:
     # values load_state_dict would copy without a word: a file of shapes only (meta tensors), or
     # integers where the model has float weights (a quantized export); a float of any width
     # (float16, bfloat16, float64) is converted to the model's dtype, as it should be
+    sparse = [k for k in own if k in state and state[k].layout != torch.strided]
+    if sparse:
+        raise ModelError(f"{path} stores {len(sparse)} weights as {state[sparse[0]].layout} tensors ({', '.join(sparse[:3])}); "
+                         "save the dense ones (tensor.to_dense()) in the state dict")
     meta = [k for k in own if k in state and state[k].is_meta]
     if meta:
         raise ModelError(f"{path} holds no weights, only their shapes ({len(meta)} meta tensors, e.g. {meta[0]}): it was "
@@ -357,4 +369,7 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path:
                          f"({', '.join(ints[:3])}{', …' if len(ints) > 3 else ''}); a quantized or integer export cannot "
                          "be read as the float model: save the float model's state_dict()")
     full = {**{k: v for k, v in own.items() if k not in state}, **state}
-    model.load_state_dict(full)
+    try:
+        model.load_state_dict(full)
+    except RuntimeError as exc:  # what the checks above did not foresee: still one line
+        raise ModelError(f"{path} does not load into {what}: {' '.join(str(exc).split())[:240]}") from None

@@ -236,3 +236,27 @@ def test_a_torchscript_archive_and_sparse_weights_are_refused_with_the_fix(tmp_p
     with pytest.raises(ModelError, match=r"stores 4 weights as torch.sparse_coo tensors .*to_dense") as exc:
         _load(tmp_path / "sparse.pt")
     one_line(exc)
+
+
+@pytest.mark.parametrize("attribute", ["model", "net"])
+def test_a_lightning_checkpoint_loads_without_its_attribute_prefix(tmp_path, trained, user_nets, attribute):
+    model, _ = trained
+    lightning = {"epoch": 4, "global_step": 40, "pytorch-lightning_version": "2.1.0", "optimizer_states": [],
+                 "lr_schedulers": [], "hyper_parameters": {"lr": 0.1}}
+    x = torch.rand(3, 1, 8, 8)
+    torch.save({"state_dict": {f"{attribute}.{k}": v for k, v in model.state_dict().items()}, **lightning}, tmp_path / "a.ckpt")
+    with torch.no_grad():
+        assert torch.equal(_load(tmp_path / "a.ckpt")(x), model(x))
+    net = user_nets.make_net(classes=3, seed=2).eval()
+    torch.save({"state_dict": {f"{attribute}.{k}": v for k, v in net.state_dict().items()}, **lightning}, tmp_path / "u.ckpt")
+    with torch.no_grad():
+        assert torch.equal(load_any_model(tmp_path / "u.ckpt", arch="_user_nets:make_net")(x), net(x))
+
+
+def test_a_shared_prefix_that_does_not_make_the_keys_fit_is_still_reported(tmp_path, trained):
+    model, _ = trained
+    state = {f"model.{k}": v for k, v in model.state_dict().items() if k != "head.bias"}
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ModelError, match=r"missing 4 .*unexpected 3 \(model\.features") as exc:
+        _load(tmp_path / "w.pt")
+    one_line(exc)

@@ -331,13 +331,36 @@ def _from_factory(spec: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
     return model
 
 
+def _fits(keys: set[str], own: Mapping[str, torch.Tensor]) -> bool:
+    return keys <= set(own) and all(k in keys for k in own if not k.endswith("num_batches_tracked"))
+
+
+def _without_attribute_prefix(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+                              path: str | Path) -> Mapping[str, torch.Tensor]:
+    """``state`` without the one first name all its keys share, where that is what makes them fit:
+    the attribute a wrapper held the model under (a PyTorch Lightning module's ``self.model`` or
+    ``self.net``, whose checkpoint keys read ``model.conv1.weight``). Otherwise ``state`` itself."""
+    if not state or _fits(set(state), own) or not all("." in k for k in state):
+        return state
+    firsts = {k.partition(".")[0] for k in state}
+    if len(firsts) != 1:
+        return state
+    inner = {k.partition(".")[2]: v for k, v in state.items()}
+    if not _fits(set(inner), own):
+        return state
+    log.info("%s: its keys sit under %r (the attribute a wrapper held the model under); read without it", path, *firsts)
+    return inner
+
+
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
     """``model.load_state_dict(state)`` where every key and shape must match, else one line naming
     the first few missing, unexpected and mis-shaped keys (BatchNorm's ``num_batches_tracked``
-    counters, absent from some older checkpoints, may be missing). Floating-point values of any
+    counters, absent from some older checkpoints, may be missing; keys that all sit under one
+    wrapper's attribute, ``model.`` in a Lightning checkpoint, are read without it where that fits). Floating-point values of any
     width load converted to the model's dtype; meta tensors and integers for float weights are
     refused."""
     own = model.state_dict()
+    state = _without_attribute_prefix(state, own, path)
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     misshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

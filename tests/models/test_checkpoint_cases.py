@@ -260,3 +260,11 @@ def test_a_shared_prefix_that_does_not_make_the_keys_fit_is_still_reported(tmp_p
     with pytest.raises(ModelError, match=r"missing 4 .*unexpected 3 \(model\.features") as exc:
         _load(tmp_path / "w.pt")
     one_line(exc)
+
+
+def test_naming_the_right_resnet_arch_reads_its_width_from_the_file(tv18):
+    ours, path = tv18  # width 2; arch given, arch_kwargs not
+    loaded = load_any_model(path, arch="tv_resnet18", in_shape=(3, 32, 32))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert loaded.arch["kwargs"] == {"width": 2} and torch.equal(loaded(x), ours(x))

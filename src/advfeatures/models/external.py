@@ -265,12 +265,13 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
     tv_names = resnet and is_torchvision_layout(state)
     if is_torchvision_layout(state):  # a ResNet's keys say which of ours it is: name that, not a wall of keys
         try:
-            inferred = infer_resnet(state)[0]
+            inferred, inferred_kwargs = infer_resnet(state)
         except ModelError:  # a depth of none of ours: the key check below names what differs
-            inferred = name
+            inferred, inferred_kwargs = name, {}
         if inferred != name:
             raise ModelError(f"{path} holds a {inferred} (read from its torchvision-layout keys), not a {name}: pass "
                              f"arch={inferred!r} (--arch) or leave arch out")
+        kwargs = {**inferred_kwargs, **kwargs}  # its width, as when arch is left out, unless given
     if normalize is not None:
         kwargs = {**kwargs, **{k: v for k, v in normalize.items() if k not in kwargs}}
     if in_shape is None:

@@ -5,6 +5,7 @@ in one line that names the problem and the fix."""
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 import pytest
@@ -268,3 +269,43 @@ def test_naming_the_right_resnet_arch_reads_its_width_from_the_file(tv18):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert loaded.arch["kwargs"] == {"width": 2} and torch.equal(loaded(x), ours(x))
+
+
+_SCRIPT = """import argparse, sys
+from torch import nn
+print("a warning of its own", file=sys.stderr)
+args = argparse.ArgumentParser().parse_args()  # our command line is not its own
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+"""
+
+
+def test_a_factory_module_that_runs_as_a_script_is_one_line_not_its_usage(tmp_path, monkeypatch, capsys):
+    name = f"train_script_{zlib.crc32(str(tmp_path).encode())}"
+    (tmp_path / f"{name}.py").write_text(_SCRIPT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["advfeatures", "attack", "--n", "4"])
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    with pytest.raises(ModelError, match=rf"importing '{name}' .* exited \(.*error: unrecognized arguments: attack --n 4\): "
+                                         r"it runs as a script.*__name__") as exc:
+        load_any_model(tmp_path / "w.pt", arch=f"{name}:make")
+    one_line(exc)
+    assert "usage:" not in capsys.readouterr().err
+
+
+def test_factory_failures_and_a_class_as_the_factory(tmp_path, user_nets, monkeypatch):
+    torch.save(user_nets.make_net().state_dict(), tmp_path / "w.pt")
+    monkeypatch.setattr(user_nets, "raises", lambda **kw: (_ for _ in ()).throw(RuntimeError("needs a GPU")), raising=False)
+    monkeypatch.setattr(user_nets, "exits", lambda **kw: sys.exit(3), raising=False)
+    for spec, message in [("_user_nets:raises", r"_user_nets:raises\(\*\*\{\}\) failed: RuntimeError: needs a GPU"),
+                          ("_user_nets:exits", r"_user_nets:exits\(\*\*\{\}\) failed: SystemExit: 3")]:
+        with pytest.raises(ModelError, match=message) as exc:
+            load_any_model(tmp_path / "w.pt", arch=spec)
+        one_line(exc)
+    trained_mode = user_nets.make_net().train()
+    monkeypatch.setattr(user_nets, "in_training_mode", lambda: trained_mode, raising=False)
+    model = load_any_model(tmp_path / "w.pt", arch="_user_nets:in_training_mode")
+    assert not model.training and all(not m.training for m in model.modules())
+    x = torch.rand(2, 1, 8, 8)
+    as_class = load_any_model(tmp_path / "w.pt", arch="_user_nets:UserNet")  # a class names its own constructor
+    assert torch.equal(as_class(x), model(x))

@@ -139,11 +139,12 @@ def import_factory(spec: str) -> Callable[..., Any]:
     if not module_name or not attr:
         raise ModelError(f"arch {spec!r} must read 'module.path:factory' (e.g. 'mypkg.nets:make_net')")
     try:
-        obj: Any = _import_module(module_name)
-    except SystemExit as exc:  # a script that parses its arguments (argparse) or exits when imported
-        raise ModelError(f"importing {module_name!r} for arch {spec!r} exited ({_first_line(exc)}): "
-                         "it runs as a script when imported; put the model's code in a module that only defines it, or "
-                         "guard the script's part with `if __name__ == '__main__':`") from None
+        obj: Any = importlib.import_module(module_name)
+    except SystemExit as exc:  # a script that parses its arguments (argparse: our command line, printed above) or exits
+        # when imported; stderr is left as it is (capturing it would also capture the loggers the module sets up)
+        raise ModelError(f"importing {module_name!r} for arch {spec!r} exited (SystemExit: {_first_line(exc)}): it runs as "
+                         "a script when imported; put the model's code in a module that only defines it, or guard the "
+                         "script's part with `if __name__ == '__main__':`") from None
     except Exception as exc:  # ImportError, or the module's own import-time failure
         parts = module_name.split(".")
         not_found = isinstance(exc, ModuleNotFoundError) and exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
@@ -159,28 +160,6 @@ def import_factory(spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ModelError(f"{spec} is a {type(obj).__name__}, not a function or class")
     return obj
-
-
-def _import_module(name: str) -> Any:
-    """``importlib.import_module(name)``; what the module writes to stderr while it imports is
-    passed on, except where it then exits: a script's argparse error about our command line's
-    arguments is then the last line of what it wrote, carried in the SystemExit."""
-    import contextlib
-    import io
-    import sys
-
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            module = importlib.import_module(name)
-    except SystemExit as exc:
-        lines = [line for line in err.getvalue().splitlines() if line.strip()]
-        raise SystemExit(lines[-1][:200] if lines else exc.code) from None
-    except BaseException:
-        sys.stderr.write(err.getvalue())
-        raise
-    sys.stderr.write(err.getvalue())
-    return module
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -307,3 +307,12 @@ def test_factory_failures_and_a_class_as_the_factory(tmp_path, user_nets, monkey
     x = torch.rand(2, 1, 8, 8)
     as_class = load_any_model(tmp_path / "w.pt", arch="_user_nets:UserNet")  # a class names its own constructor
     assert torch.equal(as_class(x), model(x))
+
+
+def test_a_config_dict_under_model_beside_the_weights_is_not_taken_for_them(tmp_path, trained):
+    model, _ = trained
+    torch.save({"model": {"name": "mlp", "hidden": [16]}, "state_dict": model.state_dict(), "meta": {"epoch": 3}},
+               tmp_path / "ckpt.pth")
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(_load(tmp_path / "ckpt.pth")(x), model(x))

@@ -209,12 +209,15 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                if len(obj) > 1:
-                    log.info("%s: the weights under %r of a checkpoint holding %s", path, key, ", ".join(map(str, obj)))
-                obj = obj[key]
-                break
+        held = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
+        # the first that holds tensors only ({"model": {"name": "resnet18"}, "state_dict": {...}} is
+        # a config beside the weights), else the first, whose other entries the error below names
+        weights = [k for k in held if obj[k] and all(isinstance(v, torch.Tensor) for v in obj[k].values())]
+        key = (weights or held or [None])[0]
+        if key is not None:
+            if len(obj) > 1:
+                log.info("%s: the weights under %r of a checkpoint holding %s", path, key, ", ".join(map(str, obj)))
+            obj = obj[key]
     if not isinstance(obj, Mapping) or not obj:
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors, or a checkpoint "
                          f"with one under {' / '.join(repr(k) for k in _WRAPPER_KEYS[:3])} …)")

@@ -178,9 +178,11 @@ def probe_model(model: Any, data: Any, path: Any = "the model", *, same_classes:
                          f"({' '.join(str(exc).split())[:160]}); pick the data the model was built for") from None
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
-        raise ModelError(f"{path} does not return one row of logits per image (got "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}); it is not a classifier")
+    if not isinstance(out, torch.Tensor):  # (logits, features), {"logits": …}, a model output object
+        raise ModelError(f"{path} returns a {type(out).__name__}, not a tensor of logits; make its forward return the "
+                         "logits alone (wrap it in an nn.Module whose forward picks them out)")
+    if out.ndim != 2 or out.shape[0] != 1:
+        raise ModelError(f"{path} does not return one row of logits per image (got {tuple(out.shape)}); it is not a classifier")
     if same_classes and out.shape[1] != data.num_classes:
         raise ModelError(f"{path} gives {out.shape[1]} class scores but {getattr(data, 'name', 'the data')} has "
                          f"{data.num_classes} classes; pick the data the model was trained on")

@@ -31,3 +31,19 @@ NOT_A_FACTORY = 3
 
 def returns_a_number() -> int:
     return 3
+
+
+class TupleNet(UserNet):
+    """Returns (logits, features), as many research models do."""
+
+    def forward(self, x: torch.Tensor):
+        z = F.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4).flatten(1)
+        h = torch.tanh(self.fc1(z))
+        return self.fc2(h), h
+
+
+class DictNet(UserNet):
+    """Returns {"logits": …}, as Hugging Face style models do."""
+
+    def forward(self, x: torch.Tensor):
+        return {"logits": super().forward(x)}

@@ -5,7 +5,10 @@
 * **our own files** (safetensors written by :func:`~advfeatures.models.save_model`): as
   :func:`~advfeatures.models.load_model`;
 * **a plain state dict** (``.pt`` / ``.pth`` / ``.safetensors``; or a checkpoint dict holding it
-  under ``"model"`` or ``"state_dict"``; a ``module.`` prefix from ``DataParallel`` is dropped) plus
+  under ``"model"``, ``"state_dict"``, ``"model_state_dict"``, ``"net"``, … or an EMA copy's
+  ``"ema"`` / ``"state_dict_ema"``, beside anything else a training script saves, such as an
+  optimizer's state; the ``module.`` prefix of ``DataParallel`` / DDP and the ``_orig_mod.`` of
+  ``torch.compile`` are dropped) plus
   ``arch``: one of our :data:`~advfeatures.models.MODELS` by name, or ``"module.path:factory"``
   naming an importable function or class that returns an ``nn.Module``, called with
   ``arch_kwargs``. Importing that module is the user's choice of code, never the file's;
@@ -41,6 +44,7 @@ import importlib
 import json
 import logging
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelError
-from .base import Normalize
+from .base import Classifier, Normalize
 from .registry import MODELS, build_model, load_model
 from .resnet import ResNet
 from .torchvision_resnet import from_torchvision, infer_resnet, is_torchvision_layout
@@ -121,7 +125,7 @@ def build_from_factory(spec: str, arch_kwargs: Mapping[str, Any] | None = None) 
     factory = import_factory(spec)
     try:
         model = factory(**kwargs)
-    except Exception as exc:  # the user's code: any failure becomes one line naming the call
+    except (Exception, SystemExit) as exc:  # the user's code: any failure (sys.exit too) becomes one line naming the call
         raise ModelError(f"{spec}(**{kwargs}) failed: {type(exc).__name__}: {_first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"{spec} returned a {type(model).__name__}, not an nn.Module; name a factory that builds the model")
@@ -136,9 +140,19 @@ def import_factory(spec: str) -> Callable[..., Any]:
         raise ModelError(f"arch {spec!r} must read 'module.path:factory' (e.g. 'mypkg.nets:make_net')")
     try:
         obj: Any = importlib.import_module(module_name)
+    except SystemExit as exc:  # a script that parses its arguments (argparse: our command line, printed above) or exits
+        # when imported; stderr is left as it is (capturing it would also capture the loggers the module sets up)
+        raise ModelError(f"importing {module_name!r} for arch {spec!r} exited (SystemExit: {_first_line(exc)}): it runs as "
+                         "a script when imported; put the model's code in a module that only defines it, or guard the "
+                         "script's part with `if __name__ == '__main__':`") from None
     except Exception as exc:  # ImportError, or the module's own import-time failure
-        raise ModelError(f"cannot import {module_name!r} for arch {spec!r} ({type(exc).__name__}: {_first_line(exc)}); "
-                         "put it on PYTHONPATH") from None
+        parts = module_name.split(".")
+        not_found = isinstance(exc, ModuleNotFoundError) and exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        fix = "put it on PYTHONPATH" if not_found else "it was found but failed to import: fix the error in it"
+        detail = _first_line(exc)
+        if isinstance(exc, SyntaxError) and exc.filename:
+            detail = f"{exc.msg} at {exc.filename}:{exc.lineno}"
+        raise ModelError(f"cannot import {module_name!r} for arch {spec!r} ({type(exc).__name__}: {detail}); {fix}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ModelError(f"{module_name!r} has no {attr!r} (arch {spec!r}); name a function or class it defines")
@@ -166,9 +180,16 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
         except (SafetensorError, OSError) as exc:
             raise ModelError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), {}
+        with warnings.catch_warnings():  # torch announces it would dispatch a TorchScript archive to torch.jit.load,
+            # then (weights_only) refuses it: only the refusal is true, and it is reported below
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True), {}
     except Exception as exc:  # a refused or malformed pickle raises many kinds; all end in one line
         message = str(exc)
+        if "TorchScript" in message:  # torch.jit.save's archive is code (a program), not a state dict
+            raise ModelError(f"{path} is a TorchScript archive (torch.jit.save), which is code we do not run; save the "
+                             "model's weights instead (torch.save(model.state_dict(), 'weights.pt')) and load those "
+                             "with --arch") from None
         unsafe = _UNSAFE.search(message)
         if unsafe:
             raise ModelError(f"{path} names code ({unsafe.group(1)}) that loading it would run; we only read tensors "
@@ -178,22 +199,40 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
                          f"({type(exc).__name__}: {_first_line(exc)})") from None
 
 
+# where training scripts put the weights in a checkpoint dict, in the order we look (the model's own
+# weights before an EMA copy kept beside them: timm's "state_dict" / "state_dict_ema")
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "network", "weights", "ema", "model_ema",
+                 "state_dict_ema", "ema_state_dict")
+# prefixes a wrapper adds to every key: DataParallel / DDP's "module.", torch.compile's "_orig_mod."
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
+        held = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
+        # the first that holds tensors only ({"model": {"name": "resnet18"}, "state_dict": {...}} is
+        # a config beside the weights), else the first, whose other entries the error below names
+        weights = [k for k in held if obj[k] and all(isinstance(v, torch.Tensor) for v in obj[k].values())]
+        key = (weights or held or [None])[0]
+        if key is not None:
+            if len(obj) > 1:
+                log.info("%s: the weights under %r of a checkpoint holding %s", path, key, ", ".join(map(str, obj)))
+            obj = obj[key]
     if not isinstance(obj, Mapping) or not obj:
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors, or a checkpoint "
-                         "with one under 'model' or 'state_dict')")
+                         f"with one under {' / '.join(repr(k) for k in _WRAPPER_KEYS[:3])} …)")
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ModelError(f"{path}: {len(bad)} entries of its state dict are not tensors ({', '.join(bad[:4])}); "
-                         "save model.state_dict() (or put it under 'model')")
+                         f"save model.state_dict() (or put it under one of {', '.join(repr(k) for k in _WRAPPER_KEYS)})")
     state = {str(k): v for k, v in obj.items()}
-    while state and all(k.startswith("module.") for k in state):  # DataParallel / DDP wrappers
-        state = {k[len("module."):]: v for k, v in state.items()}
+    stripped = True
+    while state and stripped:  # wrappers around wrappers: DDP around a compiled model, and the reverse
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
     return state
 
 
@@ -232,6 +271,15 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
           normalize: dict[str, list[float]] | None, in_shape: Sequence[int] | None, num_classes: int | None) -> nn.Module:
     resnet = name.startswith(("resnet", "tv_resnet"))
     tv_names = resnet and is_torchvision_layout(state)
+    if is_torchvision_layout(state):  # a ResNet's keys say which of ours it is: name that, not a wall of keys
+        try:
+            inferred, inferred_kwargs = infer_resnet(state)
+        except ModelError:  # a depth of none of ours: the key check below names what differs
+            inferred, inferred_kwargs = name, {}
+        if inferred != name:
+            raise ModelError(f"{path} holds a {inferred} (read from its torchvision-layout keys), not a {name}: pass "
+                             f"arch={inferred!r} (--arch) or leave arch out")
+        kwargs = {**inferred_kwargs, **kwargs}  # its width, as when arch is left out, unless given
     if normalize is not None:
         kwargs = {**kwargs, **{k: v for k, v in normalize.items() if k not in kwargs}}
     if in_shape is None:
@@ -242,6 +290,7 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
             raise ModelError(f"{path}: no stem convolution found to read the input channels from; pass in_shape")
         size = 224 if name.startswith("tv_") else 32
         in_shape = (int(stem.shape[1]), size, size)
+    asked = num_classes
     if num_classes is None:
         num_classes = _num_classes(state, path)
     try:
@@ -254,6 +303,13 @@ def _ours(name: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], pat
         norm = next(m for m in model.features if isinstance(m, Normalize))
         state = {**state, "features.0.mean": torch.tensor(normalize["mean"]).view_as(norm.mean),
                  "features.0.std": torch.tensor(normalize["std"]).view_as(norm.std)}
+    head = state.get("head.weight")
+    if asked is not None and isinstance(model, Classifier) and head is not None and head.ndim == 2 and head.shape[0] != asked:
+        own = model.state_dict()
+        if all(k in ("head.weight", "head.bias") for k in own if k in state and state[k].shape != own[k].shape):
+            raise ModelError(f"{path} is a classifier of {head.shape[0]} classes, not of the {asked} asked for (the data's): "
+                             f"pick data with {head.shape[0]} classes (to fine-tune it on {asked}, load it in Python with "
+                             f"num_classes={head.shape[0]} and replace model.head)")
     load_state_strict(model, state, path, f"arch {name!r}")
     return model
 
@@ -284,11 +340,36 @@ def _from_factory(spec: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
     return model
 
 
+def _fits(keys: set[str], own: Mapping[str, torch.Tensor]) -> bool:
+    return keys <= set(own) and all(k in keys for k in own if not k.endswith("num_batches_tracked"))
+
+
+def _without_attribute_prefix(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+                              path: str | Path) -> Mapping[str, torch.Tensor]:
+    """``state`` without the one first name all its keys share, where that is what makes them fit:
+    the attribute a wrapper held the model under (a PyTorch Lightning module's ``self.model`` or
+    ``self.net``, whose checkpoint keys read ``model.conv1.weight``). Otherwise ``state`` itself."""
+    if not state or _fits(set(state), own) or not all("." in k for k in state):
+        return state
+    firsts = {k.partition(".")[0] for k in state}
+    if len(firsts) != 1:
+        return state
+    inner = {k.partition(".")[2]: v for k, v in state.items()}
+    if not _fits(set(inner), own):
+        return state
+    log.info("%s: its keys sit under %r (the attribute a wrapper held the model under); read without it", path, *firsts)
+    return inner
+
+
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
     """``model.load_state_dict(state)`` where every key and shape must match, else one line naming
     the first few missing, unexpected and mis-shaped keys (BatchNorm's ``num_batches_tracked``
-    counters, absent from some older checkpoints, may be missing)."""
+    counters, absent from some older checkpoints, may be missing; keys that all sit under one
+    wrapper's attribute, ``model.`` in a Lightning checkpoint, are read without it where that fits). Floating-point values of any
+    width load converted to the model's dtype; meta tensors and integers for float weights are
+    refused."""
     own = model.state_dict()
+    state = _without_attribute_prefix(state, own, path)
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     misshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -303,5 +384,24 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path:
                 f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in misshaped[:3]) + ")")
         raise ModelError(f"{path} does not fit {what}: keys {'; '.join(parts)}; pass the arch (and arch_kwargs, "
                          "in_shape, num_classes) the file was saved from")
+    # values load_state_dict would copy without a word: a file of shapes only (meta tensors), or
+    # integers where the model has float weights (a quantized export); a float of any width
+    # (float16, bfloat16, float64) is converted to the model's dtype, as it should be
+    sparse = [k for k in own if k in state and state[k].layout != torch.strided]
+    if sparse:
+        raise ModelError(f"{path} stores {len(sparse)} weights as {state[sparse[0]].layout} tensors ({', '.join(sparse[:3])}); "
+                         "save the dense ones (tensor.to_dense()) in the state dict")
+    meta = [k for k in own if k in state and state[k].is_meta]
+    if meta:
+        raise ModelError(f"{path} holds no weights, only their shapes ({len(meta)} meta tensors, e.g. {meta[0]}): it was "
+                         "saved from a model on the meta device; save its state_dict() after loading real weights")
+    ints = [k for k in own if k in state and own[k].is_floating_point() and not state[k].is_floating_point()]
+    if ints:
+        raise ModelError(f"{path} stores {state[ints[0]].dtype} values for {len(ints)} floating-point weights "
+                         f"({', '.join(ints[:3])}{', …' if len(ints) > 3 else ''}); a quantized or integer export cannot "
+                         "be read as the float model: save the float model's state_dict()")
     full = {**{k: v for k, v in own.items() if k not in state}, **state}
-    model.load_state_dict(full)
+    try:
+        model.load_state_dict(full)
+    except RuntimeError as exc:  # what the checks above did not foresee: still one line
+        raise ModelError(f"{path} does not load into {what}: {' '.join(str(exc).split())[:240]}") from None

@@ -1,0 +1,50 @@
+"""``reproduce --data`` on users' own data that is not ten balanced classes of a preset's size: every
+number and sentence of the report must follow the data (its name, its classes, its test split's size),
+never the preset's dataset or CIFAR-10's ten classes. Tiny one-epoch runs: the wiring, not the science."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from advfeatures.cli import main
+
+STAGES = ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det")
+TINY = [f"{stage}.epochs=1" for stage in STAGES]
+TINY += ["construction.matching.steps=2", "construction.relabel.steps=2", "evaluation.worst_case.steps=2",
+         "evaluation.worst_case.square_queries=5", "evaluation.sanity.enabled=false", "extras.transfer=false",
+         "extras.distillation=false"]
+
+
+def _npz(path, shape, classes, n_train, n_test):
+    rng = np.random.default_rng(0)
+    y, yt = np.arange(n_train) % classes, np.arange(n_test) % classes
+    x = (rng.random((n_train, *shape)) * 255).astype(np.uint8)
+    x[y == 1] //= 2  # some signal
+    xt = (rng.random((n_test, *shape)) * 255).astype(np.uint8)
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return path
+
+
+def _reproduce(*args: str) -> str:
+    sets = [a for s in TINY for a in ("--set", s)]
+    res = CliRunner().invoke(main, ["--quiet", "--threads", "1", "reproduce", "--no-estimate", *sets, *args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def two_classes(tmp_path_factory):
+    """Two classes of 8×8 images and a test split of 12 images (fewer than the inversion's 16)."""
+    root = tmp_path_factory.mktemp("two")
+    data = _npz(root / "two_classes.npz", (1, 8, 8), 2, 60, 12)
+    _reproduce("--data", str(data), "--out", str(root / "run"))
+    return json.loads((root / "run" / "results.json").read_text()), (root / "run" / "report.md").read_text()
+
+
+def test_small_test_split_inverts_what_it_has(two_classes):
+    results, report = two_classes
+    assert results["extras"]["inversion"]["n"] == 12 and "12 test images inverted" in report

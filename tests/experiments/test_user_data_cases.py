@@ -45,6 +45,13 @@ def two_classes(tmp_path_factory):
     return json.loads((root / "run" / "results.json").read_text()), (root / "run" / "report.md").read_text()
 
 
+def test_two_classes_report_names_the_users_data(two_classes):
+    results, report = two_classes
+    assert results["dataset"]["name"].startswith("two_classes.npz"), results["dataset"]
+    assert report.startswith("# Reproduction of Ilyas et al. 2019 on two_classes.npz")
+    assert "Dataset digits" not in report and "Your data (two_classes.npz" in report
+
+
 def test_small_test_split_inverts_what_it_has(two_classes):
     results, report = two_classes
     assert results["extras"]["inversion"]["n"] == 12 and "12 test images inverted" in report

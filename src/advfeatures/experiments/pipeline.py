@@ -62,6 +62,15 @@ def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)
 
 
+def dataset_name(cfg: ReproduceConfig) -> str:
+    """The run's data as the report names it: the built-in ``dataset``, or the user's ``data`` file or
+    folder (``dataset`` then only names the preset's defaults, not the images)."""
+    if cfg.data is None:
+        return cfg.dataset
+    test = f", tested on {cfg.data_test}'s test split" if cfg.data_test is not None else ""
+    return f"{Path(cfg.data).name} (your data{test})"
+
+
 def data_digest(train: ImageDataset, test: ImageDataset) -> str:
     """The run's data key: ``tensor_digest(images, labels)`` of each split, hashed a batch at a time
     (the same value for an in-memory and a streamed copy of the same images)."""
@@ -224,7 +233,7 @@ def _execute(state: RunState) -> None:
         given_model_step(state, "adversarial", cfg.robust_model, cfg.robust_model_arch, cfg.robust_model_kwargs)
     state.run.root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state.run.path("config.json"), {"given": state.given, "resolved": to_dict(cfg)})
-    log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", cfg.dataset,
+    log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", dataset_name(cfg),
              len(state.train), len(state.test), state.device, cfg.seed, state.run.root)
     train_step(state, "standard", state.train, cfg.standard, state.data_key)
     if cfg.robust_model is None:
@@ -289,7 +298,7 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
     out = {
         "format": "advfeatures-results/2",
         "preset": cfg.preset,
-        "dataset": {"name": cfg.dataset, "train_count": len(state.train), "test_count": n,
+        "dataset": {"name": dataset_name(cfg), "train_count": len(state.train), "test_count": n,
                     "image_shape": list(state.train.image_shape), "classes": state.train.classes,
                     "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key},
         "config": {"given": state.given, "resolved": to_dict(cfg)},

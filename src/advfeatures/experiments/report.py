@@ -152,7 +152,11 @@ def departures(results: dict[str, Any]) -> list[str]:
     cfg = results["config"]["resolved"]
     adv = cfg["adversarial"]["adversary"]
     out = []
-    if cfg["dataset"] != PAPER["dataset"]:
+    if cfg.get("data") is not None:
+        out.append(f"Your data ({results['dataset']['name']}) instead of CIFAR-10, with the `{results['preset']}` preset's "
+                   f"settings (robust training at L2 ε={adv['eps']:g} instead of {PAPER['adv_eps']}); the paper's numbers "
+                   "beside ours are CIFAR-10's.")
+    elif cfg["dataset"] != PAPER["dataset"]:
         out.append(f"Dataset {cfg['dataset']} instead of CIFAR-10, so every ε is scaled to it (robust training at L2 "
                    f"ε={adv['eps']:g} instead of {PAPER['adv_eps']}); the paper's numbers beside ours are CIFAR-10's.")
     if cfg["model"]["arch"] != PAPER["arch"]:

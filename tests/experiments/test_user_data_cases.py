@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from advfeatures.cli import main
+from advfeatures.experiments.report import ensemble_text
 
 STAGES = ("standard", "adversarial", "train_d_r", "train_d_nr", "train_d_rand", "train_d_det")
 TINY = [f"{stage}.epochs=1" for stage in STAGES]
@@ -52,6 +53,22 @@ def test_two_classes_report_names_the_users_data(two_classes):
     assert "Dataset digits" not in report and "Your data (two_classes.npz" in report
 
 
+def test_two_classes_ensemble_is_described_as_run(two_classes):
+    results, report = two_classes
+    members = {m["name"] for w in results["models"]["standard"]["worst_case"] for m in w["members"]}
+    assert "apgd-t" not in members and "fab-t" not in members  # the ensemble drops them with two classes
+    assert "APGD-T (" not in report and "FAB-T (" not in report, [line for line in report.splitlines() if "APGD-T" in line]
+    assert "no APGD-T or FAB-T: with two classes" in report
+    assert all(f["attack"] == "worst case (APGD-CE, Square)" for f in results["findings"] if "ε=" in f["claim"])
+
+
 def test_small_test_split_inverts_what_it_has(two_classes):
     results, report = two_classes
     assert results["extras"]["inversion"]["n"] == 12 and "12 test images inverted" in report
+
+
+def test_ensemble_text_counts_the_targets_there_are():
+    settings = {"steps": 20, "n_target_classes": 9, "square_queries": 300}
+    assert "APGD-T (2 target classes × 20 steps), FAB-T (2 target classes" in ensemble_text(settings, 3)
+    assert "APGD-T (9 target classes" in ensemble_text(settings, 10)
+    assert ensemble_text(settings, 2).startswith("APGD-CE (20 steps), Square (300 queries) (no APGD-T or FAB-T")

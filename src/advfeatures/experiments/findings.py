@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..evaluate.ensemble import standard_plan
 from .stats import judge
+
+MEMBER_LABELS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
 
 
 def metrics(results: dict[str, Any]) -> dict[str, float]:
@@ -37,7 +40,8 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each claim as ``{"claim", "terms": [(coefficient, metric)], "constant", "attack"}``:
     it holds when ``Σ coefficient·metric + constant > 0`` by the margin."""
     source, l2 = _l2_radii(results)
-    label = "worst case (APGD-CE, APGD-T, FAB-T, Square)" if source == "worst" else "L2 PGD"
+    members = [MEMBER_LABELS[name] for name, _ in standard_plan("L2", len(results["dataset"]["classes"]), 1)]  # as run on these classes
+    label = f"worst case ({', '.join(members)})" if source == "worst" else "L2 PGD"
     chance = results["dataset"]["chance_accuracy"]
     out = []
     if l2:

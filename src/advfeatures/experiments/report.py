@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..evaluate.ensemble import standard_plan  # noqa: E402
 from ..science.figures import save_figure  # noqa: E402
 from ..storage import write_json_atomic, write_text_atomic  # noqa: E402
 from .state import SET_LABELS, SETS, RunState  # noqa: E402
@@ -49,10 +50,18 @@ def attack_label(r: dict[str, Any]) -> str:
     return f"{r['attack'].upper()} {r['norm']} ε={r['eps']:.3g} ({', '.join(parts)})"
 
 
-def ensemble_text(settings: dict[str, Any]) -> str:
-    return (f"APGD-CE ({settings['steps']} steps), APGD-T ({settings['n_target_classes']} target classes × "
-            f"{settings['steps']} steps), FAB-T ({settings['n_target_classes']} target classes × {settings['steps']} steps), "
-            f"Square ({settings['square_queries']} queries)")
+def ensemble_text(settings: dict[str, Any], num_classes: int) -> str:
+    """The ensemble as it ran on ``num_classes`` classes (:func:`~advfeatures.evaluate.standard_plan`):
+    APGD-T and FAB-T attack min(n_target_classes, classes − 1) targets, and only with more than two classes."""
+    runs = dict(standard_plan("L2", num_classes, settings["n_target_classes"]))
+    steps = settings["steps"]
+    parts = [f"APGD-CE ({steps} steps)"]
+    if "apgd-t" in runs:
+        parts += [f"APGD-T ({runs['apgd-t']} target classes × {steps} steps)",
+                  f"FAB-T ({runs['fab-t']} target classes × {steps} steps)"]
+    parts.append(f"Square ({settings['square_queries']} queries)")
+    return ", ".join(parts) + ("" if "apgd-t" in runs else " (no APGD-T or FAB-T: with two classes there is no other target "
+                                                           "than the untargeted attacks' own)")
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -179,7 +188,7 @@ def departures(results: dict[str, Any]) -> list[str]:
                    f"(ε={PAPER['relabel_eps']}).")
     wc = cfg["evaluation"].get("worst_case") or {}
     if wc.get("enabled"):
-        out.append("Robust accuracy is the worst case over an AutoAttack-style ensemble (" + ensemble_text(wc) + "), not the "
+        out.append("Robust accuracy is the worst case over an AutoAttack-style ensemble (" + ensemble_text(wc, len(results["dataset"]["classes"])) + "), not the "
                    f"paper's {PAPER['eval_steps']}-step PGD: AutoAttack's standard protocol" + ("" if (wc["steps"], wc["n_target_classes"], wc["square_queries"]) == (100, 9, 5000)
                                  else ", with fewer steps/targets/queries than AutoAttack's 100/9/5000") + ".")
     out.append("PGD columns use the steps shown in their headers (the paper's table used 7; more steps give lower numbers).")
@@ -223,7 +232,7 @@ def reviewer_section(results: dict[str, Any], *, aggregate: bool = False) -> lis
     lines = ["## What the numbers are", "",
              f"- **Test images**: {n_text}.",
              f"- **Robust accuracy**: {results['robust_accuracy_definition']}.",
-             "- **Headline attack**: " + (f"per image the worst case over {ensemble_text(wc)}, each run only on the images "
+             "- **Headline attack**: " + (f"per image the worst case over {ensemble_text(wc, len(ds['classes']))}, each run only on the images "
                                           "still robust and dropping images as they fall (AutoAttack's standard protocol), at every radius of the table."
                                           if wc and wc.get("enabled") else "the single attacks of the table (the worst case "
                                           "was not run: `evaluation.worst_case.enabled = false`)."),

@@ -62,6 +62,14 @@ def test_two_classes_ensemble_is_described_as_run(two_classes):
     assert all(f["attack"] == "worst case (APGD-CE, Square)" for f in results["findings"] if "ε=" in f["claim"])
 
 
+def test_two_classes_chance_and_d_rand(two_classes):
+    results, report = two_classes
+    assert results["dataset"]["chance_accuracy"] == 0.5
+    assert sum("above chance (50%)" in f["claim"] for f in results["findings"]) == 2
+    assert results["extras"]["leakage"]["d_rand"]["chance"] == 0.5
+    assert "t = 1 − y" in report and "uniform over the other classes" not in report
+
+
 def test_small_test_split_inverts_what_it_has(two_classes):
     results, report = two_classes
     assert results["extras"]["inversion"]["n"] == 12 and "12 test images inverted" in report

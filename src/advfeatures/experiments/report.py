@@ -279,6 +279,8 @@ def constructions_section(results: dict[str, Any], figure: str) -> list[str]:
                     f"mean pixel L2 to the original image {s['mean_pixel_l2_to_source']:.2f}")
         else:
             target = "t ~ uniform over the other classes" if kind == "d_rand" else "t = (y+1) mod C"
+            if len(results["dataset"]["classes"]) == 2:  # the one other class: D_rand's targets are D_det's
+                target = "t = 1 − y (with two classes the only other class, so the targets of D_rand and D_det are the same)"
             proc = f"targeted L2 PGD, ε={cfg['eps']:g}, {cfg['steps']} steps of {cfg['step_size']:g}, {target}"
             succ = (f"targets reached: {_pct(s['share'])} ({s['count']}/{c['count']}); standard model agrees with the new "
                     f"labels on {_pct(c['standard_model_accuracy_on_new_labels'])}")

@@ -80,3 +80,13 @@ def test_ensemble_text_counts_the_targets_there_are():
     assert "APGD-T (2 target classes × 20 steps), FAB-T (2 target classes" in ensemble_text(settings, 3)
     assert "APGD-T (9 target classes" in ensemble_text(settings, 10)
     assert ensemble_text(settings, 2).startswith("APGD-CE (20 steps), Square (300 queries) (no APGD-T or FAB-T")
+
+
+def test_estimate_counts_the_inversion_of_a_small_test_split():
+    from advfeatures.experiments.config import resolve_config
+    from advfeatures.experiments.estimate import count_passes
+
+    cfg, _ = resolve_config("digits")
+    small = count_passes(cfg, 48, 12, num_classes=2, shape=(1, 8, 8))["extra_inversion"]["grad"]
+    assert small == 2 * 12 * 2 * cfg.construction.matching.steps  # the 12 images it has, not 16
+    assert count_passes(cfg, 48, 100, num_classes=2, shape=(1, 8, 8))["extra_inversion"]["grad"] == 2 * 16 * 2 * cfg.construction.matching.steps

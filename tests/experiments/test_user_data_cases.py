@@ -90,3 +90,26 @@ def test_estimate_counts_the_inversion_of_a_small_test_split():
     small = count_passes(cfg, 48, 12, num_classes=2, shape=(1, 8, 8))["extra_inversion"]["grad"]
     assert small == 2 * 12 * 2 * cfg.construction.matching.steps  # the 12 images it has, not 16
     assert count_passes(cfg, 48, 100, num_classes=2, shape=(1, 8, 8))["extra_inversion"]["grad"] == 2 * 16 * 2 * cfg.construction.matching.steps
+
+
+def test_above_chance_is_judged_above_the_most_common_class():
+    """An imbalanced test split (90% of one of two classes): a model that always answers that class
+    scores 90%, 40 points 'above chance' (50%), and has learnt nothing. The claim must not be shown."""
+    from advfeatures.experiments.findings import findings
+
+    from .test_findings_seeds import CLEAR, fake_results
+
+    blind = {**CLEAR, "d_rand": (0.9, 0.0, 0.0), "d_det": (0.9, 0.0, 0.0)}
+    results = fake_results(blind, n=200)
+    results["dataset"].update({"classes": ["a", "b"], "chance_accuracy": 0.5, "majority_class_share": 0.9})
+    above = [f for f in findings([results]) if "D_rand" in f["claim"] or "D_det" in f["claim"]]
+    assert len(above) == 2 and all(f["verdict"] != "shown" for f in above), above
+    assert "most common class (90%; chance is 50%)" in above[0]["claim"]
+    balanced = fake_results(CLEAR)  # nearly balanced (or not recorded): the claim still says chance
+    balanced["dataset"]["majority_class_share"] = 0.103
+    assert "above chance (10%)" in [f for f in findings([balanced]) if "D_rand" in f["claim"]][0]["claim"]
+
+
+def test_two_classes_records_the_majority_share(two_classes):
+    results, report = two_classes
+    assert results["dataset"]["majority_class_share"] == 0.5 and "most common class" not in report

@@ -300,7 +300,9 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
         "preset": cfg.preset,
         "dataset": {"name": dataset_name(cfg), "train_count": len(state.train), "test_count": n,
                     "image_shape": list(state.train.image_shape), "classes": state.train.classes,
-                    "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key},
+                    "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key,
+                    # what always answering the test split's most common class scores (= chance when balanced)
+                    "majority_class_share": majority_share(state.test)},
         "config": {"given": state.given, "resolved": to_dict(cfg)},
         "seeds": {"run": cfg.seed, "data_split": cfg.seed, "streams": state.seeds,
                   "derivation": "stream seed = advfeatures.seeding.derive_seed(run seed, stream) = "
@@ -318,6 +320,11 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
     out["margin"] = MARGIN_TEXT.format(margin=cfg.evaluation.margin_se)
     out["paper_reference"] = PAPER_REFERENCE
     return out
+
+
+def majority_share(test: ImageDataset) -> float:
+    """The share of ``test`` in its most common class: the accuracy of a model that ignores its input."""
+    return int(torch.bincount(test.labels.long()).max()) / max(1, len(test))
 
 
 def versions() -> dict[str, str]:
@@ -398,6 +405,7 @@ def aggregate(per_seed: list[dict[str, Any]], *, margin: float = 2.0) -> dict[st
         "seeds": [r["seeds"]["run"] for r in per_seed],
         "dataset": {**{k: first["dataset"][k] for k in ("name", "train_count", "image_shape", "classes", "chance_accuracy")},
                     "test_count_per_seed": counts,
+                    "majority_class_share_per_seed": [r["dataset"].get("majority_class_share") for r in per_seed],
                     # a fixed split (train and test files) gives every seed the same data; digits' split is drawn per seed
                     "same_data_every_seed": len({r["dataset"].get("digest") for r in per_seed}) == 1
                     and first["dataset"].get("digest") is not None},

@@ -379,7 +379,9 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     lines = [
         f"# Reproduction of Ilyas et al. 2019 on {ds['name']}", "",
         f"{ds['train_count']} training and {ds['test_count']} test images of shape {tuple(ds['image_shape'])}, "
-        f"{len(ds['classes'])} classes (chance {_pct(ds['chance_accuracy'])}); preset `{results['preset']}`, "
+        f"{len(ds['classes'])} classes (chance {_pct(ds['chance_accuracy'])}"
+        + (f"; the most common class is {_pct(ds['majority_class_share'])} of the test images"
+           if ds.get("majority_class_share", 0) >= ds["chance_accuracy"] + 0.01 else "") + f"); preset `{results['preset']}`, "
         f"model `{results['config']['resolved']['model']['arch']}`, seed {results['seeds']['run']}, device {results['device']}, "
         f"total time {results['timing']['total_seconds']:.0f} s.", "",
         *reviewer_section(results),

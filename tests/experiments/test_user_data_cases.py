@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from advfeatures.cli import main
@@ -113,3 +114,21 @@ def test_above_chance_is_judged_above_the_most_common_class():
 def test_two_classes_records_the_majority_share(two_classes):
     results, report = two_classes
     assert results["dataset"]["majority_class_share"] == 0.5 and "most common class" not in report
+
+
+def test_limits_draw_every_class_of_data_sorted_by_class(tmp_path):
+    """Own train/test splits sorted by class (as an image folder tree always is): train_limit and
+    evaluation.test_limit (the 28×28 preset sets both) must not keep only the first classes."""
+    from advfeatures.experiments.config import resolve_config
+    from advfeatures.experiments.pipeline import load_data
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((400, 1, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "sorted.npz", x_train=x, y_train=np.repeat(np.arange(4), 100), x_test=x[:40],
+             y_test=np.repeat(np.arange(4), 10))
+    cfg, _ = resolve_config("digits", overrides=["train_limit=100", "evaluation.test_limit=20"], data=str(tmp_path / "sorted.npz"))
+    train, test = load_data(cfg)
+    assert len(train) == 100 and len(test) == 20
+    assert set(train.labels.tolist()) == {0, 1, 2, 3} and set(test.labels.tolist()) == {0, 1, 2, 3}
+    again, _ = load_data(resolve_config("digits", overrides=["train_limit=100"], data=str(tmp_path / "sorted.npz"), seed=1)[0])
+    assert torch.equal(again.labels, train.labels)  # the same order for every run seed

@@ -57,9 +57,18 @@ def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
     if cfg.data is not None:
         train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed, stream=cfg.data_stream,
                                     workers=cfg.data_workers)
+        # your files may be sorted by class (an image folder tree always is), and the limits below and
+        # the sanity checks' and the transfer extra's take the first N: both splits are put in one fixed
+        # random order (the same for every run seed, so a fixed split stays the same data) first
+        train, test = in_fixed_random_order(train), in_fixed_random_order(test)
     else:
         train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)
+
+
+def in_fixed_random_order(ds: ImageDataset) -> ImageDataset:
+    """``ds`` permuted by a generator of fixed seed 0: its first N are a random N, whatever its files' order."""
+    return ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)))
 
 
 def dataset_name(cfg: ReproduceConfig) -> str:

@@ -195,7 +195,8 @@ def departures(results: dict[str, Any]) -> list[str]:
     if cfg.get("train_limit") or cfg["evaluation"].get("test_limit"):
         train = f"the first {cfg['train_limit']}" if cfg.get("train_limit") else "all"
         test = f"the first {cfg['evaluation']['test_limit']}" if cfg["evaluation"].get("test_limit") else "all"
-        out.append(f"Subsets: {train} training and {test} test images of the split.")
+        order = " (your data in a fixed random order, the same for every seed, so every class is drawn)" if cfg.get("data") else ""
+        out.append(f"Subsets: {train} training and {test} test images of the split{order}.")
     return [f"- {line}" for line in out]
 
 

@@ -132,3 +132,13 @@ def test_limits_draw_every_class_of_data_sorted_by_class(tmp_path):
     assert set(train.labels.tolist()) == {0, 1, 2, 3} and set(test.labels.tolist()) == {0, 1, 2, 3}
     again, _ = load_data(resolve_config("digits", overrides=["train_limit=100"], data=str(tmp_path / "sorted.npz"), seed=1)[0])
     assert torch.equal(again.labels, train.labels)  # the same order for every run seed
+
+
+def test_a_class_missing_from_the_test_split_is_named(two_classes):
+    from advfeatures.data.dataset import ImageDataset
+    from advfeatures.experiments.pipeline import classes_without_images
+
+    results, _ = two_classes
+    assert results["dataset"]["classes_without_test_images"] == []
+    test = ImageDataset(torch.zeros(4, 1, 2, 2), torch.tensor([0, 2, 2, 0]), ["cat", "dog", "emu"], "t")
+    assert classes_without_images(test) == ["dog"]

@@ -311,7 +311,8 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
                     "image_shape": list(state.train.image_shape), "classes": state.train.classes,
                     "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key,
                     # what always answering the test split's most common class scores (= chance when balanced)
-                    "majority_class_share": majority_share(state.test)},
+                    "majority_class_share": majority_share(state.test),
+                    "classes_without_test_images": classes_without_images(state.test)},
         "config": {"given": state.given, "resolved": to_dict(cfg)},
         "seeds": {"run": cfg.seed, "data_split": cfg.seed, "streams": state.seeds,
                   "derivation": "stream seed = advfeatures.seeding.derive_seed(run seed, stream) = "
@@ -334,6 +335,12 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
 def majority_share(test: ImageDataset) -> float:
     """The share of ``test`` in its most common class: the accuracy of a model that ignores its input."""
     return int(torch.bincount(test.labels.long()).max()) / max(1, len(test))
+
+
+def classes_without_images(ds: ImageDataset) -> list[str]:
+    """The classes of ``ds`` that none of its images has (a test split missing a class)."""
+    counts = torch.bincount(ds.labels.long(), minlength=ds.num_classes)
+    return [ds.classes[i] for i in range(ds.num_classes) if int(counts[i]) == 0]
 
 
 def versions() -> dict[str, str]:

@@ -382,7 +382,9 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         f"{ds['train_count']} training and {ds['test_count']} test images of shape {tuple(ds['image_shape'])}, "
         f"{len(ds['classes'])} classes (chance {_pct(ds['chance_accuracy'])}"
         + (f"; the most common class is {_pct(ds['majority_class_share'])} of the test images"
-           if ds.get("majority_class_share", 0) >= ds["chance_accuracy"] + 0.01 else "") + f"); preset `{results['preset']}`, "
+           if ds.get("majority_class_share", 0) >= ds["chance_accuracy"] + 0.01 else "")
+        + (f"; no test image of {', '.join(ds['classes_without_test_images'])}" if ds.get("classes_without_test_images") else "")
+        + f"); preset `{results['preset']}`, "
         f"model `{results['config']['resolved']['model']['arch']}`, seed {results['seeds']['run']}, device {results['device']}, "
         f"total time {results['timing']['total_seconds']:.0f} s.", "",
         *reviewer_section(results),

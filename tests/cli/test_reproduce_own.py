@@ -71,3 +71,9 @@ def test_robust_model_for_other_images_is_refused(digits_npz, tmp_path):
     lines = res.output.strip().splitlines()
     assert res.exit_code == 2 and lines[-1].startswith("error:") and "other.pt" in lines[-1] and len(lines) <= 2, res.output
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_choose_preset_says_when_the_preset_uses_part_of_the_data():
+    why = choose_preset((1, 28, 28), 40000)[2]
+    assert "trains on 20000 of the training images" in why and "at most 5000 test images" in why and "train_limit=null" in why
+    assert "trains on" not in choose_preset((1, 28, 28), 15000)[2] and "trains on" not in choose_preset((1, 8, 8), 40000)[2]

@@ -51,3 +51,16 @@ def test_distillation_control_runs_and_reports(digits, digits_mlp):
     skipped = distillation_control(digits_mlp, train, test, arch="mlp", arch_kwargs={"hidden": [32]}, train_cfg=cfg,
                                    min_mistakes=len(train))
     assert skipped["trained"] is False and "weak teacher" in skipped["note"]
+
+
+def test_too_few_mistakes_note_gives_advice_that_applies():
+    """With its own weak teacher (model=None, as reproduce runs it) the note must not tell the caller
+    to pass model=None; with a given model it may."""
+    x = torch.rand(12, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    data = ImageDataset(x, torch.tensor([0, 1, 2, 3] * 3), ["a", "b", "c", "d"], "toy")
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.01, crop_padding=0, flip=False)
+    own = distillation_control(None, data, data, arch="mlp", arch_kwargs={"hidden": [4]}, train_cfg=cfg, min_mistakes=100)
+    assert not own["trained"] and "too few to train a student on" in own["note"] and "model=None" not in own["note"]
+    model = fixed_affine(torch.zeros(4, 4), torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    given = distillation_control(model, data, data, arch="mlp", arch_kwargs={"hidden": [4]}, train_cfg=cfg, min_mistakes=100)
+    assert not given["trained"] and "pass model=None" in given["note"]

@@ -203,7 +203,7 @@ def count_passes(cfg: ReproduceConfig, n_train: int, n_test: int, *, transfer_ar
 
     ex = cfg.extras
     if ex.inversion:
-        add("extra_inversion", grad=2 * INVERSION_IMAGES * 2 * c.matching.steps)
+        add("extra_inversion", grad=2 * min(INVERSION_IMAGES, n_test) * 2 * c.matching.steps)  # at most the test split
     if ex.distillation:  # teacher; then two students (teacher's wrong labels, random wrong labels) on its mistakes
         mistakes = DISTILL_MISTAKE_SHARE * n_train
         add("extra_distillation", approximate=True, forward=n_train + 2 * n_test,

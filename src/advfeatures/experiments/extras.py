@@ -51,6 +51,7 @@ def run_extras(state: RunState) -> dict[str, Any]:
 def inversion(state: RunState, *, n: int = 16) -> dict[str, Any]:
     from ..represent import compare_inversions
 
+    n = min(n, len(state.test))  # a small test split (your own data) inverts all its images
     steps = state.config.construction.matching.steps * 2
     key = digest({"std": state.keys["standard"], "adv": state.keys["adversarial"], "n": n, "steps": steps,
                   "data": state.data_key, "seed": state.config.seed, "held_out": "mlp256"})

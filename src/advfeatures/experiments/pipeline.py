@@ -57,9 +57,27 @@ def load_data(cfg: ReproduceConfig) -> tuple[ImageDataset, ImageDataset]:
     if cfg.data is not None:
         train, test = load_any_data(cfg.data_test, cfg.data, root=cfg.data_root, seed=cfg.seed, stream=cfg.data_stream,
                                     workers=cfg.data_workers)
+        # your files may be sorted by class (an image folder tree always is), and the limits below and
+        # the sanity checks' and the transfer extra's take the first N: both splits are put in one fixed
+        # random order (the same for every run seed, so a fixed split stays the same data) first
+        train, test = in_fixed_random_order(train), in_fixed_random_order(test)
     else:
         train, test = load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed)
     return train.head(cfg.train_limit), test.head(cfg.evaluation.test_limit)
+
+
+def in_fixed_random_order(ds: ImageDataset) -> ImageDataset:
+    """``ds`` permuted by a generator of fixed seed 0: its first N are a random N, whatever its files' order."""
+    return ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)))
+
+
+def dataset_name(cfg: ReproduceConfig) -> str:
+    """The run's data as the report names it: the built-in ``dataset``, or the user's ``data`` file or
+    folder (``dataset`` then only names the preset's defaults, not the images)."""
+    if cfg.data is None:
+        return cfg.dataset
+    test = f", tested on {cfg.data_test}'s test split" if cfg.data_test is not None else ""
+    return f"{Path(cfg.data).name} (your data{test})"
 
 
 def data_digest(train: ImageDataset, test: ImageDataset) -> str:
@@ -224,7 +242,7 @@ def _execute(state: RunState) -> None:
         given_model_step(state, "adversarial", cfg.robust_model, cfg.robust_model_arch, cfg.robust_model_kwargs)
     state.run.root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state.run.path("config.json"), {"given": state.given, "resolved": to_dict(cfg)})
-    log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", cfg.dataset,
+    log.info("reproduce: %s, %d training / %d test images, device %s, seed %d, run directory %s", dataset_name(cfg),
              len(state.train), len(state.test), state.device, cfg.seed, state.run.root)
     train_step(state, "standard", state.train, cfg.standard, state.data_key)
     if cfg.robust_model is None:
@@ -289,9 +307,12 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
     out = {
         "format": "advfeatures-results/2",
         "preset": cfg.preset,
-        "dataset": {"name": cfg.dataset, "train_count": len(state.train), "test_count": n,
+        "dataset": {"name": dataset_name(cfg), "train_count": len(state.train), "test_count": n,
                     "image_shape": list(state.train.image_shape), "classes": state.train.classes,
-                    "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key},
+                    "chance_accuracy": 1.0 / state.train.num_classes, "digest": state.data_key,
+                    # what always answering the test split's most common class scores (= chance when balanced)
+                    "majority_class_share": majority_share(state.test),
+                    "classes_without_test_images": classes_without_images(state.test)},
         "config": {"given": state.given, "resolved": to_dict(cfg)},
         "seeds": {"run": cfg.seed, "data_split": cfg.seed, "streams": state.seeds,
                   "derivation": "stream seed = advfeatures.seeding.derive_seed(run seed, stream) = "
@@ -309,6 +330,17 @@ def results_of(state: RunState, seconds: float) -> dict[str, Any]:
     out["margin"] = MARGIN_TEXT.format(margin=cfg.evaluation.margin_se)
     out["paper_reference"] = PAPER_REFERENCE
     return out
+
+
+def majority_share(test: ImageDataset) -> float:
+    """The share of ``test`` in its most common class: the accuracy of a model that ignores its input."""
+    return int(torch.bincount(test.labels.long()).max()) / max(1, len(test))
+
+
+def classes_without_images(ds: ImageDataset) -> list[str]:
+    """The classes of ``ds`` that none of its images has (a test split missing a class)."""
+    counts = torch.bincount(ds.labels.long(), minlength=ds.num_classes)
+    return [ds.classes[i] for i in range(ds.num_classes) if int(counts[i]) == 0]
 
 
 def versions() -> dict[str, str]:
@@ -389,6 +421,7 @@ def aggregate(per_seed: list[dict[str, Any]], *, margin: float = 2.0) -> dict[st
         "seeds": [r["seeds"]["run"] for r in per_seed],
         "dataset": {**{k: first["dataset"][k] for k in ("name", "train_count", "image_shape", "classes", "chance_accuracy")},
                     "test_count_per_seed": counts,
+                    "majority_class_share_per_seed": [r["dataset"].get("majority_class_share") for r in per_seed],
                     # a fixed split (train and test files) gives every seed the same data; digits' split is drawn per seed
                     "same_data_every_seed": len({r["dataset"].get("digest") for r in per_seed}) == 1
                     and first["dataset"].get("digest") is not None},

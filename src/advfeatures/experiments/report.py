@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..evaluate.ensemble import standard_plan  # noqa: E402
 from ..science.figures import save_figure  # noqa: E402
 from ..storage import write_json_atomic, write_text_atomic  # noqa: E402
 from .state import SET_LABELS, SETS, RunState  # noqa: E402
@@ -49,10 +50,18 @@ def attack_label(r: dict[str, Any]) -> str:
     return f"{r['attack'].upper()} {r['norm']} ε={r['eps']:.3g} ({', '.join(parts)})"
 
 
-def ensemble_text(settings: dict[str, Any]) -> str:
-    return (f"APGD-CE ({settings['steps']} steps), APGD-T ({settings['n_target_classes']} target classes × "
-            f"{settings['steps']} steps), FAB-T ({settings['n_target_classes']} target classes × {settings['steps']} steps), "
-            f"Square ({settings['square_queries']} queries)")
+def ensemble_text(settings: dict[str, Any], num_classes: int) -> str:
+    """The ensemble as it ran on ``num_classes`` classes (:func:`~advfeatures.evaluate.standard_plan`):
+    APGD-T and FAB-T attack min(n_target_classes, classes − 1) targets, and only with more than two classes."""
+    runs = dict(standard_plan("L2", num_classes, settings["n_target_classes"]))
+    steps = settings["steps"]
+    parts = [f"APGD-CE ({steps} steps)"]
+    if "apgd-t" in runs:
+        parts += [f"APGD-T ({runs['apgd-t']} target classes × {steps} steps)",
+                  f"FAB-T ({runs['fab-t']} target classes × {steps} steps)"]
+    parts.append(f"Square ({settings['square_queries']} queries)")
+    return ", ".join(parts) + ("" if "apgd-t" in runs else " (no APGD-T or FAB-T: with two classes there is no other target "
+                                                           "than the untargeted attacks' own)")
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -152,7 +161,11 @@ def departures(results: dict[str, Any]) -> list[str]:
     cfg = results["config"]["resolved"]
     adv = cfg["adversarial"]["adversary"]
     out = []
-    if cfg["dataset"] != PAPER["dataset"]:
+    if cfg.get("data") is not None:
+        out.append(f"Your data ({results['dataset']['name']}) instead of CIFAR-10, with the `{results['preset']}` preset's "
+                   f"settings (robust training at L2 ε={adv['eps']:g} instead of {PAPER['adv_eps']}); the paper's numbers "
+                   "beside ours are CIFAR-10's.")
+    elif cfg["dataset"] != PAPER["dataset"]:
         out.append(f"Dataset {cfg['dataset']} instead of CIFAR-10, so every ε is scaled to it (robust training at L2 "
                    f"ε={adv['eps']:g} instead of {PAPER['adv_eps']}); the paper's numbers beside ours are CIFAR-10's.")
     if cfg["model"]["arch"] != PAPER["arch"]:
@@ -175,14 +188,15 @@ def departures(results: dict[str, Any]) -> list[str]:
                    f"(ε={PAPER['relabel_eps']}).")
     wc = cfg["evaluation"].get("worst_case") or {}
     if wc.get("enabled"):
-        out.append("Robust accuracy is the worst case over an AutoAttack-style ensemble (" + ensemble_text(wc) + "), not the "
+        out.append("Robust accuracy is the worst case over an AutoAttack-style ensemble (" + ensemble_text(wc, len(results["dataset"]["classes"])) + "), not the "
                    f"paper's {PAPER['eval_steps']}-step PGD: AutoAttack's standard protocol" + ("" if (wc["steps"], wc["n_target_classes"], wc["square_queries"]) == (100, 9, 5000)
                                  else ", with fewer steps/targets/queries than AutoAttack's 100/9/5000") + ".")
     out.append("PGD columns use the steps shown in their headers (the paper's table used 7; more steps give lower numbers).")
     if cfg.get("train_limit") or cfg["evaluation"].get("test_limit"):
         train = f"the first {cfg['train_limit']}" if cfg.get("train_limit") else "all"
         test = f"the first {cfg['evaluation']['test_limit']}" if cfg["evaluation"].get("test_limit") else "all"
-        out.append(f"Subsets: {train} training and {test} test images of the split.")
+        order = " (your data in a fixed random order, the same for every seed, so every class is drawn)" if cfg.get("data") else ""
+        out.append(f"Subsets: {train} training and {test} test images of the split{order}.")
     return [f"- {line}" for line in out]
 
 
@@ -219,7 +233,7 @@ def reviewer_section(results: dict[str, Any], *, aggregate: bool = False) -> lis
     lines = ["## What the numbers are", "",
              f"- **Test images**: {n_text}.",
              f"- **Robust accuracy**: {results['robust_accuracy_definition']}.",
-             "- **Headline attack**: " + (f"per image the worst case over {ensemble_text(wc)}, each run only on the images "
+             "- **Headline attack**: " + (f"per image the worst case over {ensemble_text(wc, len(ds['classes']))}, each run only on the images "
                                           "still robust and dropping images as they fall (AutoAttack's standard protocol), at every radius of the table."
                                           if wc and wc.get("enabled") else "the single attacks of the table (the worst case "
                                           "was not run: `evaluation.worst_case.enabled = false`)."),
@@ -266,6 +280,8 @@ def constructions_section(results: dict[str, Any], figure: str) -> list[str]:
                     f"mean pixel L2 to the original image {s['mean_pixel_l2_to_source']:.2f}")
         else:
             target = "t ~ uniform over the other classes" if kind == "d_rand" else "t = (y+1) mod C"
+            if len(results["dataset"]["classes"]) == 2:  # the one other class: D_rand's targets are D_det's
+                target = "t = 1 − y (with two classes the only other class, so the targets of D_rand and D_det are the same)"
             proc = f"targeted L2 PGD, ε={cfg['eps']:g}, {cfg['steps']} steps of {cfg['step_size']:g}, {target}"
             succ = (f"targets reached: {_pct(s['share'])} ({s['count']}/{c['count']}); standard model agrees with the new "
                     f"labels on {_pct(c['standard_model_accuracy_on_new_labels'])}")
@@ -364,7 +380,11 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     lines = [
         f"# Reproduction of Ilyas et al. 2019 on {ds['name']}", "",
         f"{ds['train_count']} training and {ds['test_count']} test images of shape {tuple(ds['image_shape'])}, "
-        f"{len(ds['classes'])} classes (chance {_pct(ds['chance_accuracy'])}); preset `{results['preset']}`, "
+        f"{len(ds['classes'])} classes (chance {_pct(ds['chance_accuracy'])}"
+        + (f"; the most common class is {_pct(ds['majority_class_share'])} of the test images"
+           if ds.get("majority_class_share", 0) >= ds["chance_accuracy"] + 0.01 else "")
+        + (f"; no test image of {', '.join(ds['classes_without_test_images'])}" if ds.get("classes_without_test_images") else "")
+        + f"); preset `{results['preset']}`, "
         f"model `{results['config']['resolved']['model']['arch']}`, seed {results['seeds']['run']}, device {results['device']}, "
         f"total time {results['timing']['total_seconds']:.0f} s.", "",
         *reviewer_section(results),

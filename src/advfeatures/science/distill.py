@@ -95,7 +95,8 @@ def distillation_control(
     out["mistake_share"] = len(mistakes) / max(1, len(train))
     if len(mistakes) < min_mistakes:
         out.update({"trained": False, "note": f"the teacher got only {len(mistakes)} of {len(train)} training images wrong "
-                    f"(fewer than {min_mistakes}); pass model=None to train a weak teacher"})
+                    f"(fewer than {min_mistakes}, too few to train a student on)"
+                    + ("; pass model=None to train a weak teacher" if model is not None else "")})
         return out
     student = seeded_model(arch, shape, classes, seed=derive_seed(seed, 2), **kwargs)
     train_model(student, mistakes, replace(train_cfg, seed=seed + 2), device=device, desc="student on mistakes")

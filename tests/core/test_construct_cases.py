@@ -1,0 +1,59 @@
+"""Construction and export as users will run them: --layer, few classes, foreign data, file modes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from advfeatures.cli import main
+from advfeatures.models import build_model, save_model
+
+
+def _cli(*args):
+    res = CliRunner().invoke(main, ["--quiet", "--threads", "1", *map(str, args)], catch_exceptions=True)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_model(build_model("cnn", (1, 8, 8), 10, width=4), root / "cnn.safetensors")
+    save_model(build_model("mlp", (1, 8, 8), 10, hidden=[8]), root / "mlp.safetensors")
+    save_model(build_model("mlp", (1, 8, 8), 2, hidden=[8]), root / "two.safetensors")
+    return root
+
+
+def test_layer_option_reaches_the_construction_and_its_manifest(models, tmp_path):
+    """`construct --layer` read g at the layer (the loader wrapped the model) but the manifest said
+    layer null and fake_relu true: the wrapper's PenultimateReLU (after features.5) was switched,
+    which does not shape g there."""
+    res = _cli("construct", "--kind", "d_r", "--model", models / "cnn.safetensors", "--layer", "features.5", "--n", 5,
+               "--steps", 2, "--out", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    matching = json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]["matching"]
+    assert matching["layer"] == "features.5" and matching["fake_relu"] is False
+    # the same construction from Python, reading g at that layer, gives the same images
+    from advfeatures.construct import MatchingConfig, build_dataset, load_constructed
+    from advfeatures.data import load_digits
+    from advfeatures.models import load_model
+
+    train, _ = load_digits()
+    build_dataset("d_r", load_model(models / "cnn.safetensors"), train.head(5), tmp_path / "b", layer="features.5",
+                  matching=MatchingConfig(steps=2), batch_size=500, shard_size=5000)
+    a, _ = load_constructed(tmp_path / "a", classes=train.classes)
+    b, _ = load_constructed(tmp_path / "b", classes=train.classes)
+    assert torch.equal(a.images, b.images)
+    # d_rand / d_det attack the logits: a --layer there would be ignored, so it is refused
+    res = _cli("construct", "--kind", "d_rand", "--model", models / "cnn.safetensors", "--layer", "features.5", "--n", 4,
+               "--steps", 1, "--out", tmp_path / "c")
+    assert res.exit_code == 2 and "drop --layer" in res.output and not (tmp_path / "c").exists()

@@ -321,8 +321,10 @@ def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[st
                    "share_below_0.1": float((stat < 0.1).float().mean()), "mean_pixel_l2_to_source": float(pixel.mean())}
     else:
         summary = {"metric": "target_reached", "share": float(stat.mean()), "count": int(stat.sum())}
+        # by target class (the new label), over every class of the data: the largest *source* label
+        # of a few images (--n) can be below the largest target
         summary["per_class_share"] = [float(stat[tensors["labels"] == c].mean()) if bool((tensors["labels"] == c).any()) else None
-                                      for c in range(int(tensors["source_labels"].max()) + 1)]
+                                      for c in range(int(config["num_classes"]))]
     return write_manifest(folder, num_shards=num_shards, config=config, extra={"kind": kind, "key": key, "summary": summary})
 
 

@@ -57,3 +57,20 @@ def test_layer_option_reaches_the_construction_and_its_manifest(models, tmp_path
     res = _cli("construct", "--kind", "d_rand", "--model", models / "cnn.safetensors", "--layer", "features.5", "--n", 4,
                "--steps", 1, "--out", tmp_path / "c")
     assert res.exit_code == 2 and "drop --layer" in res.output and not (tmp_path / "c").exists()
+
+
+def test_per_class_share_counts_every_target_class(models, tmp_path):
+    """The per-class success share is by target class, but its length came from the largest
+    *source* label: the first 3 digits (labels 0, 1, 2) under D_det target 1, 2, 3 and class 3 was
+    left out."""
+    from advfeatures.construct import RelabelConfig, build_dataset
+    from advfeatures.data import load_digits
+    from advfeatures.models import load_model
+
+    train, _ = load_digits()
+    src = train.subset(torch.cat([(train.labels == c).nonzero()[:1].flatten() for c in (0, 1, 2)]))
+    assert src.labels.tolist() == [0, 1, 2]
+    m = build_dataset("d_det", load_model(models / "mlp.safetensors"), src, tmp_path / "d",
+                      relabel=RelabelConfig(eps=0.5, steps=1))
+    share = m["summary"]["per_class_share"]
+    assert len(share) == 10 and share[0] is None and all(s is not None for s in share[1:4]) and share[4:] == [None] * 6

@@ -184,6 +184,11 @@ def build_dataset(
     matching = (matching or MatchingConfig()).validate() if kind in ("d_r", "d_nr") else None
     relabel = (relabel or RelabelConfig()).validate() if kind in ("d_rand", "d_det") else None
     pairing = random_pairing(n, seed) if matching is not None and matching.start == "random_image" else None
+    if relabel is not None and source.num_classes < 2:
+        raise ConfigError(f"{kind} relabels every image with another class, but {source.name} has {source.num_classes}; "
+                          "it needs at least 2 classes")
+    if relabel is not None and source.num_classes == 2 and rank == 0:
+        log.warning("%s: with 2 classes the target is always the other class, so D_rand and D_det are the same set", kind)
     if matching is not None:
         as_classifier(model, layer)  # an unknown layer name fails here, before any work
     _refuse_foreign_shards(folder, num_shards, key)
@@ -321,6 +326,8 @@ def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[st
                    "share_below_0.1": float((stat < 0.1).float().mean()), "mean_pixel_l2_to_source": float(pixel.mean())}
     else:
         summary = {"metric": "target_reached", "share": float(stat.mean()), "count": int(stat.sum())}
+        if int(config["num_classes"]) == 2:
+            summary["note"] = "2 classes: every target is the other class, so D_rand and D_det are the same set"
         # by target class (the new label), over every class of the data: the largest *source* label
         # of a few images (--n) can be below the largest target
         summary["per_class_share"] = [float(stat[tensors["labels"] == c].mean()) if bool((tensors["labels"] == c).any()) else None

@@ -74,3 +74,29 @@ def test_per_class_share_counts_every_target_class(models, tmp_path):
                       relabel=RelabelConfig(eps=0.5, steps=1))
     share = m["summary"]["per_class_share"]
     assert len(share) == 10 and share[0] is None and all(s is not None for s in share[1:4]) and share[4:] == [None] * 6
+
+
+def test_two_classes_make_d_rand_and_d_det_one_set_and_say_so(models, tmp_path, caplog):
+    """With 2 classes t is forced to 1 − y: D_rand and D_det coincide, which the log and the
+    manifest now say; with 1 class there is no target, a one-line error (before: torch's
+    "random_ expects 'from' to be less than 'to'")."""
+    from advfeatures.construct import RelabelConfig, build_dataset, load_constructed
+    from advfeatures.data import ImageDataset
+    from advfeatures.errors import ConfigError
+    from advfeatures.models import load_model
+
+    g = torch.Generator().manual_seed(0)
+    src = ImageDataset(torch.rand(6, 1, 8, 8, generator=g), torch.tensor([0, 1, 0, 1, 1, 0]), ["cat", "dog"], "pets")
+    model = load_model(models / "two.safetensors")
+    cfg = RelabelConfig(eps=0.5, steps=2)
+    with caplog.at_level(logging.WARNING):
+        m_rand = build_dataset("d_rand", model, src, tmp_path / "rand", relabel=cfg)
+    assert "D_rand and D_det are the same set" in caplog.text and "D_rand and D_det are the same set" in m_rand["summary"]["note"]
+    build_dataset("d_det", model, src, tmp_path / "det", relabel=cfg)
+    rand, _ = load_constructed(tmp_path / "rand", classes=src.classes)
+    det, _ = load_constructed(tmp_path / "det", classes=src.classes)
+    assert torch.equal(rand.labels, 1 - src.labels) and torch.equal(rand.labels, det.labels) and torch.equal(rand.images, det.images)
+    one = ImageDataset(src.images, torch.zeros(6, dtype=torch.int64), ["cat"], "cats")
+    with pytest.raises(ConfigError, match="needs at least 2 classes"):
+        build_dataset("d_rand", model, one, tmp_path / "one", relabel=cfg)
+    assert not list((tmp_path / "one").glob("shard-*"))

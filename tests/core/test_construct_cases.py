@@ -100,3 +100,25 @@ def test_two_classes_make_d_rand_and_d_det_one_set_and_say_so(models, tmp_path, 
     with pytest.raises(ConfigError, match="needs at least 2 classes"):
         build_dataset("d_rand", model, one, tmp_path / "one", relabel=cfg)
     assert not list((tmp_path / "one").glob("shard-*"))
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o002])
+def test_shards_and_exports_get_the_modes_the_umask_gives(models, tmp_path, umask):
+    """Every file and folder a construction or an export writes has ``0o666/0o777 & ~umask``
+    (before: the npy, madrylab and imagefolder exports' folder stayed mkdtemp's private 0700)."""
+    old = os.umask(umask)
+    try:
+        res = _cli("construct", "--kind", "d_rand", "--model", models / "mlp.safetensors", "--n", 5, "--steps", 1,
+                   "--shard-size", 3, "--out", tmp_path / "c")
+        assert res.exit_code == 0, res.output
+        for fmt in ("imagefolder", "npz", "npy", "madrylab"):
+            # an image folder cannot hold the classes 5 images lack: export the whole digits set as PNGs
+            src = ["--constructed", tmp_path / "c"] if fmt != "imagefolder" else ["--split", "train"]
+            res = _cli("export", *src, "--format", fmt, "--out", tmp_path / f"e-{fmt}")
+            assert res.exit_code == 0, res.output
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "c", *(tmp_path / "c").rglob("*"), *(p for f in tmp_path.glob("e-*") for p in (f, *f.rglob("*")))]
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in paths}
+    want = {k: (0o777 if (tmp_path / k).is_dir() else 0o666) & ~umask for k in modes}
+    assert modes == want and len(modes) > 12

@@ -122,3 +122,24 @@ def test_shards_and_exports_get_the_modes_the_umask_gives(models, tmp_path, umas
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in paths}
     want = {k: (0o777 if (tmp_path / k).is_dir() else 0o666) & ~umask for k in modes}
     assert modes == want and len(modes) > 12
+
+
+def test_export_of_a_construction_beside_other_data_is_refused(models, tmp_path, caplog):
+    """`export --constructed` takes the class names from --dataset / --data; the default digits
+    beside a construction of other images wrote that set with digits' names (before: exit 0)."""
+    res = _cli("construct", "--kind", "d_rand", "--model", models / "mlp.safetensors", "--n", 4, "--steps", 1,
+               "--out", tmp_path / "c")
+    assert res.exit_code == 0, res.output
+    g = torch.Generator().manual_seed(0)
+    np.savez(tmp_path / "big.npz", images=torch.randint(0, 256, (60, 1, 12, 12), generator=g, dtype=torch.uint8).numpy(),
+             labels=np.arange(60) % 10)
+    res = _cli("export", "--constructed", tmp_path / "c", "--data", tmp_path / "big.npz", "--format", "npz", "--out", tmp_path / "o.npz")
+    assert res.exit_code == 2 and "built from digits-train with (1, 8, 8) images" in res.output, res.output
+    assert not (tmp_path / "o.npz").exists()
+    # the same shape under another name: written, with a warning naming both
+    np.savez(tmp_path / "same.npz", images=torch.randint(0, 256, (60, 1, 8, 8), generator=g, dtype=torch.uint8).numpy(),
+             labels=np.arange(60) % 10)
+    with caplog.at_level(logging.WARNING):
+        res = _cli("export", "--constructed", tmp_path / "c", "--data", tmp_path / "same.npz", "--format", "npz",
+                   "--out", tmp_path / "o.npz")
+    assert res.exit_code == 0 and "built from digits-train, not same-train" in caplog.text

@@ -143,3 +143,34 @@ def test_export_of_a_construction_beside_other_data_is_refused(models, tmp_path,
         res = _cli("export", "--constructed", tmp_path / "c", "--data", tmp_path / "same.npz", "--format", "npz",
                    "--out", tmp_path / "o.npz")
     assert res.exit_code == 0 and "built from digits-train, not same-train" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["imagefolder", "npz", "npy", "madrylab"])
+def test_a_construction_exported_reads_back_the_same(models, tmp_path, fmt):
+    """Every format, read back by our own readers: the same labels and class names and the same
+    images (exactly, or within the 0.5/255 of PNG's rounding, which the command states)."""
+    from advfeatures.construct import load_constructed
+    from advfeatures.data import load_digits, read_data
+
+    train, _ = load_digits()
+    n = 40  # enough images that every digit is a target (an image folder holds no empty class)
+    res = _cli("construct", "--kind", "d_det", "--model", models / "mlp.safetensors", "--n", n, "--steps", 2,
+               "--shard-size", 15, "--out", tmp_path / "c")
+    assert res.exit_code == 0, res.output
+    built, _ = load_constructed(tmp_path / "c", classes=train.classes)
+    out = tmp_path / ("o.npz" if fmt == "npz" else "o")
+    res = _cli("export", "--constructed", tmp_path / "c", "--format", fmt, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert ("at most 0.5/255 off" in res.output) == (fmt == "imagefolder")
+    got, test = read_data(out)
+    assert test is None and len(got) == n
+    x, y = got.images, got.labels
+    if fmt == "imagefolder":  # listed class by class; info["files"] (named by position) gives the order back
+        order = torch.tensor(np.argsort([int(f.split("/")[-1][:-4]) for f in got.info["files"]]))
+        x, y = x[order], y[order]
+        assert float((x - built.images).abs().max()) <= 0.5 / 255 + 1e-7
+    else:
+        assert torch.equal(x, built.images)
+    assert torch.equal(y, built.labels)
+    if fmt != "madrylab":  # MadryLab's layout holds no class names
+        assert got.classes == train.classes

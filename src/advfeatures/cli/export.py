@@ -67,4 +67,6 @@ def export_command(source, constructed, fmt, split, out, overwrite, seed):
     first, *rest = splits.values()
     written = export_dataset(first, out, format=fmt, test=rest[0] if rest else None, overwrite=overwrite)
     counts = ", ".join(f"{len(ds)} {name}" for name, ds in splits.items())
-    click.echo(f"wrote {counts} images as {fmt} to {written}")
+    rounded = fmt == "imagefolder" and any(ds.storage_dtype.is_floating_point for ds in splits.values())
+    click.echo(f"wrote {counts} images as {fmt} to {written}"
+               + (" (PNG holds 8 bits: float pixels rounded to the nearest 1/255, at most 0.5/255 off)" if rounded else ""))

@@ -174,3 +174,24 @@ def test_a_construction_exported_reads_back_the_same(models, tmp_path, fmt):
     assert torch.equal(y, built.labels)
     if fmt != "madrylab":  # MadryLab's layout holds no class names
         assert got.classes == train.classes
+
+
+def test_data_changed_in_place_is_not_reused_or_mixed(models, tmp_path):
+    """The settings named the data by its path only: a --data file rewritten between two runs gave
+    "already holds this construction", and an interrupted one resumed with shards of both."""
+    from advfeatures.data import load_digits
+
+    train, _ = load_digits()
+    x = train.images[:20].mul(255).round().to(torch.uint8).numpy()
+    np.savez(tmp_path / "d.npz", images=x, labels=train.labels[:20].numpy() % 2)
+    cmd = ["construct", "--kind", "d_det", "--model", models / "two.safetensors", "--data", tmp_path / "d.npz", "--n", 8,
+           "--shard-size", 4, "--steps", 1, "--out", tmp_path / "c"]
+    assert _cli(*cmd).exit_code == 0
+    np.savez(tmp_path / "d.npz", images=255 - x, labels=train.labels[:20].numpy() % 2)
+    res = _cli(*cmd)
+    assert res.exit_code == 2 and "holds a different construction" in res.output, res.output
+    (tmp_path / "c" / "manifest.json").unlink()
+    (tmp_path / "c" / "shard-00001.safetensors").unlink()
+    res = _cli(*cmd)
+    assert res.exit_code == 2 and "part of a different construction" in res.output, res.output
+    assert not (tmp_path / "c" / "shard-00001.safetensors").exists()

@@ -86,7 +86,8 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
         if kind in ("d_r", "d_nr") and len(images) < 2:
             raise ConfigError("representation matching needs at least 2 training images to pair them")
         settings = {"kind": kind, "model_sha256": file_sha256(model_path), **loader.describe(), **source.describe(),
-                    "n": len(images), "seed": seed,
+                    # the images' content, not only their path: data changed in place is another construction
+                    "n": len(images), "data_digest": images.digest(), "seed": seed,
                     "shard_size": shard_size, "matching": asdict(matching) if matching else None,
                     "relabel": asdict(relabel) if relabel else None}
         began = time.perf_counter()

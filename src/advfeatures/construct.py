@@ -47,7 +47,7 @@ from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
 from .seeding import generator
 from .storage import (MANIFEST, folder_lock, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
-                      fault_point, json_digest, save_safetensors_atomic, shard_key, shard_path, write_json_atomic, write_manifest)
+                      fault_point, json_digest, save_safetensors_atomic, shard_key, shard_path, tensor_digest, write_json_atomic, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,10 @@ def build_dataset(
 
     ``layer`` names the layer of ``model`` whose output is g for D_R / D_NR (default: the model's
     representation, see :func:`advfeatures.models.representation`).
+
+    ``key`` identifies the construction in every shard and the manifest; without one it is derived
+    from the settings, the model's weights and the images, so that shards left by a call with other
+    settings are refused rather than resumed, or relabelled by a new manifest.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown construction {kind!r}; choose one of {', '.join(KINDS)}")
@@ -191,6 +195,11 @@ def build_dataset(
         log.warning("%s: with 2 classes the target is always the other class, so D_rand and D_det are the same set", kind)
     if matching is not None:
         as_classifier(model, layer)  # an unknown layer name fails here, before any work
+    if not key:  # called without one (from Python): these settings, this model's weights and these images make it
+        key = "auto-" + json_digest({"kind": kind, "seed": seed, "shard_size": shard_size, "n": n, "layer": layer,
+                                     "matching": asdict(matching) if matching else None,
+                                     "relabel": asdict(relabel) if relabel else None,
+                                     "model": tensor_digest(*model.state_dict().values()), "data": source.digest(batch_size)})
     _refuse_foreign_shards(folder, num_shards, key)
     model = model.to(device)
     for shard in progress(todo, desc=f"{kind} shards"):

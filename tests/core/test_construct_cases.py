@@ -195,3 +195,28 @@ def test_data_changed_in_place_is_not_reused_or_mixed(models, tmp_path):
     res = _cli(*cmd)
     assert res.exit_code == 2 and "part of a different construction" in res.output, res.output
     assert not (tmp_path / "c" / "shard-00001.safetensors").exists()
+
+
+def test_python_build_with_other_settings_is_refused_not_relabelled(models, tmp_path):
+    """build_dataset without a key wrote unkeyed shards: a second call with other settings (steps,
+    eps) kept them and wrote a manifest claiming its own settings over images made with the first."""
+    from advfeatures.construct import RelabelConfig, build_dataset, load_constructed
+    from advfeatures.data import load_digits
+    from advfeatures.errors import DataError
+    from advfeatures.models import load_model
+
+    train, _ = load_digits()
+    src, model = train.head(8), load_model(models / "mlp.safetensors")
+    kw = dict(shard_size=4, seed=3)
+    build_dataset("d_rand", model, src, tmp_path / "c", relabel=RelabelConfig(steps=1), **kw)
+    first, _ = load_constructed(tmp_path / "c", classes=train.classes)
+    with pytest.raises(DataError, match="belongs to another construction"):
+        build_dataset("d_rand", model, src, tmp_path / "c", relabel=RelabelConfig(steps=5, eps=2.0), **kw)
+    with pytest.raises(DataError, match="belongs to another construction"):
+        build_dataset("d_rand", model, train.head(9).subset(torch.arange(1, 9)), tmp_path / "c",
+                      relabel=RelabelConfig(steps=1), **kw)
+    # the same settings again: the shards are kept (resumed), the set is the same
+    (tmp_path / "c" / "shard-00001.safetensors").unlink()
+    m = build_dataset("d_rand", model, src, tmp_path / "c", relabel=RelabelConfig(steps=1), **kw)
+    again, _ = load_constructed(tmp_path / "c", classes=train.classes)
+    assert m["config"]["relabel"]["steps"] == 1 and torch.equal(again.images, first.images)

@@ -220,3 +220,14 @@ def test_python_build_with_other_settings_is_refused_not_relabelled(models, tmp_
     m = build_dataset("d_rand", model, src, tmp_path / "c", relabel=RelabelConfig(steps=1), **kw)
     again, _ = load_constructed(tmp_path / "c", classes=train.classes)
     assert m["config"]["relabel"]["steps"] == 1 and torch.equal(again.images, first.images)
+
+
+def test_export_never_overwrites_what_it_exports(models, tmp_path):
+    """`export --constructed c --out c --overwrite` replaced the construction by its export."""
+    res = _cli("construct", "--kind", "d_rand", "--model", models / "mlp.safetensors", "--n", 4, "--steps", 1,
+               "--out", tmp_path / "c")
+    assert res.exit_code == 0, res.output
+    for out in (tmp_path / "c", tmp_path):
+        res = _cli("export", "--constructed", tmp_path / "c", "--format", "npy", "--out", out, "--overwrite")
+        assert res.exit_code == 2 and "would replace --constructed" in res.output, res.output
+    assert (tmp_path / "c" / "manifest.json").is_file()

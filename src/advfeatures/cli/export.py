@@ -56,6 +56,11 @@ def export_command(source, constructed, fmt, split, out, overwrite, seed):
     from ..construct import load_constructed
     from ..data import export_dataset
 
+    from ..errors import ConfigError
+
+    for given, what in ((constructed, "--constructed"), (source.data, "--data")):
+        if given is not None and overwrite and Path(out).resolve() in (Path(given).resolve(), *Path(given).resolve().parents):
+            raise ConfigError(f"--out {out} would replace {what} {given}, the data being exported; choose another --out")
     start_runtime("cpu")
     train, test = source.load(seed=seed)
     if constructed is not None:

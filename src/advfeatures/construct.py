@@ -47,7 +47,7 @@ from .models.base import as_classifier, fake_relu, fake_relu_applies
 from .progress import progress
 from .seeding import generator
 from .storage import (MANIFEST, folder_lock, read_json, iter_chunks, missing_shards, read_manifest, read_sharded, safetensors_layout,
-                      fault_point, json_digest, save_safetensors_atomic, shard_key, shard_path, write_json_atomic, write_manifest)
+                      fault_point, json_digest, save_safetensors_atomic, shard_key, shard_path, tensor_digest, write_json_atomic, write_manifest)
 from .threats import L2Ball, check_positive, check_steps
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,10 @@ def build_dataset(
 
     ``layer`` names the layer of ``model`` whose output is g for D_R / D_NR (default: the model's
     representation, see :func:`advfeatures.models.representation`).
+
+    ``key`` identifies the construction in every shard and the manifest; without one it is derived
+    from the settings, the model's weights and the images, so that shards left by a call with other
+    settings are refused rather than resumed, or relabelled by a new manifest.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown construction {kind!r}; choose one of {', '.join(KINDS)}")
@@ -184,8 +188,18 @@ def build_dataset(
     matching = (matching or MatchingConfig()).validate() if kind in ("d_r", "d_nr") else None
     relabel = (relabel or RelabelConfig()).validate() if kind in ("d_rand", "d_det") else None
     pairing = random_pairing(n, seed) if matching is not None and matching.start == "random_image" else None
+    if relabel is not None and source.num_classes < 2:
+        raise ConfigError(f"{kind} relabels every image with another class, but {source.name} has {source.num_classes}; "
+                          "it needs at least 2 classes")
+    if relabel is not None and source.num_classes == 2 and rank == 0:
+        log.warning("%s: with 2 classes the target is always the other class, so D_rand and D_det are the same set", kind)
     if matching is not None:
         as_classifier(model, layer)  # an unknown layer name fails here, before any work
+    if not key:  # called without one (from Python): these settings, this model's weights and these images make it
+        key = "auto-" + json_digest({"kind": kind, "seed": seed, "shard_size": shard_size, "n": n, "layer": layer,
+                                     "matching": asdict(matching) if matching else None,
+                                     "relabel": asdict(relabel) if relabel else None,
+                                     "model": tensor_digest(*model.state_dict().values()), "data": source.digest(batch_size)})
     _refuse_foreign_shards(folder, num_shards, key)
     model = model.to(device)
     for shard in progress(todo, desc=f"{kind} shards"):
@@ -321,8 +335,12 @@ def finish_manifest(folder: Path, *, kind: str, num_shards: int, config: dict[st
                    "share_below_0.1": float((stat < 0.1).float().mean()), "mean_pixel_l2_to_source": float(pixel.mean())}
     else:
         summary = {"metric": "target_reached", "share": float(stat.mean()), "count": int(stat.sum())}
+        if int(config["num_classes"]) == 2:
+            summary["note"] = "2 classes: every target is the other class, so D_rand and D_det are the same set"
+        # by target class (the new label), over every class of the data: the largest *source* label
+        # of a few images (--n) can be below the largest target
         summary["per_class_share"] = [float(stat[tensors["labels"] == c].mean()) if bool((tensors["labels"] == c).any()) else None
-                                      for c in range(int(tensors["source_labels"].max()) + 1)]
+                                      for c in range(int(config["num_classes"]))]
     return write_manifest(folder, num_shards=num_shards, config=config, extra={"kind": kind, "key": key, "summary": summary})
 
 

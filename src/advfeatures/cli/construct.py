@@ -69,6 +69,8 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
     else:
         if start is not None:
             raise ConfigError("--matching-start applies to d_r / d_nr only (drop it)")
+        if loader.layer is not None:
+            raise ConfigError("--layer names the representation of d_r / d_nr; d_rand / d_det attack the logits (drop --layer)")
         relabel = RelabelConfig()
         relabel = replace(relabel, **{k: v for k, v in {"steps": steps, "step_size": step_size, "eps": eps}.items() if v is not None})
         relabel.validate()
@@ -77,18 +79,22 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
     ctx = rt.context
     try:
         train, _ = source.load()
-        model = loader.load(model_path, rt.device, train)
+        # the model itself, not the loader's --layer wrapper: the construction reads g at the named
+        # layer (and applies the fake ReLU inside it) and records the layer in the manifest
+        model = replace(loader, layer=None).load(model_path, rt.device, train)
         images = train.head(n)
         if kind in ("d_r", "d_nr") and len(images) < 2:
             raise ConfigError("representation matching needs at least 2 training images to pair them")
         settings = {"kind": kind, "model_sha256": file_sha256(model_path), **loader.describe(), **source.describe(),
-                    "n": len(images), "seed": seed,
+                    # the images' content, not only their path: data changed in place is another construction
+                    "n": len(images), "data_digest": images.digest(), "seed": seed,
                     "shard_size": shard_size, "matching": asdict(matching) if matching else None,
                     "relabel": asdict(relabel) if relabel else None}
         began = time.perf_counter()
         status, manifest = construct_folder(kind, rt.accelerate(model), images, out, settings=settings, rank=ctx.rank,
                                             world_size=ctx.world_size, matching=matching, relabel=relabel, seed=seed,
-                                            batch_size=batch_size, shard_size=shard_size, device=rt.device)
+                                            batch_size=batch_size, shard_size=shard_size, device=rt.device,
+                                            layer=loader.layer if matching else None)
         if status == "finished" and ctx.is_main:
             click.echo(f"{out} already holds this construction (key {settings_key(settings)}); nothing to do")
         if manifest is not None:

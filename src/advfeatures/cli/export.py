@@ -14,6 +14,7 @@ output appears whole or not at all.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -22,6 +23,22 @@ from . import main
 from .options import data_options, start_runtime
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
+log = logging.getLogger(__name__)
+
+
+def _check_built_from(folder: Path, manifest: dict, train) -> None:
+    """The class names of a construction come from the data given beside it: data of other images
+    (say the default digits beside a construction of fashion-mnist) would name its classes wrongly,
+    so it is refused; data of the same shape under another name gets a warning."""
+    from ..errors import DataError
+
+    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    shape, name = cfg.get("image_shape"), cfg.get("source")
+    if isinstance(shape, list) and tuple(shape) != tuple(train.image_shape):
+        raise DataError(f"{folder} was built from {name or 'data'} with {tuple(shape)} images, but {train.name} has "
+                        f"{tuple(train.image_shape)}; pass the --dataset / --data it was built from (its class names are taken from it)")
+    if isinstance(name, str) and name != train.name:
+        log.warning("%s was built from %s, not %s: its class names are taken from %s", folder, name, train.name, train.name)
 
 
 @main.command("export")
@@ -39,14 +56,22 @@ def export_command(source, constructed, fmt, split, out, overwrite, seed):
     from ..construct import load_constructed
     from ..data import export_dataset
 
+    from ..errors import ConfigError
+
+    for given, what in ((constructed, "--constructed"), (source.data, "--data")):
+        if given is not None and overwrite and Path(out).resolve() in (Path(given).resolve(), *Path(given).resolve().parents):
+            raise ConfigError(f"--out {out} would replace {what} {given}, the data being exported; choose another --out")
     start_runtime("cpu")
     train, test = source.load(seed=seed)
     if constructed is not None:
         data, manifest = load_constructed(constructed, classes=train.classes, name=constructed.name)
+        _check_built_from(constructed, manifest, train)
         splits = {"train": data}
     else:
         splits = {"train": train, "test": test} if split == "both" else {split: train if split == "train" else test}
     first, *rest = splits.values()
     written = export_dataset(first, out, format=fmt, test=rest[0] if rest else None, overwrite=overwrite)
     counts = ", ".join(f"{len(ds)} {name}" for name, ds in splits.items())
-    click.echo(f"wrote {counts} images as {fmt} to {written}")
+    rounded = fmt == "imagefolder" and any(ds.storage_dtype.is_floating_point for ds in splits.values())
+    click.echo(f"wrote {counts} images as {fmt} to {written}"
+               + (" (PNG holds 8 bits: float pixels rounded to the nearest 1/255, at most 0.5/255 off)" if rounded else ""))

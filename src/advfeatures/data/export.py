@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..storage import atomic_path
+from ..storage import atomic_path, current_umask
 from .dataset import ImageDataset
 
 EXPORT_FORMATS = ("imagefolder", "npz", "npy", "madrylab")
@@ -101,6 +101,9 @@ class _replacing:
         if kind is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
+        # mkdtemp's folder is private (0700); the export gets the mode any new folder of the user
+        # gets (0755 under umask 022), like the files written inside it
+        os.chmod(self.tmp, 0o777 & ~current_umask())
         old = None
         if self.out.exists():
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"

@@ -12,6 +12,7 @@ from PIL import Image
 
 from advfeatures.data import load_data, read_image_folder, read_madrylab, read_npy, read_npz
 from advfeatures.errors import DataError
+from test_readers import _Items  # a torch Dataset of given items, as the readers' other tests use
 
 GRAD = (np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
 
@@ -303,16 +304,6 @@ def test_file_order_does_not_depend_on_unicode_normalisation(tmp_path, form):
 
 
 # ---- torch Datasets of PIL images -----------------------------------------------------------------
-
-class _Items(torch.utils.data.Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
 
 
 @pytest.mark.parametrize("img", [Image.fromarray((np.arange(16).reshape(4, 4) * 4000).astype(np.uint16)),

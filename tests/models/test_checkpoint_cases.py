@@ -13,12 +13,7 @@ import torch
 
 from advfeatures.errors import ModelError
 from advfeatures.models import build_model, load_any_model
-
-
-def one_line(exc: pytest.ExceptionInfo) -> str:
-    text = str(exc.value)
-    assert "\n" not in text, text
-    return text
+from test_load_any_model import one_line  # the same one-line check as the loader's other tests
 
 
 @pytest.fixture

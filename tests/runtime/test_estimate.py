@@ -165,3 +165,8 @@ def test_mnist_is_sized_like_fashion_mnist():
     work = [sum(c["train"] + c["grad"] for c in count_passes(cfg, 60000, 10000).values()) for cfg in (mnist, fashion)]
     assert work[0] == pytest.approx(work[1], rel=0.01)
     assert "mnist" not in GPU_PRESETS and PRESETS["mnist"]["model"]["kwargs"]["width"] == 8
+
+
+def test_the_line_counts_threads_in_english():
+    assert ", 1 thread," in format_estimate(_est(1500.0, 1510.0, threads=1))
+    assert ", 2 threads," in format_estimate(_est(1500.0, 1510.0, threads=2))

@@ -421,7 +421,7 @@ def format_estimate(est: dict[str, Any]) -> str:
     three longest stages, and what the attack stages assume."""
     longest = sorted(est["stages"].items(), key=lambda kv: -kv[1]["seconds"])[:3]
     parts = ", ".join(f"{name} {_duration(s['seconds'])}" for name, s in longest)
-    threads = f", {est['threads']} threads" if est.get("threads") else ""
+    threads = f", {est['threads']} thread{'' if est['threads'] == 1 else 's'}" if est.get("threads") else ""
     load = f", load average {est['load_average']:g}" if est.get("load_average") is not None else ""
     upper = est.get("upper_seconds")
     bound = f" (up to {_duration(upper)} if no point is broken)" if upper and _duration(upper) != _duration(est["total_seconds"]) else ""

@@ -30,10 +30,10 @@ from advfeatures.evaluate import predict, worst_case_evaluation
 from crosscheck import broken, digits_models, test_images  # the same models and images
 
 
-def ours(early_stop: bool, steps: int = 100):
+def ours(early_stop: bool, steps: int = 100, queries: int = 5000):
     def run(model, x, y, eps, seed):
         report = worst_case_evaluation(model, x, y, norm="L2", eps=eps, version="standard", early_stop=early_stop,
-                                       batch_size=500, seed=seed, steps=steps)
+                                       batch_size=500, seed=seed, steps=steps, square_queries=queries)
         return report["x_adv"]
     return run
 
@@ -44,18 +44,25 @@ def torchattacks_autoattack(model, x, y, eps, seed):
     return torchattacks.AutoAttack(model, norm="L2", eps=eps, version="standard", n_classes=10, seed=seed)(x, y)
 
 
-def torchattacks_autoattack_100(model, x, y, eps, seed):
-    """torchattacks' AutoAttack with AutoAttack's published 100 iterations: its ``AutoAttack`` class
-    leaves APGD, APGD-T and FAB at their own default of 10 steps."""
-    import torchattacks
-    from torchattacks.wrappers.multiattack import MultiAttack
+def torchattacks_members(steps: int = 100, queries: int = 5000):
+    """torchattacks' four AutoAttack members at ``steps`` iterations and ``queries`` Square queries,
+    run one after the other on the points still robust (its ``MultiAttack``)."""
+    def run(model, x, y, eps, seed):
+        import torchattacks
+        from torchattacks.wrappers.multiattack import MultiAttack
 
-    common = {"eps": eps, "norm": "L2", "n_restarts": 1, "steps": 100}
-    members = [torchattacks.APGD(model, loss="ce", seed=seed, **common),
-               torchattacks.APGDT(model, n_classes=10, seed=seed, **common),
-               torchattacks.FAB(model, multi_targeted=True, n_classes=10, seed=seed, **common),
-               torchattacks.Square(model, eps=eps, norm="L2", n_queries=5000, n_restarts=1, seed=seed)]
-    return MultiAttack(members)(x, y)
+        common = {"eps": eps, "norm": "L2", "n_restarts": 1, "steps": steps}
+        members = [torchattacks.APGD(model, loss="ce", seed=seed, **common),
+                   torchattacks.APGDT(model, n_classes=10, seed=seed, **common),
+                   torchattacks.FAB(model, multi_targeted=True, n_classes=10, seed=seed, **common),
+                   torchattacks.Square(model, eps=eps, norm="L2", n_queries=queries, n_restarts=1, seed=seed)]
+        return MultiAttack(members)(x, y)
+    return run
+
+
+#: torchattacks' AutoAttack with AutoAttack's published 100 iterations: its ``AutoAttack`` class
+#: leaves APGD, APGD-T and FAB at their own default of 10 steps.
+torchattacks_autoattack_100 = torchattacks_members(100)
 
 
 def main() -> None:

@@ -495,11 +495,11 @@ def choose_preset(image_shape: tuple[int, int, int], count: int) -> tuple[str, d
                                               for a in base["evaluation"]["attacks"]]}
     limit, test_limit = base.get("train_limit"), base["evaluation"].get("test_limit")
     why = (f"{count} images of {c}×{h}×{w}: the {name} preset" +
-           (f", every L2 radius scaled by √(pixels ratio) = {scale:.3g}" if settings else "") +
-           # the preset's subsets apply to your data too: say so before hours are spent on part of it
-           (f"; like the preset it trains on {limit} of the training images" if limit is not None and count > limit else "") +
-           (f" and evaluates on at most {test_limit} test images" if limit is not None and count > limit and test_limit else "") +
-           (" (--set train_limit=null --set evaluation.test_limit=null for all)" if limit is not None and count > limit else ""))
+           (f", every L2 radius scaled by √(pixels ratio) = {scale:.3g}" if settings else ""))
+    if limit is not None and count > limit:  # the preset's subsets apply to your data too: say so before hours are spent on part of it
+        why += (f"; like the preset it trains on {limit} of the training images"
+                + (f" and evaluates on at most {test_limit} test images" if test_limit else "")
+                + " (--set train_limit=null --set evaluation.test_limit=null for all)")
     return name, settings, why
 
 

@@ -191,13 +191,14 @@ def worst_case_evaluation(
 
     # before anything runs: a model without (N, K ≥ 2) logits, or labels it cannot output, would
     # make every point clean-wrong (or clean-right) and the members never run, silently
-    y = check_labels(y, y, num_classes_of(model, read(torch.arange(1, device=device))))
+    probe = read(torch.arange(1, device=device))  # one image: the class count here, the members' settings below
+    y = check_labels(y, y, num_classes_of(model, probe))
     if version == "rand" and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
         log.warning("version='rand' evaluates the model in eval mode, where its Dropout layers are off: their "
                     "randomness is not part of this evaluation (draw it in forward(), e.g. F.dropout(x, p, training=True), "
                     "to have it evaluated)")
     if members is None:
-        members = standard_members(model, read(torch.arange(1, device=device)), norm=norm, eps=eps, version=version, steps=steps,
+        members = standard_members(model, probe, norm=norm, eps=eps, version=version, steps=steps,
                                    n_target_classes=n_target_classes, square_queries=square_queries, eot_iter=eot_iter,
                                    early_stop=early_stop, seed=seed)
     else:

@@ -65,9 +65,9 @@ from advfeatures.construct import build_dataset, is_finished, load_constructed
 from advfeatures.errors import ConfigError
 from advfeatures.evaluate import accuracy, predict
 from advfeatures.experiments.config import resolve_config
-from advfeatures.experiments.pipeline import load_data
+from advfeatures.experiments.pipeline import initial_model, load_data
 from advfeatures.experiments.state import named_seeds
-from advfeatures.models import build_model, load_model, save_model
+from advfeatures.models import load_model, save_model
 from advfeatures.runtime.config import runtime_applied
 from advfeatures.train import TrainConfig, train_model
 
@@ -99,13 +99,6 @@ def per_epoch(score):
         train_mod.build_objective = real
 
 
-def fresh_model(cfg, data, seed: int) -> nn.Module:
-    """The pipeline's initialisation (``train_step``): the global seed forked and set to ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(cfg.model.arch, data.image_shape, data.num_classes, **cfg.model.kwargs)
-
-
 def clean_bn_accuracy(model: nn.Module, clean, test, rows: int = 5000, batch: int = 500) -> float:
     """Test accuracy of a copy of ``model`` whose BatchNorm running statistics are re-estimated
     (a plain average over batches of ``batch``) on the first ``rows`` clean training images."""
@@ -132,7 +125,7 @@ def standard_and_d_rand(cfg, train, test, seeds: dict[str, int], out: Path, devi
         standard = load_model(path, device=device)
     else:
         tcfg = dataclasses.replace(cfg.standard, seed=seeds["train_standard"] + cfg.standard.seed)
-        standard = fresh_model(cfg, train, tcfg.seed)
+        standard = initial_model(cfg, train, tcfg.seed)
         train_model(standard, train, tcfg, device=device, desc="train standard")
         save_model(standard, path)
         standard = load_model(path, device=device)  # as the pipeline does: the saved copy
@@ -154,7 +147,7 @@ def standard_and_d_rand(cfg, train, test, seeds: dict[str, int], out: Path, devi
 def train_d_rand(cfg, tcfg: TrainConfig, data, train, test, seed: int, device) -> dict[str, Any]:
     """One D_rand model: its per-epoch test accuracy and the end-of-training diagnostics."""
     tcfg = dataclasses.replace(tcfg, seed=seed)
-    model = fresh_model(cfg, data, seed)
+    model = initial_model(cfg, data, seed)
     curve: list[float] = []
     t0 = time.process_time()
     with per_epoch(lambda m, e: curve.append(accuracy(m, test, batch_size=1000))):

@@ -108,6 +108,14 @@ def given_model_step(state: RunState, name: str, path: str, arch: str | None, kw
     state.histories[name] = []
 
 
+def initial_model(cfg: ReproduceConfig, data: ImageDataset, seed: int) -> torch.nn.Module:
+    """The run's model for ``data``, initialised from ``seed``: the global random state is forked and
+    set to it for the initialisation only, then restored."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(cfg.model.arch, data.image_shape, data.num_classes, **cfg.model.kwargs)
+
+
 def train_step(state: RunState, name: str, data: ImageDataset, tcfg: TrainConfig, input_key: str) -> None:
     cfg = state.config
     tcfg = dataclasses.replace(tcfg, seed=state.seeds[f"train_{name}"] + tcfg.seed)
@@ -116,9 +124,7 @@ def train_step(state: RunState, name: str, data: ImageDataset, tcfg: TrainConfig
     path = state.run.path("models", f"{name}.safetensors")
 
     def compute() -> dict[str, Any]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(tcfg.seed)  # weight initialisation only; the global state is restored
-            model = build_model(cfg.model.arch, data.image_shape, data.num_classes, **cfg.model.kwargs)
+        model = initial_model(cfg, data, tcfg.seed)
         ckpt = state.run.path("models", f".{name}.{key}.ckpt")
         history = train_model(model, data, tcfg, device=state.device, checkpoint=ckpt, desc=f"train {name}")
         save_model(model, path, extra={"key": key, "training_set": TRAINING_SETS[name]})

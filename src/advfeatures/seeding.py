@@ -12,10 +12,15 @@ of a seed-0 run do not depend on the multiplier). The modulus keeps the result a
 of ``torch.Generator.manual_seed``. Streams are named where they are used (e.g. the pipeline's
 ``STREAMS`` table), so a reader can follow a seed from the command line to the draw it feeds.
 
-Nothing here touches the global random state: callers get an integer or a fresh generator.
+Nothing here leaves the global random state changed: callers get an integer, a fresh generator, or
+(``global_seed``) a block that runs on a forked, seeded copy of it, for code such as a module's
+constructor that can only draw from the global state.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -35,6 +40,15 @@ def derive_seed(seed: int, stream: int) -> int:
 def generator(seed: int, stream: int = 0, *, device: torch.device | str = "cpu") -> torch.Generator:
     """A fresh ``torch.Generator`` on ``device`` seeded with ``derive_seed(seed, stream)``."""
     return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
+
+
+@contextlib.contextmanager
+def global_seed(seed: int) -> Iterator[None]:
+    """Run the block with the global (CPU) random state forked and set to ``seed``; the caller's
+    state is restored afterwards, whatever the block drew."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 MAX_SEEDS = 1000  # each seed is a whole reproduction

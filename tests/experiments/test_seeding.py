@@ -12,7 +12,7 @@ from advfeatures.construct import shard_generator
 from advfeatures.errors import ConfigError
 from advfeatures.experiments.state import STREAMS, named_seeds
 from advfeatures.science.common import stream_generator
-from advfeatures.seeding import MODULUS, derive_seed, generator, parse_seeds
+from advfeatures.seeding import MODULUS, derive_seed, generator, global_seed, parse_seeds
 
 
 def _first_draws(g: torch.Generator) -> torch.Tensor:
@@ -56,3 +56,19 @@ def test_parse_seeds():
 def test_derive_seed_refuses_fractions():
     with pytest.raises(ConfigError, match="whole numbers"):
         derive_seed(0.5, 1)
+
+
+def test_global_seed_draws_from_the_seed_and_restores_the_callers_state():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    with global_seed(7):
+        inside = torch.rand(3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(7)
+    assert torch.equal(inside, torch.rand(3))
+    before = torch.random.get_rng_state()
+    with pytest.raises(RuntimeError):  # restored even when the block fails
+        with global_seed(8):
+            torch.rand(2)
+            raise RuntimeError("boom")
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -78,10 +78,9 @@ def train_command(loader, init_model, source, out, preset, stage, config_file, o
     if init_model is not None:
         model = loader.load(init_model, dev, train)
     else:
-        import torch
+        from ..seeding import global_seed
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # weight initialisation only; the global state is restored
+        with global_seed(seed):  # weight initialisation only; the global state is restored
             model = loader.build(train)
     settings = {"train": cfg.as_dict(), "model": loader.describe(), "init": str(init_model) if init_model else None,
                 "data": source.describe(), "n": len(train)}

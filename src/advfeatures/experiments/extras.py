@@ -17,9 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
-
 from ..models import build_model
+from ..seeding import global_seed
 from ..train import train_model
 from .config import to_dict
 from .rundir import digest
@@ -58,8 +57,7 @@ def inversion(state: RunState, *, n: int = 16) -> dict[str, Any]:
     folder = state.run.path("extras", "inversion")
 
     def compute() -> dict[str, Any]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(state.seeds["inversion_held_out_init"])
+        with global_seed(state.seeds["inversion_held_out_init"]):
             held_out = build_model("mlp", state.train.image_shape, state.train.num_classes, hidden=(256,))
         train_model(held_out, state.train, dataclasses.replace(state.config.standard, seed=state.seeds["inversion_held_out_train"]),
                     device=state.device, desc="held-out MLP")

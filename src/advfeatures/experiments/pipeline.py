@@ -32,6 +32,7 @@ from ..data.dataset import ImageDataset
 from ..data.loaders import load_dataset
 from ..runtime.config import Runtime, runtime_applied
 from ..runtime.device import resolve_device
+from ..seeding import global_seed
 from ..errors import DataError
 from ..evaluate import accuracy, evaluate_suite, sanity_checks, standard_members, worst_case_evaluation
 from ..models import build_model, load_any_model, load_model, save_model
@@ -111,8 +112,7 @@ def given_model_step(state: RunState, name: str, path: str, arch: str | None, kw
 def initial_model(cfg: ReproduceConfig, data: ImageDataset, seed: int) -> torch.nn.Module:
     """The run's model for ``data``, initialised from ``seed``: the global random state is forked and
     set to it for the initialisation only, then restored."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with global_seed(seed):
         return build_model(cfg.model.arch, data.image_shape, data.num_classes, **cfg.model.kwargs)
 
 

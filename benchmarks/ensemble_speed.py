@@ -20,20 +20,28 @@ the model's calls counted and priced as bare passes: ``benchmarks/ensemble_profi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
 
 import torch
 
-from advfeatures.evaluate import predict, worst_case_evaluation
+from advfeatures.evaluate import predict, standard_members, worst_case_evaluation
 from crosscheck import broken, digits_models, test_images  # the same models and images
 
 
-def ours(early_stop: bool, steps: int = 100, queries: int = 5000):
+def ours(early_stop: bool, steps: int = 100, queries: int = 5000, batch_rows: int | None = None):
+    """Our standard ensemble; ``batch_rows`` (APGD-T's and FAB-T's rows per stacked batch of targets)
+    left at the members' default when None."""
     def run(model, x, y, eps, seed):
-        report = worst_case_evaluation(model, x, y, norm="L2", eps=eps, version="standard", early_stop=early_stop,
-                                       batch_size=500, seed=seed, steps=steps, square_queries=queries)
+        kwargs = {"norm": "L2", "eps": eps, "early_stop": early_stop, "seed": seed, "steps": steps, "square_queries": queries}
+        members = None
+        if batch_rows is not None:
+            members = [dataclasses.replace(m, attack=dataclasses.replace(m.attack, batch_rows=batch_rows))
+                       if hasattr(m.attack, "batch_rows") else m for m in standard_members(model, x, **kwargs)]
+        report = worst_case_evaluation(model, x, y, version="standard" if members is None else "custom",
+                                       members=members, batch_size=500, **kwargs)
         return report["x_adv"]
     return run
 

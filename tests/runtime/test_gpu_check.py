@@ -57,11 +57,13 @@ def _check_ensemble(ens: dict) -> None:
         return
     assert "error" not in ens and "skipped" not in ens, ens
     runs = ens["runs"]
-    assert set(runs) == {"ours, 2 steps", "torchattacks members, 2 steps"}
+    assert set(runs) == {"ours, 2 steps", "torchattacks members, 2 steps", "ours, 2 steps, batch_rows 4"}
     for r in runs.values():
         assert r["seconds"] > 0 and 0.0 <= r["robust_accuracy"] <= 1.0
     assert ens["speedup"]["2 steps"] == pytest.approx(runs["torchattacks members, 2 steps"]["seconds"]
                                                       / runs["ours, 2 steps"]["seconds"], rel=0.01)
+    assert ens["speedup"]["2 steps, batch_rows 4"] == pytest.approx(runs["torchattacks members, 2 steps"]["seconds"]
+                                                                    / runs["ours, 2 steps, batch_rows 4"]["seconds"], rel=0.01)
 
 
 def test_sections_runs_one_section_alone(tmp_path):

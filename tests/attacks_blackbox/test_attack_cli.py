@@ -100,6 +100,24 @@ def test_evaluate_rand_and_custom_versions(model_file, tmp_path):
     assert data["version"] == "custom" and [m["name"] for m in data["members"]] == ["fab-t", "pgd"]
 
 
+def test_evaluate_stochastic_option(model_file, tmp_path):
+    """--version rand evaluates test-time randomness unless --no-stochastic; --stochastic reaches
+    custom members (and is recorded in their settings)."""
+    base = ["evaluate", "--model", str(model_file), "--norm", "L2", "--eps", "1.0", "--n", "10", "--steps", "2",
+            "--no-sanity", "--device", "cpu"]
+    out = tmp_path / "rand.json"
+    r = _run([*base, "--version", "rand", "--eot-iter", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "stochastic layers on" in r.output and json.loads(out.read_text())["stochastic"] is True
+    r = _run([*base, "--version", "rand", "--eot-iter", "2", "--no-stochastic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "stochastic layers on" not in r.output and json.loads(out.read_text())["stochastic"] is False
+    r = _run([*base, "--version", "custom", "--attacks", "pgd", "--stochastic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["stochastic"] is True and data["members"][0]["attack"]["stochastic"] is True
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -165,19 +165,21 @@ def test_bad_arguments_give_one_clear_error(mlp, batch):
         assert "\n" not in str(info.value)
 
 
-def test_rand_version_says_dropout_is_off(mlp, batch, caplog):
-    """Every member runs the model in eval mode: a ``rand`` evaluation of a model whose randomness
-    is in Dropout layers would measure the model without it, so a warning says so (and only then)."""
+def test_rand_version_turns_dropout_on_and_says_so_only_when_told_not_to(mlp, batch, caplog):
+    """``rand`` evaluates a Dropout model with its dropout on (tests/evaluate/test_stochastic.py); only
+    ``stochastic=False`` leaves it off, and an info line says so (no warning: the user asked for it)."""
     x, y = batch
     x, y = x[:4], y[:4]
-    with caplog.at_level("WARNING", logger="advfeatures.evaluate.ensemble"):
-        worst_case_evaluation(mlp, x, y, norm="L2", eps=0.1, version="rand", steps=1, eot_iter=1)
-    assert "Dropout" not in caplog.text
     dropped = nn.Sequential(nn.Dropout(0.1), mlp)
-    with caplog.at_level("WARNING", logger="advfeatures.evaluate.ensemble"):
-        worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, version="rand", steps=1, eot_iter=1)
-    assert "its Dropout layers are off" in caplog.text
+    with caplog.at_level("INFO", logger="advfeatures.evaluate.ensemble"):
+        report = worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, version="rand", steps=1, eot_iter=1)
+    assert report["stochastic"] is True and "Dropout" not in caplog.text
+    with caplog.at_level("INFO", logger="advfeatures.evaluate.ensemble"):
+        report = worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, version="rand", steps=1, eot_iter=1,
+                                       stochastic=False)
+    assert report["stochastic"] is False and "Dropout/RReLU layers are off" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="advfeatures.evaluate.ensemble"):  # standard: deterministic by definition
-        worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, steps=1, square_queries=2)
-    assert "Dropout" not in caplog.text
+    with caplog.at_level("INFO", logger="advfeatures.evaluate.ensemble"):  # standard: deterministic by definition
+        report = worst_case_evaluation(dropped, x, y, norm="L2", eps=0.1, steps=1, square_queries=2)
+    assert report["stochastic"] is False and "Dropout" not in caplog.text

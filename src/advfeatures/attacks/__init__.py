@@ -16,10 +16,12 @@ from .masking import BPDA, EOT, GaussianNoise, Quantize
 from .nes import NES
 from .spatial import SpatialGrid, StAdv
 from .square import Square
+from .stochastic import STOCHASTIC_LAYERS, model_mode, stochastic_layers
 from .universal import Universal, UniversalPerturbation, fooling_rate, universal_perturbation
 
 __all__ = [
     "BPDA",
+    "STOCHASTIC_LAYERS",
     "EOT",
     "GaussianNoise",
     "NES",
@@ -54,6 +56,8 @@ __all__ = [
     "least_likely_targets",
     "margin",
     "minimal_eps_by_bisection",
+    "model_mode",
     "optimize_inputs",
     "random_targets",
+    "stochastic_layers",
 ]

@@ -10,6 +10,13 @@ It returns detached inputs of the same shape, dtype and device; with ``return_re
 in eval mode and restores every module's mode, never touches parameter gradients, and draws its
 randomness from its own ``torch.Generator`` seeded by ``seed`` (never the global RNG).
 
+``stochastic=True`` (every attack takes it) attacks the model's test-time randomness instead: its
+Dropout and RReLU layers stay in train mode while everything else, BatchNorm included, is in eval
+mode (no batch statistics, running statistics untouched), and the global RNG those layers draw from
+is forked and seeded from the attack's generator for each call, so a call is reproducible and leaves
+the caller's RNG as it was (:mod:`.stochastic`). Pair it with EOT (APGD's ``eot_iter``) to average
+the randomness out; ``success`` in the result is judged on one more draw.
+
 Hyperparameters are declared once, as the fields of a keyword-only dataclass (:func:`hyperparameters`),
 each with its check (:func:`hyper`); the constructor, :meth:`Attack.describe` (what reports and
 ``config.json`` record) and ``repr`` all come from those fields::
@@ -43,6 +50,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..threats import check_positive, check_steps, flat_norm, make_threat
 from .loop import eval_mode
 from .losses import cross_entropy
+from .stochastic import model_mode
 
 Check = Callable[[str, Any], Any]  # (name, value) -> the value to keep, or a ConfigError
 
@@ -214,6 +222,7 @@ class Attack:
     norm = "Linf"  # a field in the attacks that take a norm; the threat model's spelling after resolve
     supports_targeted = True
 
+    stochastic: bool = hyper(False, check=flag, record=False)  # recorded (and shown) only when on
     seed: int = hyper(0, check=seed_value, record=False)
 
     def __post_init__(self) -> None:
@@ -257,11 +266,23 @@ class Attack:
                 shown = _declared(type(self), f.name, "shown")
                 value = getattr(self, f.name)
                 out[f.name] = shown(value) if shown else value
+        if self.stochastic:  # off: the record is what it was before the option existed
+            out["stochastic"] = True
         return out
 
     def __repr__(self) -> str:
-        args = [f for f in fields(self) if f.init and f.name != "seed"] + [f for f in fields(self) if f.name == "seed"]
+        last = ("stochastic", "seed") if self.stochastic else ("seed",)
+        args = [f for f in fields(self) if f.init and f.name not in ("stochastic", "seed")]
+        args += [f for name in last for f in fields(self) if f.name == name]
         return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in args)})"
+
+    def running(self, model: nn.Module, device: torch.device | str):
+        """The mode the attack runs ``model`` in: eval mode, or with ``stochastic`` its stochastic
+        layers on and the global RNG forked and seeded by a seed drawn from this attack's generator
+        (:func:`.stochastic.model_mode`). Every module's mode is restored afterwards."""
+        if not self.stochastic:
+            return eval_mode(model)
+        return model_mode(model, stochastic=True, seed=self.generator(device), device=device)
 
     def resolve_target(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target, num_classes: int) -> torch.Tensor | None:
         if target is None:
@@ -280,7 +301,7 @@ class Attack:
         check_images(x, what=f"{self.name} inputs")
         # Inside a caller's torch.inference_mode() block no input gradient can be taken (enable_grad
         # does not lift it): the attack runs in normal mode, on normal copies of tensors made there.
-        with torch.inference_mode(False), eval_mode(model):
+        with torch.inference_mode(False), self.running(model, x.device):
             x, y, target = (v.clone() if isinstance(v, torch.Tensor) and v.is_inference() else v for v in (x, y, target))
             num_classes = num_classes_of(model, x)
             y = check_labels(y, x, num_classes)
@@ -301,8 +322,9 @@ class Attack:
         maximisation on every batch. The caller guarantees what ``__call__`` would check: ``x`` NCHW
         in [0, 1], ``y`` (and ``target``, a tensor of classes or None) int64 class indices on ``x``'s
         device within the model's classes; a bad batch gives a wrong answer or a torch error, not one
-        of ours. Runs the model in eval mode (restoring every module's) and returns ``x_adv``, detached."""
-        with eval_mode(model):
+        of ours. Runs the model in eval mode (restoring every module's; see :meth:`running` for
+        ``stochastic``) and returns ``x_adv``, detached."""
+        with self.running(model, x.device):
             out = self.perturb(model, x.detach(), y, target)
         return (out[0] if isinstance(out, tuple) else out).detach().to(x.dtype)
 
@@ -319,6 +341,7 @@ class Attack:
         return AttackResult(x_adv, success, norms, loss, pred, target, queries, extra)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None):
-        """The attack itself, for subclasses to implement (x, y, target checked, model in eval mode);
+        """The attack itself, for subclasses to implement (x, y, target checked, model in eval mode,
+        or in :meth:`running`'s stochastic mode);
         returns ``x_adv`` or ``(x_adv, extra)``. Callers use ``__call__`` or :meth:`run_unchecked`."""
         raise NotImplementedError

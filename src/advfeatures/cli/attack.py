@@ -118,9 +118,12 @@ def attack_command(model_path, loader, source, norm, n, batch_size, seed, device
 @click.option("--n-target-classes", type=int, default=9, show_default=True, help="Target classes tried by APGD-T and FAB-T.")
 @click.option("--queries", type=int, default=5000, show_default=True, help="Square attack query budget.")
 @click.option("--eot-iter", type=int, default=20, show_default=True, help="EOT draws per step (--version rand).")
+@click.option("--stochastic/--no-stochastic", default=None,
+              help="Evaluate the model's test-time randomness: Dropout layers on, BatchNorm on its running statistics, "
+                   "draws seeded by --seed. Default: on for --version rand, off otherwise.")
 @click.option("--sanity/--no-sanity", default=True, show_default=True, help="Also run the sanity checks.")
 def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, device, out, eps, version, attacks, steps,
-                     n_target_classes, queries, eot_iter, sanity):
+                     n_target_classes, queries, eot_iter, stochastic, sanity):
     """Worst-case robust accuracy under AutoAttack's ensemble (APGD-CE, APGD-T, FAB-T, Square), and the sanity checks."""
     from ..evaluate import sanity_checks, worst_case_evaluation
 
@@ -136,16 +139,17 @@ def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, devi
         raise ConfigError(f"--attacks needs --version custom (--version {version} runs its own attacks)")
     dev = start_runtime(device).device
     model, x, y, _ = _load(model_path, loader, source, n, dev)
-    members = None if names is None else [(a, build_attack(a, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed))
-                                          for a in names]
+    members = None if names is None else [(a, build_attack(a, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed,
+                                                           stochastic=stochastic)) for a in names]
     report = worst_case_evaluation(model, x, y, norm=norm, eps=eps, version=version, members=members, batch_size=batch_size,
                                    seed=seed, steps=steps, n_target_classes=n_target_classes, square_queries=queries,
-                                   eot_iter=eot_iter)
+                                   eot_iter=eot_iter, stochastic=stochastic)
     report.pop("x_adv")
     report.pop("robust")
     rows = [["clean", "-", report["clean_accuracy"], "-"]]
     rows += [[m["name"], m["attacked"], m["robust_accuracy"], m["seconds"]] for m in report["members"]]
-    click.echo(f"{source.label}: {report['n']} test images, {norm} ε={eps:g}, version {version}")
+    randomness = ", stochastic layers on" if report["stochastic"] else ""
+    click.echo(f"{source.label}: {report['n']} test images, {norm} ε={eps:g}, version {version}{randomness}")
     click.echo(_table(rows, ["after", "attacked", "robust_acc", "seconds"]))
     click.echo(f"worst-case robust accuracy: {report['robust_accuracy']:.2%}")
     result = {"dataset": source.label, "model": str(model_path), **report}

@@ -37,9 +37,16 @@ members' ``batch_rows`` = 256 rows (fewer, larger passes when few points are lef
 thread passes of one to a few hundred rows cost the least per row, and 1024 was slower than one by
 one on the robust digits model, see ``benchmarks/ensemble_profile.py``; on a GPU larger batches
 pay): the same points fall to FAB-T, and APGD-T's random starts are drawn for the stacked batch.
-Every member runs the model in eval mode, as every attack here does (AutoAttack leaves the mode
-to the caller): a ``rand`` evaluation sees the randomness a model draws in ``forward`` whatever its
-mode, but not Dropout layers', which eval mode turns off; a warning says so when the model has any.
+Test-time randomness (``stochastic``, on by default in ``rand``): every member, the clean check and
+the judging of each member's output run the model with its stochastic layers (Dropout of every kind,
+RReLU) in train mode and everything else, BatchNorm included, in eval mode, so BatchNorm keeps its
+running statistics and never updates them (:mod:`advfeatures.attacks.stochastic`); each module's own
+mode is restored afterwards. The draws come from the global RNG forked and seeded from ``seed``, so
+an evaluation is reproducible and leaves the caller's RNG as it was. AutoAttack leaves the mode to
+the caller, who must put a Dropout model in train mode, BatchNorm included, for its ``rand`` version
+to see the dropout. ``stochastic=False`` (the default of ``standard`` and ``custom``) runs everything
+in eval mode, where Dropout is off; randomness a model draws in ``forward`` whatever its mode is seen
+either way (seeded only when ``stochastic``).
 
 Usage::
 
@@ -63,8 +70,8 @@ from torch import nn
 from ..attacks.apgd import APGD, APGDT
 from ..attacks.base import Attack, check_labels, num_classes_of
 from ..attacks.fab import FABT
-from ..attacks.loop import eval_mode
 from ..attacks.square import Square
+from ..attacks.stochastic import evaluation_draws, model_mode, stochastic_layers
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
 from ..storage import iter_chunks
@@ -105,13 +112,16 @@ def _as_members(members: Sequence) -> list[Member]:
 
 def standard_members(model: nn.Module, x: torch.Tensor, *, norm: str, eps: float, version: str = "standard",
                      steps: int = 100, n_target_classes: int = 9, square_queries: int = 5000, eot_iter: int = 20,
-                     early_stop: bool = True, seed: int = 0) -> list[Member]:
-    """The members of AutoAttack's ``standard`` or ``rand`` version (see the module docstring)."""
+                     early_stop: bool = True, seed: int = 0, stochastic: bool | None = None) -> list[Member]:
+    """The members of AutoAttack's ``standard`` or ``rand`` version (see the module docstring);
+    ``stochastic`` (default: on for ``rand``, off for ``standard``) makes them attack the model's
+    test-time randomness."""
     if version not in ("standard", "rand"):
         raise ConfigError(f"unknown evaluation version {version!r}; choose one of {', '.join(VERSIONS)}")
     norm = make_threat(norm, eps).norm
     k = num_classes_of(model, x[:1])
-    common = {"norm": norm, "eps": eps, "steps": steps, "early_stop": early_stop, "seed": seed}
+    stochastic = version == "rand" if stochastic is None else bool(stochastic)
+    common = {"norm": norm, "eps": eps, "steps": steps, "early_stop": early_stop, "seed": seed, "stochastic": stochastic}
     if version == "rand":
         members = [Member("apgd-ce", APGD(loss="ce", eot_iter=eot_iter, **common))]
         if k > 2:
@@ -121,9 +131,25 @@ def standard_members(model: nn.Module, x: torch.Tensor, *, norm: str, eps: float
         "apgd-ce": lambda runs: APGD(loss="ce", restarts=runs, **common),
         "apgd-t": lambda runs: APGDT(num_targets=runs, targeted_loss="dlr" if k >= 4 else "ce", **common),
         "fab-t": lambda runs: FABT(num_targets=runs, **common),
-        "square": lambda _runs: Square(norm=norm, eps=eps, max_queries=square_queries, early_stop=early_stop, seed=seed),
+        "square": lambda _runs: Square(norm=norm, eps=eps, max_queries=square_queries, early_stop=early_stop, seed=seed,
+                                       stochastic=stochastic),
     }
     return [Member(name, build[name](runs)) for name, runs in standard_plan(norm, k, n_target_classes)]
+
+
+def _stochastic_of(members: list[Member], stochastic: bool | None) -> bool:
+    """Whether the evaluation is stochastic: what every member says (they must agree, and agree
+    with ``stochastic`` where it is given), since the clean check and the judging follow it."""
+    flags = {bool(m.attack.stochastic) for m in members}
+    if len(flags) > 1:
+        on = [m.name for m in members if m.attack.stochastic]
+        raise ConfigError(f"ensemble members disagree on stochastic (on for {', '.join(on)} only); "
+                          "make every member with the same stochastic=")
+    (flag,) = flags
+    if stochastic is not None and bool(stochastic) != flag:
+        raise ConfigError(f"stochastic={bool(stochastic)} but the members were made with stochastic={flag}; "
+                          f"make them with Attack(..., stochastic={bool(stochastic)}) or drop the stochastic argument")
+    return flag
 
 
 def standard_plan(norm: str, num_classes: int, n_target_classes: int) -> list[tuple[str, int]]:
@@ -157,13 +183,24 @@ def worst_case_evaluation(
     square_queries: int = 5000,
     eot_iter: int = 20,
     early_stop: bool = True,
+    stochastic: bool | None = None,
 ) -> dict[str, Any]:
     """Per-example worst case over ``members`` (given: ``version="custom"``, implied), or over the
     ``version``'s members (``"standard"``: APGD-CE, APGD-T, FAB-T, Square; ``"rand"``: APGD-CE and
     APGD-DLR with EOT), configured by ``steps``, ``n_target_classes``, ``square_queries``, ``eot_iter``
     and ``early_stop``.
 
-    Returns ``{"norm", "eps", "version", "n", "clean_accuracy", "robust_accuracy", "members":
+    ``stochastic``: evaluate the model's test-time randomness (its Dropout and RReLU layers on,
+    BatchNorm on its running statistics; see the module docstring). Default: on for ``rand`` (the
+    version for randomised models: a user who picks it for a Dropout model means its dropout), off
+    for ``standard``; for ``custom``, what the members were made with (``Attack(stochastic=...)``),
+    which must agree with each other and with ``stochastic`` when it is given. With it on, a point
+    counts as robust when one draw of the model classifies it correctly (the clean check, made
+    once, as AutoAttack's ``rand`` version does: the points it gets wrong are never attacked) and
+    no member's output fools one further draw (one per member and batch); an attack's own success
+    on its last EOT call is not enough. All draws are seeded from ``seed``.
+
+    Returns ``{"norm", "eps", "version", "stochastic", "n", "clean_accuracy", "robust_accuracy", "members":
     [{"name", "attack", "attacked", "newly_broken", "invalid", "robust_accuracy", "seconds"[,
     "mean_queries"]}], "x_adv": (N, C, H, W) tensor, "robust": (N,) bool tensor}``; each member's
     ``robust_accuracy`` is the ensemble's after that member. ``x_adv`` holds the first valid
@@ -193,19 +230,21 @@ def worst_case_evaluation(
     # make every point clean-wrong (or clean-right) and the members never run, silently
     probe = read(torch.arange(1, device=device))  # one image: the class count here, the members' settings below
     y = check_labels(y, y, num_classes_of(model, probe))
-    if version == "rand" and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
-        log.warning("version='rand' evaluates the model in eval mode, where its Dropout layers are off: their "
-                    "randomness is not part of this evaluation (draw it in forward(), e.g. F.dropout(x, p, training=True), "
-                    "to have it evaluated)")
     if members is None:
+        stochastic = version == "rand" if stochastic is None else bool(stochastic)
         members = standard_members(model, probe, norm=norm, eps=eps, version=version, steps=steps,
                                    n_target_classes=n_target_classes, square_queries=square_queries, eot_iter=eot_iter,
-                                   early_stop=early_stop, seed=seed)
+                                   early_stop=early_stop, seed=seed, stochastic=stochastic)
     else:
         version = "custom"
     members = _as_members(members)
+    stochastic = _stochastic_of(members, stochastic)
+    if version == "rand" and not stochastic and stochastic_layers(model):
+        log.info("version='rand' with stochastic=False: the model's Dropout/RReLU layers are off (eval mode) and "
+                 "their randomness is not evaluated")
     n = y.shape[0]
-    robust = predict(model, x if data is None else data, batch_size=batch_size) == y
+    draws = evaluation_draws(seed)  # the clean check's and the judging's draws (used only when stochastic)
+    robust = predict(model, x if data is None else data, batch_size=batch_size, stochastic=stochastic, seed=draws) == y
     clean_accuracy = int(robust.sum()) / n
     x_adv = x.clone() if data is None else None
     report: list[dict[str, Any]] = []
@@ -222,7 +261,7 @@ def worst_case_evaluation(
             res = m.attack(model, xb, y[ii], target=target, return_result=True)
             valid = (threat.norm_of(res.x_adv - xb) <= threat.eps + tol) & (res.x_adv.flatten(1).amin(1) >= 0) \
                 & (res.x_adv.flatten(1).amax(1) <= 1)
-            with torch.no_grad(), eval_mode(model):
+            with torch.no_grad(), model_mode(model, stochastic=stochastic, seed=draws, device=device):
                 fooled = model(res.x_adv).argmax(1) != y[ii]
             invalid += int((fooled & ~valid).sum())
             fooled &= valid
@@ -242,5 +281,6 @@ def worst_case_evaluation(
             entry["mean_queries"] = float(torch.cat(queries).mean())
         report.append(entry)
         log.info("robust accuracy %.2f%% after %s", 100 * entry["robust_accuracy"], m.name)
-    return {"norm": threat.norm, "eps": threat.eps, "version": version, "n": n, "clean_accuracy": clean_accuracy,
-            "robust_accuracy": int(robust.sum()) / n, "members": report, "x_adv": x_adv, "robust": robust}
+    return {"norm": threat.norm, "eps": threat.eps, "version": version, "stochastic": stochastic, "n": n,
+            "clean_accuracy": clean_accuracy, "robust_accuracy": int(robust.sum()) / n, "members": report, "x_adv": x_adv,
+            "robust": robust}

@@ -6,6 +6,12 @@
   as AutoAttack and RobustBench count it: a point the model already gets wrong is not robust, even
   if the attack (say, a targeted one) happens to move it onto its label.
 
+For an attack made with ``stochastic=True`` (a model whose randomness is its Dropout) both checks run
+with the model's stochastic layers on, as the attack saw it (:mod:`advfeatures.attacks.stochastic`):
+"correct on x" is one draw per point, as AutoAttack's ``rand`` version counts it (one clean pass;
+the points it gets wrong are not attacked), and "correct on x_adv" one more draw; the draws are
+seeded from the attack's ``seed``, so the numbers are reproducible.
+
 Data is either an :class:`~advfeatures.data.dataset.ImageDataset` or an ``(x, y)`` pair of tensors.
 :func:`attack_summary` is what ``advfeatures attack`` prints: one attack's robust accuracy, success
 rate, median perturbation norm and queries over a set of images.
@@ -20,7 +26,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import Attack
-from ..attacks.loop import eval_mode
+from ..attacks.stochastic import evaluation_draws, model_mode
 from ..data.dataset import ImageDataset, check_images
 from ..errors import ConfigError, DataError
 from ..progress import progress, progress_batches
@@ -93,20 +99,23 @@ def check_inputs(x: torch.Tensor | ImageDataset, y: torch.Tensor | None) -> None
 
 
 def predict(model: nn.Module, x: torch.Tensor | ImageDataset, *, batch_size: int = 500,
-            device: str | torch.device | None = None) -> torch.Tensor:
+            device: str | torch.device | None = None, stochastic: bool = False,
+            seed: int | torch.Generator = 0) -> torch.Tensor:
     """The model's classes for ``x`` (images, or a dataset read a batch at a time), on the model's
-    device unless ``device`` is given."""
+    device unless ``device`` is given; in eval mode, or with ``stochastic`` with the model's
+    stochastic layers on, one draw per image seeded from ``seed`` (:func:`~advfeatures.attacks.model_mode`)."""
     device = device_of(model) if device is None else torch.device(device)
     data = x if isinstance(x, ImageDataset) else (x, torch.empty(x.shape[0], dtype=torch.int64))
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), model_mode(model, stochastic=stochastic, seed=seed, device=device):
         preds = [model(xb.to(device)).argmax(1) for xb, _ in batches(data, batch_size)]
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64, device=device)
 
 
-def correct_mask(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None) -> torch.Tensor:
+def correct_mask(model: nn.Module, data: Data, *, batch_size: int = 500, device: str | torch.device | None = None,
+                 stochastic: bool = False, seed: int | torch.Generator = 0) -> torch.Tensor:
     data = _checked(data)
     images, labels = (data, data.labels) if isinstance(data, ImageDataset) else data
-    pred = predict(model, images, batch_size=batch_size, device=device)
+    pred = predict(model, images, batch_size=batch_size, device=device, stochastic=stochastic, seed=seed)
     return pred == labels.to(pred.device)
 
 
@@ -120,17 +129,21 @@ def robust_mask(model: nn.Module, data: Data, attack: Attack, *, batch_size: int
                 device: str | torch.device | None = None, clean_correct: torch.Tensor | None = None,
                 desc: str = "attack") -> torch.Tensor:
     """Per point: correct on x and on ``attack``'s x_adv (the attack runs only on the points
-    classified correctly, since the others cannot count as robust whatever it returns)."""
+    classified correctly, since the others cannot count as robust whatever it returns). For a
+    ``stochastic`` attack both are one draw of the model with its stochastic layers on (see the
+    module docstring)."""
     device = device_of(model) if device is None else torch.device(device)
+    draws = evaluation_draws(attack.seed)  # used only by a stochastic attack
     if clean_correct is None:
-        clean_correct = correct_mask(model, data, batch_size=batch_size, device=device)
+        clean_correct = correct_mask(model, data, batch_size=batch_size, device=device, stochastic=attack.stochastic,
+                                     seed=draws)
     robust = clean_correct.to(device).clone()
     idx = robust.nonzero().squeeze(1)
     for a, b in progress(list(iter_chunks(idx.numel(), batch_size)), desc=desc):
         ii = idx[a:b]
         xb, yb = (t.to(device) for t in take(data, ii))
         x_adv = attack(model, xb, yb)
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), model_mode(model, stochastic=attack.stochastic, seed=draws, device=device):
             robust[ii] = model(x_adv).argmax(1) == yb
     return robust
 
@@ -138,7 +151,8 @@ def robust_mask(model: nn.Module, data: Data, attack: Attack, *, batch_size: int
 def robust_accuracy(model: nn.Module, data: Data, attack: Attack, *, batch_size: int = 500,
                     device: str | torch.device | None = None, clean_correct: torch.Tensor | None = None,
                     desc: str = "attack") -> float:
-    """Share of ``data`` classified correctly both clean and after ``attack`` (untargeted)."""
+    """Share of ``data`` classified correctly both clean and after ``attack`` (untargeted); for a
+    ``stochastic`` attack, on one draw of the randomised model each (see the module docstring)."""
     robust = robust_mask(model, data, attack, batch_size=batch_size, device=device, clean_correct=clean_correct, desc=desc)
     return int(robust.sum()) / _nonempty(robust.numel())
 
@@ -153,14 +167,17 @@ def attack_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: A
     ``success_rate`` is the attack's own success (misclassified, or the target reached) on the
     points classified correctly. A minimal-norm attack (no ε of its own) breaks a point for
     ``robust_accuracy`` only inside the ``eps``-ball when ``eps`` is given; norms are in ``norm``.
+    For a ``stochastic`` attack "correct on x" is one draw of the model with its stochastic layers
+    on (seeded from the attack's ``seed``) and the attack's own result is judged on one more.
     """
     n = x.shape[0]
+    draws = evaluation_draws(attack.seed)  # used only by a stochastic attack
     correct, fooled, success, norms, queries, adversarial = [], [], [], [], [], []
     for a, b in progress_batches(n, batch_size, desc=type(attack).__name__):  # a bar on a terminal only
         res = attack(model, x[a:b], y[a:b], target=target, return_result=True)
         if return_adversarial:
             adversarial.append(res.x_adv.cpu())
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), model_mode(model, stochastic=attack.stochastic, seed=draws, device=x.device):
             ok = model(x[a:b]).argmax(1) == y[a:b]
         size = res.norms[norm] if norm in res.norms else res.norms["L2"]
         wrong = res.predictions != y[a:b]

@@ -17,7 +17,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from advfeatures.errors import AdvFeaturesError
@@ -391,3 +391,191 @@ def test_our_model_file_whose_extra_is_not_an_object_is_refused(tmp_path):
               metadata={"arch": json.dumps(ARCH), "extra": "[1]"})
     with pytest.raises(ModelError, match="not an advfeatures model file"):
         load_model(tmp_path / "m.safetensors")
+
+
+# --- outputs over the command's own inputs -------------------------------------------------------
+def _digest(path):
+    import hashlib
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(str(p.relative_to(path.parent)).encode() + p.read_bytes() for p in files)).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, files):
+    """A model, an .npz, a folder of .npy files, a config and a construction, each an input some
+    command reads (copied: the commands below must leave them as they are)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("misuse")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8), np.arange(40) % 10
+    np.savez(root / "d.npz", images=x, labels=y)
+    (root / "arrays").mkdir()
+    np.save(root / "arrays" / "images.npy", x)
+    np.save(root / "arrays" / "labels.npy", y)
+    shutil.copy(files["model"], root / "m.safetensors")
+    shutil.copytree(files["d_rand"], root / "c")
+    (root / "cfg.json").write_text('{"epochs": 1, "batch_size": 16}')
+    return root
+
+
+OVER = {  # out name -> which input it names (None: a fresh path)
+    "m.safetensors": "m.safetensors", "d.npz": "d.npz", "arrays/images.npy": "arrays", "c/manifest.json": "c",
+    "c/shard-00000.safetensors": "c", "cfg.safetensors": "cfg.json", "cfg.json": "cfg.json", "fresh.json": None,
+}
+
+
+@settings(FUZZ, max_examples=16)
+@given(command=st.sampled_from(["attack", "train", "leakage", "export"]), out=st.sampled_from(sorted(OVER)),
+       data=st.sampled_from(["d.npz", "arrays"]))
+def test_an_out_over_the_commands_own_input_is_refused(inputs, command, out, data, fresh_dir):
+    """`attack --out` on its --model replaced the model with JSON; `train --out` on its --data (or
+    on a file inside a --data folder) replaced the data with a model; `leakage --out` on the
+    construction's manifest.json replaced it with the audit. Every input stays as it was; a run
+    whose --out names one is refused in one line."""
+    root = inputs
+    target = root / out
+    args = {
+        "attack": ["attack", "--model", root / "m.safetensors", "--data", root / data, "--attack", "fgsm", "--eps", "0.1",
+                   "--n", "4"],
+        "train": ["train", "--arch", "mlp:hidden=8", "--data", root / data, "--config", root / "cfg.json"],
+        "leakage": ["leakage", "--constructed", root / "c", "--eps", "0.5", "--k", "2"],
+        "export": ["export", "--constructed", root / "c", "--format", "npz", "--overwrite"],
+    }[command]
+    reads = {"attack": {"m.safetensors", data}, "train": {data, "cfg.json"}, "leakage": {"c"}, "export": {"c"}}[command]
+    before = {name: _digest(root / name) for name in reads}
+    collides = OVER[out] in reads and (out != "cfg.safetensors" or command == "train")  # (train's summary: cfg.json)
+    with fresh_dir() as folder:
+        where = root / out if collides else folder / out  # the rest are fresh paths: nothing of the fixture is written over
+        where.parent.mkdir(exist_ok=True)
+        res = check_promise([*map(str, args), "--out", str(where)], folder=folder)
+    assert {name: _digest(root / name) for name in reads} == before, f"{command} --out {out} changed its input: {res.output}"
+    if collides:
+        assert res.exit_code == 2 and "an input of this command" in res.output, (command, out, res.output)
+
+
+@pytest.mark.parametrize("case", ["attack over --model", "train over --data", "train over a .npy in --data",
+                                  "train summary over --config", "leakage over the manifest"])
+def test_out_over_an_input_is_refused_and_the_input_kept(tmp_path, files, case):
+    import shutil
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (40, 1, 8, 8), dtype=np.uint8), labels=np.arange(40) % 10)
+    (tmp_path / "arrays").mkdir()
+    np.save(tmp_path / "arrays" / "images.npy", np.zeros((40, 1, 8, 8), np.uint8))
+    np.save(tmp_path / "arrays" / "labels.npy", np.arange(40) % 10)
+    shutil.copy(files["model"], tmp_path / "m.safetensors")
+    shutil.copytree(files["d_rand"], tmp_path / "c")
+    (tmp_path / "cfg.json").write_text('{"epochs": 1}')
+    train = ["train", "--arch", "mlp:hidden=8", "--epochs", "1"]
+    cmd, victim = {
+        "attack over --model": (["attack", "--model", "m.safetensors", "--eps", "0.1", "--n", "4", "--out", "m.safetensors"],
+                                "m.safetensors"),
+        "train over --data": ([*train, "--data", "d.npz", "--out", "d.npz"], "d.npz"),
+        "train over a .npy in --data": ([*train, "--data", "arrays", "--out", "arrays/images.npy"], "arrays"),
+        "train summary over --config": ([*train, "--config", "cfg.json", "--out", "cfg.safetensors"], "cfg.json"),
+        "leakage over the manifest": (["leakage", "--constructed", "c", "--eps", "0.5", "--k", "2", "--out", "c/manifest.json"],
+                                      "c"),
+    }[case]
+    cmd = [str(tmp_path / a) if (tmp_path / a.split("/")[0]).exists() or a.endswith(".safetensors") else a for a in cmd]
+    before = _digest(tmp_path / victim)
+    res = check_promise(cmd)
+    assert res.exit_code == 2 and "would overwrite" in res.output and "an input of this command" in res.output, res.output
+    assert _digest(tmp_path / victim) == before
+    if case == "train over --data":  # fine-tuning a model in place stays allowed
+        shutil.copy(files["model"], tmp_path / "m.safetensors")
+        res = check_promise([*train, "--model", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "m.safetensors")])
+        assert res.exit_code == 0, res.output
+
+
+# --- image-folder trees --------------------------------------------------------------------------
+TREE = st.fixed_dictionaries({
+    "layout": st.sampled_from(["flat", "flat", "split", "train only", "test adds a class", "test lacks a class"]),
+    "counts": st.lists(st.sampled_from([1, 1, 2, 0]), min_size=1, max_size=3),  # images per class folder
+    "modes": st.lists(st.sampled_from(["L", "L", "LA", "RGB", "RGBA"]), min_size=6, max_size=6),
+    "odd": st.lists(st.sampled_from(["exif", "other size", "not an image", "nested", "hidden", "stray", "bmp", "upper case"]),
+                    max_size=2),
+})
+
+
+def _write_tree(root, spec):
+    """Writes the tree; returns the expected (classes, [(label, uint8 array (C?, H, W) upright)]) for
+    the images read (train split, or the whole tree), or None where it must be refused."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = [f"c{i}" for i in range(len(spec["counts"]))]
+    split = spec["layout"] != "flat"
+    base = root / "train" if split else root
+    wrong = any(n == 0 for n in spec["counts"]) or spec["layout"] in ("train only", "test adds a class")
+    expected, k = [], 0
+    for label, (name, count) in enumerate(zip(names, spec["counts"])):
+        (base / name).mkdir(parents=True)
+        for j in range(count):
+            upright = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+            mode = spec["modes"][k % 6]
+            k += 1
+            img = Image.fromarray(upright, "L").convert(mode)
+            stored, exif = img, None
+            if "exif" in spec["odd"] and j == 0:  # stored turned, with the tag that turns it upright (6: 90° clockwise)
+                stored = img.transpose(Image.Transpose.ROTATE_90)
+                exif = Image.Exif()
+                exif[0x0112] = 6
+            stored.save(base / name / f"{j}.png", **({"exif": exif} if exif is not None else {}))
+            expected.append((label, upright, mode))
+    first = base / names[0]
+    if "other size" in spec["odd"] and spec["counts"][0]:
+        Image.fromarray(np.zeros((5, 5), np.uint8)).save(first / "zz.png")
+        wrong = True
+    if "not an image" in spec["odd"] and spec["counts"][0]:
+        (first / "zz.png").write_bytes(b"not a png")
+        wrong = True
+    if "nested" in spec["odd"]:
+        (first / "sub").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((6, 5), np.uint8)).save(first / "sub" / "x.png")  # skipped, with a warning
+    if "hidden" in spec["odd"]:
+        (base / ".cache").mkdir()
+        Image.fromarray(np.zeros((9, 9), np.uint8)).save(base / ".cache" / "x.png")
+        (first / ".x.png").write_bytes(b"AppleDouble")
+    if "stray" in spec["odd"]:
+        (base / "README.txt").write_text("hello")
+        (first / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    if "bmp" in spec["odd"]:
+        Image.fromarray(np.zeros((9, 9), np.uint8)).save(first / "y.bmp")  # skipped, with a warning
+    if "upper case" in spec["odd"] and spec["counts"][0]:
+        (first / "0.png").rename(first / "0.PNG")
+    if spec["layout"] in ("split", "test adds a class", "test lacks a class"):
+        test_names = names + ["zz"] if spec["layout"] == "test adds a class" else names[:1] if spec["layout"] == \
+            "test lacks a class" else names
+        for name in test_names:
+            (root / "test" / name).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(root / "test" / name / "t.png")
+    colour = any(m in ("RGB", "RGBA") for _, _, m in expected)
+    want = [(label, np.repeat(u[None], 3, 0) if colour else u[None]) for label, u, _ in expected]
+    return None if wrong else (names, want, split)
+
+
+@settings(MORE, max_examples=60)
+@given(spec=TREE)
+def test_odd_image_folder_trees_read_exactly_or_are_refused(spec, fresh_dir):
+    from advfeatures.data import read_image_folder
+
+    with fresh_dir() as folder:
+        root = folder / "imgs"
+        root.mkdir()
+        want = _write_tree(root, spec)
+        try:
+            train, test = read_image_folder(root)
+            x, y = train.images, train.labels
+        except Exception as exc:  # noqa: BLE001
+            _one_line(exc)
+            assert want is None, f"a valid tree was refused: {spec}: {exc}"
+            event("refused")
+            return
+    event("read")
+    assert want is not None, f"a wrong tree was read: {spec}"
+    names, images, split = want
+    assert train.classes == names and (test is not None) == split
+    assert y.tolist() == [label for label, _ in images]
+    assert torch.equal(x, torch.stack([torch.from_numpy(a) for _, a in images]).float() / 255), spec

@@ -435,7 +435,6 @@ def test_an_out_over_the_commands_own_input_is_refused(inputs, command, out, dat
     construction's manifest.json replaced it with the audit. Every input stays as it was; a run
     whose --out names one is refused in one line."""
     root = inputs
-    target = root / out
     args = {
         "attack": ["attack", "--model", root / "m.safetensors", "--data", root / data, "--attack", "fgsm", "--eps", "0.1",
                    "--n", "4"],

@@ -160,7 +160,51 @@ def check_numbers_at_the_door(command: click.Command) -> None:
             param.type = whole_int(param.type.min, param.type.max if param.type.max is not None else _INT_MAX)
         elif isinstance(param.type, (click.Path, click.types.StringParamType)):
             param.type = _non_empty(param.type)
+    if command.callback is not None:
+        command.callback = _refusing_out_over_inputs(command)
     command._numbers_checked = True  # type: ignore[attr-defined]
+
+
+# files whose contents an input is made of (not results a command may write again beside it)
+_DATA_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth", ".ckpt", ".png", ".jpg", ".jpeg", ".toml")
+
+
+def _refusing_out_over_inputs(command: click.Command):
+    """``command``'s callback refusing an ``--out`` (or train's ``.json`` summary beside it) that
+    would overwrite one of the command's own inputs: a file given as an input option, or a data file
+    (or a construction's manifest) inside a folder given as one. ``attack --out`` on its --model
+    replaced the model with JSON; ``train --out`` on its --data replaced the data with a model.
+    ``train --model M --out M`` (fine-tuning in place: M is read whole first) stays allowed."""
+    import functools
+    from pathlib import Path
+
+    callback = command.callback
+    inputs = {p.name: p.opts[0] for p in command.params if isinstance(p, click.Option) and p.name not in ("out", "save_adv")
+              and (isinstance(p.type, click.Path) or p.name in ("data", "data_root"))}
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        out = kwargs.get("out")
+        if out is not None and str(out).strip():
+            outs = [Path(out)] + ([Path(out).with_suffix(".json")] if command.name == "train" else [])
+            for name, option in inputs.items():
+                values = kwargs.get(name)
+                for given in values if isinstance(values, (list, tuple)) else [values]:
+                    if given is None or not str(given).strip() or "\x00" in str(given):
+                        continue
+                    src = Path(given).resolve()
+                    for o in outs:
+                        target = o.resolve()
+                        if o == Path(out) and name == "init_model" and command.name == "train":
+                            continue
+                        inside = src.is_dir() and src in target.parents and target.is_file() and (
+                            target.suffix.lower() in _DATA_SUFFIXES or target.name == "manifest.json")
+                        if (target == src and src.is_file()) or inside:
+                            raise ConfigError(f"--out {out} would overwrite {target} of {option} {given}, an input of this "
+                                              "command; choose another --out")
+        return callback(*args, **kwargs)
+
+    return wrapper
 
 
 def _non_empty(inner: click.ParamType) -> click.ParamType:

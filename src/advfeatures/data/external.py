@@ -426,7 +426,7 @@ def _check_image_dtype(dtype: np.dtype, what: str) -> None:
 def _images_from_array(arr: np.ndarray, what: str) -> torch.Tensor:
     _check_image_dtype(arr.dtype, what)
     last = _layout(arr.shape, what)
-    x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")))  # big-endian files: native order
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous() if last else x
     if x.dtype != torch.uint8:
         x = x.float()
@@ -640,8 +640,14 @@ def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
         ys.append(labels_from(labels, len(src), str(folder / f"{b}.npy")))
         sources.append(src)
     _same_shapes([torch.empty((0, *s.shape[1:])) for s in sources], str(folder))
-    classes = _classes(np.load(folder / "classes.npy", allow_pickle=False) if (folder / "classes.npy").is_file() else None, ys,
-                       str(folder))
+    names = None
+    if (folder / "classes.npy").is_file():
+        try:
+            names = np.load(folder / "classes.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"{folder / 'classes.npy'} is not a readable .npy file of names ({exc}); re-save it with "
+                            "numpy.save(path, np.array(names)) or delete it") from None
+    classes = _classes(names, ys, str(folder))
     split = "" if xt is None else "-train"
     out = [ImageDataset(src, y, classes, f"{folder.name}{split if s == 'train' else '-test'}", {"source": str(folder), "format": "npy"})
            for src, y, (_, _, s) in zip(sources, ys, parts)]

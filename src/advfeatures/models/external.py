@@ -92,6 +92,8 @@ def load_any_model(
         if arch is None:
             raise ModelError(f"{path} holds a model built by the factory {recorded['factory']!r}; loading never imports "
                              f"code a file names: pass arch={recorded['factory']!r} (--arch) to re-load it")
+        if not isinstance(recorded.get("kwargs", {}), dict):
+            raise ModelError(f"{path} has unreadable metadata; save it again with save_model")
         kwargs = {**recorded.get("kwargs", {}), **kwargs}
         model = _from_factory(arch, kwargs, obj, path, normalize=recorded.get("normalize"), fmt="advfeatures",
                               in_shape=in_shape or recorded.get("in_shape"))

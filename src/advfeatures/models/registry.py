@@ -85,12 +85,20 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         arch = json.loads(meta["arch"])
+        if not isinstance(arch, dict):
+            raise KeyError("arch")
         if "factory" in arch:
             raise ModelError(f"{path} holds a model built by the factory {arch['factory']!r}; loading never imports code a "
                              f"file names: load it with load_any_model(path, arch={arch['factory']!r}) (--arch)")
-        model = build_model(arch["name"], arch["in_shape"], arch["num_classes"], **arch["kwargs"])
+        name, kwargs, num_classes = arch["name"], arch["kwargs"], arch["num_classes"]
+        if not isinstance(name, str) or not isinstance(kwargs, dict) or type(num_classes) is not int:
+            raise KeyError("arch")  # metadata of other types (crafted or corrupt) would fail deep in the constructor
+        model = build_model(name, arch["in_shape"], num_classes, **kwargs)
         model.load_state_dict(load_file(str(path)))
+        extra = json.loads(meta.get("extra", "{}"))
+        if not isinstance(extra, dict):
+            raise KeyError("extra")
     except (SafetensorError, KeyError, json.JSONDecodeError, RuntimeError) as exc:
         raise ModelError(f"{path} is not an advfeatures model file ({exc.__class__.__name__}); save it with save_model") from None
-    model.extra = json.loads(meta.get("extra", "{}"))
+    model.extra = extra
     return model.to(device).eval()

@@ -181,3 +181,34 @@ def test_the_hook_reads_our_models_features_exactly(name, shape):
     x = torch.rand(2, *shape)
     with torch.no_grad():
         assert torch.equal(HookedClassifier(model).features(x), model.features(x).flatten(1))
+
+
+def test_a_torchvision_layout_checkpoint_answers_to_its_own_layer_names(tmp_path):
+    """A torchvision-layout state dict is renamed into ours on loading; --layer still takes its names."""
+    from advfeatures.cli.options import ModelLoader
+    from advfeatures.models.torchvision_resnet import to_torchvision
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ours = build_model("tv_resnet18", (3, 32, 32), 4, width=4).eval()
+    torch.save(to_torchvision(ours.state_dict(), ours), tmp_path / "tv.pt")  # conv1, bn1, layer1.0…, fc
+    x = torch.rand(2, 3, 32, 32)
+    last_block = max(i for i, m in enumerate(ours.features) if hasattr(m, "conv2"))
+    with torch.no_grad():
+        for name, expected in [("layer4", representation(ours, x, layer=f"features.{last_block}")),
+                               ("avgpool", ours.features(x)), ("layer1.0.conv1", representation(ours, x, layer="features.4.conv1")),
+                               ("maxpool", representation(ours, x, layer="features.3"))]:
+            loaded = ModelLoader(layer=name).load(tmp_path / "tv.pt", "cpu")
+            assert torch.equal(loaded.features(x), expected), name
+    with pytest.raises(ModelError, match=r"no layer 'layer5' \(close: layer4.*advfeatures\.models\.layer_names\(model\)") as exc:
+        ModelLoader(layer="layer5").load(tmp_path / "tv.pt", "cpu")
+    assert "\n" not in str(exc.value)
+
+
+def test_a_ddp_checkpoints_key_prefix_is_accepted_in_a_layer_name_and_typos_get_close_matches(net):
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(representation(net, x, layer="module.fc1"), representation(net, x, layer="fc1"))
+    with pytest.raises(ModelError, match=r"no layer 'fc_1' \(close: fc1") as exc:
+        representation(net, x, layer="fc_1")
+    assert "\n" not in str(exc.value)

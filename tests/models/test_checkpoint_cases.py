@@ -311,3 +311,39 @@ def test_a_config_dict_under_model_beside_the_weights_is_not_taken_for_them(tmp_
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(_load(tmp_path / "ckpt.pth")(x), model(x))
+
+
+def test_thop_counters_in_a_state_dict_are_ignored(tmp_path, trained):
+    """thop.profile registers total_ops / total_params buffers on every module; they are no weights."""
+    model, _ = trained
+    state = dict(model.state_dict())
+    names = ["", *(n for n, _ in model.named_modules() if n)]
+    for n in names:
+        for buf in ("total_ops", "total_params"):
+            state[f"{n}.{buf}" if n else buf] = torch.zeros(1, dtype=torch.float64)
+    torch.save({"model": state, "epoch": 3}, tmp_path / "profiled.pt")
+    loaded = _load(tmp_path / "profiled.pt")
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_a_checkpoint_with_an_argparse_namespace_is_refused_with_a_fix_that_needs_no_model_object(tmp_path, trained):
+    import argparse
+
+    model, opt = trained
+    path = tmp_path / "ckpt.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1, arch="mlp"), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "epoch": 9}, path)
+    with pytest.raises(ModelError) as exc:
+        _load(path)
+    line = one_line(exc)
+    assert "names code (argparse.Namespace)" in line
+    n = len(model.state_dict())
+    assert f"its weights are the {n} tensors under 'model'" in line
+    fix = f"torch.save(torch.load({str(path)!r}, weights_only=False)['model'], 'weights.pt')"
+    assert fix in line and "model.state_dict()" not in line
+    exec(fix.replace("'weights.pt'", repr(str(tmp_path / "weights.pt"))), {"torch": torch})  # the fix works as written
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(_load(tmp_path / "weights.pt")(x), model(x))

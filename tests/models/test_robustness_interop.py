@@ -128,3 +128,46 @@ def test_other_architectures_load_through_a_factory_behind_their_normaliser(tmp_
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), theirs(x, with_image=False), atol=1e-5)
+
+
+def _hooked_output(module, run):
+    caught = []
+    handle = module.register_forward_hook(lambda m, i, o: caught.append(o))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        handle.remove()
+    return caught[-1].flatten(1)
+
+
+@pytest.mark.parametrize("layer", ["layer4", "module.model.layer4", "attacker.model.layer3.1.conv2", "avgpool", "layer2.0.downsample"])
+def test_a_robustness_imagenet_checkpoint_answers_to_its_own_layer_names(tmp_path, attacker_model, layer):
+    """--layer takes the names of the user's checkpoint (theirs), not only ours (features.N)."""
+    from advfeatures.cli.options import ModelLoader
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        theirs = save_their_checkpoint(attacker_model, their_imagenet_resnet().resnet18(num_classes=6), IMAGENET_MEAN,
+                                       IMAGENET_STD, tmp_path / "r18.pt")
+    model = ModelLoader(layer=layer).load(tmp_path / "r18.pt", "cpu")
+    x = torch.rand(2, 3, 64, 64)
+    inner = layer.removeprefix("module.").removeprefix("attacker.").removeprefix("model.")
+    expected = _hooked_output(dict(theirs.model.named_modules())[inner], lambda: theirs(x, with_image=False))
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), expected, atol=1e-5)
+
+
+def test_a_factory_model_behind_their_normaliser_answers_to_its_checkpoint_names(tmp_path, attacker_model):
+    from robustness import cifar_models
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        theirs = save_their_checkpoint(attacker_model, cifar_models.ResNet18(num_classes=10), CIFAR_MEAN, CIFAR_STD,
+                                       tmp_path / "r18.pt")
+    model = load_any_model(tmp_path / "r18.pt", arch="robustness.cifar_models:ResNet18", arch_kwargs={"num_classes": 10})
+    x = torch.rand(2, 3, 32, 32)
+    expected = _hooked_output(theirs.model.layer4, lambda: theirs(x, with_image=False))
+    with torch.no_grad():
+        for name in ("layer4", "module.model.layer4"):
+            assert torch.allclose(representation(model, x, layer=name), expected, atol=1e-5)

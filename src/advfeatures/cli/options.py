@@ -187,8 +187,9 @@ def model_options(f: Callable) -> Callable:
                           "function or class returning an nn.Module, e.g. mynets:WideResNet."),
         click.option("--arch-kwargs", default=None, metavar="JSON", help="Keyword arguments of --arch as a JSON object."),
         click.option("--layer", default=None, metavar="NAME",
-                     help="The module (by its name in model.named_modules()) whose output is the representation g(x) "
-                          "[default: the model's features, else the input of its last nn.Linear]."),
+                     help="The module whose output is the representation g(x): its name in model.named_modules(), or "
+                          "as the checkpoint names it (a torchvision-layout ResNet's layer4, avgpool; module.model.layer4 "
+                          "in a MadryLab file) [default: the model's features, else the input of its last nn.Linear]."),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)

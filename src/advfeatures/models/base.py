@@ -19,6 +19,7 @@ other model :func:`fake_relu` leaves the gradient as it is and says so once, and
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -128,9 +129,29 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Other names of ``model``'s layers → their ``named_modules()`` names: those a model offers
+    through ``layer_aliases()`` (our ResNets answer to torchvision's / robustness's ``layer4``,
+    ``avgpool``, ``fc`` …, the names in the checkpoint they were loaded from), under the prefix the
+    offering module sits at."""
+    out: dict[str, str] = {}
+    for prefix, m in model.named_modules():
+        offer = getattr(m, "layer_aliases", None)
+        if not callable(offer):
+            continue
+        lead = prefix + "." if prefix else ""
+        for alias, name in offer().items():
+            out.setdefault(lead + alias, lead + name)
+    return out
+
+
 def layer_names(model: nn.Module) -> list[str]:
-    """The names a layer can be given by (``model.named_modules()``, without the root)."""
-    return [name for name, _ in model.named_modules() if name]
+    """The names a layer can be given by: ``model.named_modules()`` (without the root), then the
+    other names a model offers for its layers (an ImageNet ResNet of ours: torchvision's ``layer4``,
+    ``avgpool`` …)."""
+    own = [name for name, _ in model.named_modules() if name]
+    known = set(own)
+    return own + [a for a in _aliases(model) if a not in known]
 
 
 def _few(names: list[str], k: int = 8) -> str:
@@ -140,18 +161,44 @@ def _few(names: list[str], k: int = 8) -> str:
     return ", ".join(names[:half]) + f", … ({len(names) - k} more) …, " + ", ".join(names[-half:])
 
 
+# the first names a checkpoint's keys carry around the model itself: DataParallel / DDP's
+# "module.", torch.compile's "_orig_mod.", a MadryLab AttackerModel's "model." / "attacker.model."
+_NAME_PREFIXES = ("module.", "_orig_mod.", "attacker.model.", "model.")
+
+
+def _lookup(model: nn.Module, modules: dict[str, nn.Module], layer: str) -> nn.Module | None:
+    if layer in modules:
+        return modules[layer]
+    alias = _aliases(model).get(layer)
+    if alias is not None and alias in modules:
+        return modules[alias]
+    # inside a wrapper (DataParallel's "module.", the speed options' "original.", a robustness
+    # model's Normalize in front of the user's net: "1."): the name the wrapped model knows it by
+    found = {id(m): m for name, m in modules.items() if name.endswith("." + layer)}
+    found.update({id(modules[n]): modules[n] for a, n in _aliases(model).items() if a.endswith("." + layer) and n in modules})
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
 def _named_module(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule named ``layer``; inside a wrapper (``DataParallel``'s ``module.``, the speed
-    options' ``original.``) the name the wrapped model knows it by also works, when unambiguous."""
+    """The submodule named ``layer``: a ``named_modules()`` name, another name the model offers for
+    it (see :func:`layer_names`), the name inside a wrapper when unambiguous, or any of these as the
+    checkpoint's keys spell it (``module.layer4``, ``module.model.layer4`` of a robustness file)."""
     modules = dict(model.named_modules())
-    if layer and layer not in modules:
-        found = {id(m): m for name, m in modules.items() if name.endswith("." + layer)}
-        if len(found) == 1:
-            return next(iter(found.values()))
-    if not layer or layer not in modules:
-        raise ModelError(f"{type(model).__name__} has no layer {layer!r}; name one of model.named_modules(): "
-                         f"{_few(layer_names(model)) or '(none)'}")
-    return modules[layer]
+    name = layer or ""
+    while name:
+        found = _lookup(model, modules, name)
+        if found is not None:
+            return found
+        prefix = next((p for p in _NAME_PREFIXES if name.startswith(p) and len(name) > len(p)), None)
+        if prefix is None:
+            break
+        name = name[len(prefix):]
+    names = layer_names(model)
+    close = difflib.get_close_matches(layer or "", names, n=4, cutoff=0.6)
+    hint = f" (close: {', '.join(close)})" if close else ""
+    raise ModelError(f"{type(model).__name__} has no layer {layer!r}{hint}; name one of its {len(names)} layers "
+                     f"(model.named_modules(), or as its checkpoint names them): {_few(names) or '(none)'} (all of them, in Python: "
+                     "advfeatures.models.layer_names(model))")
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:

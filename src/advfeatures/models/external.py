@@ -43,6 +43,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import pickle
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -195,10 +196,81 @@ def _read(path: Path) -> tuple[Any, dict[str, str]]:
         unsafe = _UNSAFE.search(message)
         if unsafe:
             raise ModelError(f"{path} names code ({unsafe.group(1)}) that loading it would run; we only read tensors "
-                             "(torch.load(weights_only=True)): if you trust the file, re-save its state dict "
-                             "(torch.save(model.state_dict(), 'weights.pt')) and load that") from None
+                             f"(torch.load(weights_only=True)): {_resave_hint(path)}") from None
         raise ModelError(f"{path} is neither a safetensors file nor a torch checkpoint we can read safely "
                          f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+class _Stub:
+    """Whatever a pickle names, in :func:`_pickle_outline`: built from anything, holding nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+class _TensorStub(_Stub):
+    pass
+
+
+class _Dict(dict):
+    """An ``OrderedDict`` in :func:`_pickle_outline` (a state dict's carries ``_metadata``)."""
+
+
+class _OutlineUnpickler(pickle.Unpickler):
+    """Reads a pickle's containers and where its tensors are, importing and calling nothing of the
+    file's: every global it names becomes :class:`_Stub` (tensors :class:`_TensorStub`)."""
+
+    _TENSORS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+                ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_parameter_with_state")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._TENSORS:
+            return _TensorStub
+        if (module, name) == ("collections", "OrderedDict"):
+            return _Dict
+        return _Stub
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _pickle_outline(path: Path) -> Any:
+    """The top of a torch checkpoint's pickle, code-free (see :class:`_OutlineUnpickler`), or None."""
+    import io
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+                data = z.read(name)
+        else:
+            data = path.read_bytes()
+        return _OutlineUnpickler(io.BytesIO(data)).load()
+    except Exception:  # an outline is a courtesy for the hint: any failure leaves the generic one
+        return None
+
+
+def _resave_hint(path: Path) -> str:
+    """How to keep only the weights of a checkpoint we refuse, naming the entry that holds them."""
+    top = _pickle_outline(path)
+    if isinstance(top, dict):
+        weights = [k for k, v in top.items() if isinstance(k, str) and isinstance(v, dict) and v
+                   and all(isinstance(t, _TensorStub) for t in v.values())]
+        if weights:
+            key = next((k for k in _WRAPPER_KEYS if k in weights), weights[0])
+            where = f"its weights are the {len(top[key])} tensors under {key!r}" + (
+                f" (tensors also under {', '.join(repr(k) for k in weights if k != key)})" if len(weights) > 1 else "")
+            return (f"{where}; if you trust the file, keep only them: torch.save(torch.load({str(path)!r}, "
+                    f"weights_only=False)[{key!r}], 'weights.pt') and load weights.pt")
+    if isinstance(top, _Stub) and not isinstance(top, _TensorStub):  # a whole pickled object (an nn.Module)
+        return (f"if you trust the file, re-save its state dict: torch.save(torch.load({str(path)!r}, "
+                "weights_only=False).state_dict(), 'weights.pt') and load weights.pt")
+    return ("if you trust the file, load it with torch.load(path, weights_only=False) and re-save only its state dict "
+            "(a dict of tensors) with torch.save(state_dict, 'weights.pt'), then load that")
 
 
 # where training scripts put the weights in a checkpoint dict, in the order we look (the model's own
@@ -363,14 +435,23 @@ def _without_attribute_prefix(state: Mapping[str, torch.Tensor], own: Mapping[st
     return inner
 
 
+# the buffers thop.profile registers on every module it counts (and leaves in the state dict)
+_THOP_BUFFERS = ("total_ops", "total_params")
+
+
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, what: str) -> None:
     """``model.load_state_dict(state)`` where every key and shape must match, else one line naming
     the first few missing, unexpected and mis-shaped keys (BatchNorm's ``num_batches_tracked``
-    counters, absent from some older checkpoints, may be missing; keys that all sit under one
+    counters, absent from some older checkpoints, may be missing; thop's ``total_ops`` /
+    ``total_params`` counters are ignored; keys that all sit under one
     wrapper's attribute, ``model.`` in a Lightning checkpoint, are read without it where that fits). Floating-point values of any
     width load converted to the model's dtype; meta tensors and integers for float weights are
     refused."""
     own = model.state_dict()
+    thop = [k for k in state if k.rpartition(".")[2] in _THOP_BUFFERS and k not in own]
+    if thop:  # thop.profile's counters, left in the state dict of a model it measured: not weights
+        log.info("%s: %d thop counters (total_ops / total_params) ignored", path, len(thop))
+        state = {k: v for k, v in state.items() if k not in set(thop)}
     state = _without_attribute_prefix(state, own, path)
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]

@@ -98,6 +98,32 @@ class ResNet(Classifier):
         super().__init__(nn.Sequential(*layers), nn.Linear(in_planes, num_classes))
         self.num_blocks = tuple(int(n) for n in num_blocks)  # read by the torchvision key map
 
+    def layer_aliases(self) -> dict[str, str]:
+        """torchvision's (and robustness's) module names → ours, so that a layer can be named as in
+        the checkpoint a model was loaded from: ``conv1``, ``bn1``, ``relu``, ``maxpool``,
+        ``layer{k}`` (its output is that of the stage's last block), ``layer{k}.{i}`` and the modules
+        inside (``downsample`` = our ``shortcut``), ``avgpool``, ``fc`` / ``linear`` (the head)."""
+        children = list(self.features)
+        first = {}
+        for i, m in enumerate(children):
+            first.setdefault(type(m), i)
+        out = {"normalizer": first.get(Normalize), "conv1": first.get(nn.Conv2d), "bn1": first.get(nn.BatchNorm2d),
+               "relu": first.get(nn.ReLU), "maxpool": first.get(nn.MaxPool2d), "avgpool": first.get(nn.AdaptiveAvgPool2d)}
+        aliases = {k: f"features.{i}" for k, i in out.items() if i is not None}
+        blocks = iter(i for i, m in enumerate(children) if isinstance(m, (BasicBlock, Bottleneck)))
+        for stage, count in enumerate(self.num_blocks, start=1):
+            for i in range(count):
+                b = next(blocks)
+                aliases[f"layer{stage}.{i}"] = f"features.{b}"
+                for sub, m in children[b].named_modules():
+                    if sub:
+                        aliases[f"layer{stage}.{i}.{sub}"] = f"features.{b}.{sub}"
+                        if sub.startswith("shortcut") and not isinstance(m, nn.Identity):  # torchvision has none there
+                            aliases[f"layer{stage}.{i}.downsample{sub[len('shortcut'):]}"] = f"features.{b}.{sub}"
+            aliases[f"layer{stage}"] = f"features.{b}"
+        aliases["fc"] = aliases["linear"] = "head"
+        return aliases
+
 
 def resnet18(in_shape: Sequence[int], num_classes: int, **kw) -> ResNet:
     return ResNet(BasicBlock, (2, 2, 2, 2), in_shape, num_classes, **kw)

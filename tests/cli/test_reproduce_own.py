@@ -77,3 +77,29 @@ def test_choose_preset_says_when_the_preset_uses_part_of_the_data():
     why = choose_preset((1, 28, 28), 40000)[2]
     assert "trains on 20000 of the training images" in why and "at most 5000 test images" in why and "train_limit=null" in why
     assert "trains on" not in choose_preset((1, 28, 28), 15000)[2] and "trains on" not in choose_preset((1, 8, 8), 40000)[2]
+
+
+def test_the_chosen_preset_line_states_the_values_after_set(digits_npz, tmp_path):
+    """The line naming the preset chosen for --data is printed after --set is applied: it states the
+    subset that will run, not the preset's. (A robust model for other images stops the run right after.)"""
+    other = build_model("cnn", (1, 28, 28), 10, width=4, hidden=16)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    res = CliRunner().invoke(main, ["reproduce", "--no-estimate", "--set", "train_limit=100", "--data", str(digits_npz),
+                                    "--robust-model", str(tmp_path / "other.pt"), "--robust-arch", "cnn:width=4,hidden=16",
+                                    "--out", str(tmp_path / "r")])
+    line = next(x for x in res.output.splitlines() if x.startswith("reproduce on"))
+    assert "the digits preset" in line and "trains on 100 of the training images" in line, res.output
+
+
+def test_choose_preset_with_the_resolved_config_states_its_values():
+    from advfeatures.experiments.config import resolve_config
+
+    name, settings, _ = choose_preset((1, 28, 28), 40000)
+    sets = [f"{k}" for k in ("train_limit=null", "evaluation.test_limit=null", "adversarial.adversary.eps=2.5")]
+    cfg, _ = resolve_config(name, overrides=sets)
+    why = choose_preset((1, 28, 28), 40000, resolved=cfg)[2]
+    assert "trains on" not in why, why
+    cfg, _ = resolve_config(name, overrides=["train_limit=30000"])
+    assert "it trains on 30000 of the training images" in choose_preset((1, 28, 28), 40000, resolved=cfg)[2]
+    why = choose_preset((3, 28, 28), 100, resolved=resolve_config("fashion-mnist", overrides=["adversarial.adversary.eps=2.5"])[0])[2]
+    assert "L2 ε = 2.5" in why, why

@@ -170,3 +170,13 @@ def test_mnist_is_sized_like_fashion_mnist():
 def test_the_line_counts_threads_in_english():
     assert ", 1 thread," in format_estimate(_est(1500.0, 1510.0, threads=1))
     assert ", 2 threads," in format_estimate(_est(1500.0, 1510.0, threads=2))
+
+
+def test_the_gpu_warning_states_the_runs_own_size_and_estimate():
+    cfg, _ = resolve_config("cifar10", overrides=["train_limit=1000", "construction.matching.steps=50",
+                                                   "standard.epochs=3", "adversarial.epochs=4"])
+    msg = gpu_warning(cfg, "cpu", n_train=50000, seconds=7200)
+    assert "4 epochs and 50 matching steps on 1 000 training images" in msg and "about 2.0 h (estimated)" in msg, msg
+    assert "150 epochs" not in msg and "days" not in msg and "\n" not in msg
+    full = gpu_warning(resolve_config("cifar10")[0], "cpu")
+    assert "150 epochs and 1000 matching steps on 50 000 training images" in full, full

@@ -57,6 +57,7 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         set_progress_enabled(False)
     from . import threads_given
 
+    chosen = None  # the image shape and count a preset was chosen by (--data without --preset)
     direct = {"dataset": dataset, "data_root": data_root, "device": device, "seed": seed, "threads": threads_given()}
     if data is not None:
         from ..data import load_data
@@ -68,9 +69,9 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
         del train
         direct.update({"data": str(data), "data_test": dataset, "dataset": None, "data_workers": workers or None})
         if preset is None:
-            preset, settings, why = choose_preset(shape, count)
+            preset, settings, _ = choose_preset(shape, count)
             overrides = (*_as_overrides(settings), *overrides)
-            click.echo(f"reproduce on {data}: {why} (pass --preset to choose another)")
+            chosen = (shape, count)  # said once the --config / --set values are laid over it (below)
     if robust_model is not None:
         from .options import parse_arch_option
 
@@ -82,6 +83,10 @@ def reproduce(ctx: click.Context, preset: str, config_file: str | None, override
     # --config and --set: cfg.seed is --seed when given. The pipeline splits it into the named
     # stream seeds (experiments.state.named_seeds) that every step draws from.
     cfg, given = resolve_config(preset or "digits", config_file=config_file, overrides=list(overrides), **direct)
+    if chosen is not None:
+        from ..experiments.config import choose_preset
+
+        click.echo(f"reproduce on {data}: {choose_preset(*chosen, resolved=cfg)[2]} (pass --preset to choose another)")
     from ..experiments.pipeline import load_data as load_run_data
     from .options import start_runtime
 
@@ -112,13 +117,15 @@ def _before_a_long_run(cfg, estimate: bool | None, data, device) -> None:
     from ..errors import ConfigError
     from ..experiments.estimate import estimate_reproduce_time, format_estimate, gpu_warning
 
-    warning = gpu_warning(cfg, device)
+    train, test = data
+    warning = gpu_warning(cfg, device, n_train=len(train))  # the run's own size (data, --set train_limit)
+    timed = estimate or (estimate is None and cfg.preset != "digits")
     if warning is not None:
         if cfg.device == "auto":
             raise ConfigError(f"{warning}; to run it on this CPU all the same, pass --device cpu")
-        click.echo(f"warning: {warning}", err=True)
-    if estimate or (estimate is None and cfg.preset != "digits"):
-        train, test = data
+        if not timed:  # else the estimate's line carries the warning, with the estimated time
+            click.echo(f"warning: {warning}", err=True)
+    if timed:
         sizes = {"n_train": len(train), "n_test": len(test), "shape": tuple(train.image_shape), "num_classes": train.num_classes}
         click.echo(format_estimate(estimate_reproduce_time(cfg, device, **sizes)), err=True)
 

@@ -473,8 +473,11 @@ def _layers(data: dict[str, Any], given: dict[str, Any], config_file: str | Path
     return data
 
 
-def choose_preset(image_shape: tuple[int, int, int], count: int) -> tuple[str, dict[str, Any], str]:
+def choose_preset(image_shape: tuple[int, int, int], count: int,
+                  resolved: ReproduceConfig | None = None) -> tuple[str, dict[str, Any], str]:
     """A preset for the user's own images: (name, settings laid over it, why), by image size.
+    Given ``resolved`` (the configuration after ``--config`` / ``--set``), ``why`` states its
+    values (the training ε, the training and test subsets), those that will run, not the preset's.
 
     Up to 12×12 pixels the digits preset; up to 28×28 the Fashion-MNIST one; larger images take
     the CIFAR-10 preset (the paper's ResNet-50 protocol). Every L2 radius (robust training, the
@@ -494,10 +497,14 @@ def choose_preset(image_shape: tuple[int, int, int], count: int) -> tuple[str, d
         settings["evaluation"] = {"attacks": [{**a, "eps": round(a["eps"] * scale, 4)} if a["norm"] == "L2" else a
                                               for a in base["evaluation"]["attacks"]]}
     limit, test_limit = base.get("train_limit"), base["evaluation"].get("test_limit")
+    if resolved is not None:
+        limit, test_limit = resolved.train_limit, resolved.evaluation.test_limit
+    adv = resolved.adversarial.adversary if resolved is not None else None
+    eps = f" (robust training: {adv.norm} ε = {adv.eps:.4g})" if adv is not None and settings else ""
     why = (f"{count} images of {c}×{h}×{w}: the {name} preset" +
-           (f", every L2 radius scaled by √(pixels ratio) = {scale:.3g}" if settings else ""))
+           (f", every L2 radius scaled by √(pixels ratio) = {scale:.3g}{eps}" if settings else ""))
     if limit is not None and count > limit:  # the preset's subsets apply to your data too: say so before hours are spent on part of it
-        why += (f"; like the preset it trains on {limit} of the training images"
+        why += (f"; {'it' if resolved is not None else 'like the preset it'} trains on {limit} of the training images"
                 + (f" and evaluates on at most {test_limit} test images" if test_limit else "")
                 + " (--set train_limit=null --set evaluation.test_limit=null for all)")
     return name, settings, why

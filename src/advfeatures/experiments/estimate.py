@@ -331,12 +331,22 @@ def combine(stages: dict[str, dict[str, Any]], per_image: dict[str, float]) -> d
             for name, counts in stages.items()}
 
 
-def gpu_warning(cfg: ReproduceConfig, device) -> str | None:
-    """One line when ``cfg``'s preset needs a GPU and ``device`` is a CPU, else None."""
-    why = GPU_PRESETS.get(cfg.preset)
-    if why is None or str(getattr(device, "type", device)) != "cpu":
+def gpu_warning(cfg: ReproduceConfig, device, *, n_train: int | None = None, seconds: float | None = None) -> str | None:
+    """One line when ``cfg``'s preset needs a GPU and ``device`` is a CPU, else None. It states the
+    run's own size (the model, epochs and matching steps of ``cfg``, on ``n_train`` training images,
+    the dataset's count by default, cut to ``train_limit``) and, given ``seconds`` (the estimate),
+    how long that would take here."""
+    if cfg.preset not in GPU_PRESETS or str(getattr(device, "type", device)) != "cpu":
         return None
-    return f"the {cfg.preset} preset needs a GPU ({why}); on this CPU it would take days: run it with --device cuda on a GPU machine, or pick a smaller preset (digits, fashion-mnist, mnist)"
+    n = DATASET_SIZES.get(cfg.dataset, (0,))[0] if n_train is None else n_train
+    n = min(n, cfg.train_limit) if cfg.train_limit and n else (n or cfg.train_limit)
+    epochs = max(cfg.standard.epochs, cfg.adversarial.epochs)
+    images = f" on {n:,} training images".replace(",", " ") if n else ""
+    why = f"a {cfg.model.arch}, {epochs} epochs and {cfg.construction.matching.steps} matching steps{images}"
+    how_long = (f"on this CPU it would take about {_duration(seconds)} (estimated)" if seconds is not None
+                else "on this CPU it would take far longer (with --device cpu, the estimate printed gives the figure)")
+    return (f"the {cfg.preset} preset needs a GPU ({why}); {how_long}: run it with --device cuda on a GPU machine, "
+            "or pick a smaller preset (digits, fashion-mnist, mnist)")
 
 
 def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None = None, n_test: int | None = None,
@@ -364,10 +374,10 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
     stages = count_passes(cfg, n_train, n_test, num_classes=num_classes, shape=shape, robust=robust)
     upper = count_passes(cfg, n_train, n_test, num_classes=num_classes, shape=shape, robust=1.0)
     calibration = 0.0
-    warning = gpu_warning(cfg, device)
+    on_the_wrong_device = gpu_warning(cfg, device) is not None
     if per_image is None:
         start = time.perf_counter()
-        quick = {"batches": 1, "max_batch": 16} if warning else {}  # a GPU preset on a CPU: minutes would be wasted
+        quick = {"batches": 1, "max_batch": 16} if on_the_wrong_device else {}  # a GPU preset on a CPU: minutes would be wasted
         per_image, per_image_cpu = measure_pass_seconds(cfg, device, shape=shape, num_classes=num_classes, **quick)
         calibration = time.perf_counter() - start
     seconds, upper_seconds = combine(stages, per_image), combine(upper, per_image)
@@ -376,6 +386,7 @@ def estimate_reproduce_time(cfg: ReproduceConfig, device, *, n_train: int | None
         idle = sum(combine(stages, per_image_cpu).values()) / max(1, cfg.threads or 1)
     kinds = {k for counts in stages.values() for k, v in counts.items() if k != "approximate" and v}
     total = sum(seconds.values())
+    warning = gpu_warning(cfg, device, n_train=n_train, seconds=total)
     return {
         "preset": cfg.preset,
         "device": str(device),

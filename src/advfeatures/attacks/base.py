@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, dataclass_transform
 
@@ -166,6 +167,34 @@ class AttackResult:
         return float(self.success.float().mean()) if self.success.numel() else 0.0
 
 
+def _first_weight(model: nn.Module) -> torch.Tensor | None:
+    try:
+        tensors = list(model.parameters()) + list(model.buffers())
+    except (AttributeError, TypeError):
+        return None
+    return next((t for t in tensors if t.is_floating_point()), None)
+
+
+@contextmanager
+def explained_mismatch(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """Turn torch's error for images of another dtype or device than the model's weights (float64
+    images into a float32 model, CPU images into a CUDA model) into one line naming the fix. Only a
+    RuntimeError that speaks of types or devices, raised while the two really differ, is rewritten:
+    a model that casts or moves its input itself runs as before."""
+    try:
+        yield
+    except RuntimeError as exc:
+        w = _first_weight(model) if isinstance(x, torch.Tensor) else None
+        text = str(exc).lower()
+        if w is not None and w.dtype != x.dtype and "type" in text:
+            raise ModelError(f"the images are {x.dtype} but the model's weights are {w.dtype}; pass images of the "
+                             f"model's dtype (x.to({w.dtype})) or convert the model (model.to({x.dtype}))") from exc
+        if w is not None and w.device != x.device and "device" in text:
+            raise ModelError(f"the images are on {x.device} but the model is on {w.device}; move one to the other "
+                             f"(x.to('{w.device}') or model.to('{x.device}'))") from exc
+        raise
+
+
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
     """The model's ``num_classes``, else the width of its logits on one image of ``x``. A model
     must return (N, K) logits with K ≥ 2: one output per image (a sigmoid-style binary model) would
@@ -173,7 +202,7 @@ def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
     n = getattr(model, "num_classes", None)
     if isinstance(n, int):
         return n
-    with torch.no_grad(), eval_mode(model):
+    with torch.no_grad(), eval_mode(model), explained_mismatch(model, x):
         out = model(x[:1])
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] < 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -301,7 +330,7 @@ class Attack:
         check_images(x, what=f"{self.name} inputs")
         # Inside a caller's torch.inference_mode() block no input gradient can be taken (enable_grad
         # does not lift it): the attack runs in normal mode, on normal copies of tensors made there.
-        with torch.inference_mode(False), self.running(model, x.device):
+        with torch.inference_mode(False), explained_mismatch(model, x), self.running(model, x.device):
             x, y, target = (v.clone() if isinstance(v, torch.Tensor) and v.is_inference() else v for v in (x, y, target))
             num_classes = num_classes_of(model, x)
             y = check_labels(y, x, num_classes)

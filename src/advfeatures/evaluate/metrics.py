@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks.base import Attack
+from ..attacks.base import Attack, explained_mismatch
 from ..attacks.stochastic import evaluation_draws, model_mode
 from ..data.dataset import ImageDataset, check_images
 from ..errors import ConfigError, DataError
@@ -107,7 +107,11 @@ def predict(model: nn.Module, x: torch.Tensor | ImageDataset, *, batch_size: int
     device = device_of(model) if device is None else torch.device(device)
     data = x if isinstance(x, ImageDataset) else (x, torch.empty(x.shape[0], dtype=torch.int64))
     with torch.no_grad(), model_mode(model, stochastic=stochastic, seed=seed, device=device):
-        preds = [model(xb.to(device)).argmax(1) for xb, _ in batches(data, batch_size)]
+        preds = []
+        for xb, _ in batches(data, batch_size):
+            xb = xb.to(device)
+            with explained_mismatch(model, xb):
+                preds.append(model(xb).argmax(1))
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64, device=device)
 
 

@@ -54,6 +54,13 @@ def _common(f):
     return f
 
 
+def stochastic_option(default_help: str):
+    """``--stochastic/--no-stochastic``, shared by ``attack`` and ``evaluate`` (None when not given)."""
+    return click.option("--stochastic/--no-stochastic", default=None,
+                        help="Evaluate the model's test-time randomness: Dropout layers on, BatchNorm on its running "
+                             f"statistics, draws seeded by --seed. {default_help}")
+
+
 def _canonical_norm(norm: str) -> str:
     return {n.lower(): n for n in NORMS}[norm.lower()]
 
@@ -73,15 +80,16 @@ def _canonical_norm(norm: str) -> str:
               help="Also write the adversarial examples as a dataset here (labelled with the true classes; readable by --data).")
 @click.option("--save-format", type=click.Choice(["npz", "npy", "imagefolder", "madrylab"]), default="npz", show_default=True,
               help="Format of --save-adv (npz also stores the targets of a targeted attack).")
+@stochastic_option("Default: off (eval mode).")
 def attack_command(model_path, loader, source, norm, n, batch_size, seed, device, out, attack_name, eps, steps, queries,
-                   step_size, restarts, random_start, target, save_adv, save_format):
+                   step_size, restarts, random_start, target, save_adv, save_format, stochastic):
     """Run one attack on a saved model and report its success rate and robust accuracy."""
     from ..evaluate import attack_summary
 
     norm = _canonical_norm(norm)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {batch_size}")
-    options = {"step_size": step_size, "restarts": restarts, "random_start": random_start}
+    options = {"step_size": step_size, "restarts": restarts, "random_start": random_start, "stochastic": stochastic}
     attack = build_attack(attack_name, norm=norm, eps=eps, steps=steps, queries=queries, seed=seed,
                           **{k: v for k, v in options.items() if v is not None})
     dev = start_runtime(device).device
@@ -118,9 +126,7 @@ def attack_command(model_path, loader, source, norm, n, batch_size, seed, device
 @click.option("--n-target-classes", type=int, default=9, show_default=True, help="Target classes tried by APGD-T and FAB-T.")
 @click.option("--queries", type=int, default=5000, show_default=True, help="Square attack query budget.")
 @click.option("--eot-iter", type=int, default=20, show_default=True, help="EOT draws per step (--version rand).")
-@click.option("--stochastic/--no-stochastic", default=None,
-              help="Evaluate the model's test-time randomness: Dropout layers on, BatchNorm on its running statistics, "
-                   "draws seeded by --seed. Default: on for --version rand, off otherwise.")
+@stochastic_option("Default: on for --version rand, off otherwise.")
 @click.option("--sanity/--no-sanity", default=True, show_default=True, help="Also run the sanity checks.")
 def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, device, out, eps, version, attacks, steps,
                      n_target_classes, queries, eot_iter, stochastic, sanity):
@@ -155,7 +161,8 @@ def evaluate_command(model_path, loader, source, norm, n, batch_size, seed, devi
     result = {"dataset": source.label, "model": str(model_path), **report}
     if sanity:
         measurements: dict[str, Any] = {}
-        warnings = sanity_checks(model, x, y, norm=norm, eps=eps, batch_size=batch_size, seed=seed, measurements=measurements)
+        warnings = sanity_checks(model, x, y, norm=norm, eps=eps, batch_size=batch_size, seed=seed, measurements=measurements,
+                                 stochastic=report["stochastic"])
         result["sanity_checks"] = {"warnings": warnings, "measurements": measurements}
         if warnings:
             for w in warnings:

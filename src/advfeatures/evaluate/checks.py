@@ -28,6 +28,7 @@ from ..attacks.loop import eval_mode
 from ..attacks.losses import margin
 from ..attacks.pgd import FGSM, PGD
 from ..attacks.square import Square
+from ..attacks.stochastic import evaluation_draws, model_mode
 from ..data.dataset import ImageDataset
 from ..errors import ConfigError
 from ..threats import check_steps, make_threat
@@ -69,12 +70,13 @@ def check_softmax_outputs(model: nn.Module, x: torch.Tensor) -> Finding | None:
 
 
 def check_gradients(model: nn.Module, x: torch.Tensor | ImageDataset, y: torch.Tensor | None = None, *,
-                    batch_size: int = 256) -> list[Finding]:
-    """Zero or non-finite input gradients of the margin on ``(x, y)`` (or a dataset ``x``, read per batch)."""
+                    batch_size: int = 256, stochastic: bool = False, seed: int | torch.Generator = 0) -> list[Finding]:
+    """Zero or non-finite input gradients of the margin on ``(x, y)`` (or a dataset ``x``, read per batch);
+    with ``stochastic``, of the model with its stochastic layers on, as a stochastic attack sees it."""
     zero = bad = 0
     data = x if isinstance(x, ImageDataset) else (x, y)
     n, device = size_of(data), device_of(model)
-    with eval_mode(model), torch.enable_grad():
+    with model_mode(model, stochastic=stochastic, seed=seed, device=device), torch.enable_grad():
         for xb, yb in batches(data, batch_size):
             xb = xb.to(device).detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(margin(model(xb), yb.to(device)).sum(), xb)
@@ -139,11 +141,18 @@ def sanity_checks(
     batch_size: int = 256,
     seed: int = 0,
     measurements: dict[str, Any] | None = None,
+    stochastic: bool = False,
 ) -> list[Finding]:
     """Every check above on ``(x, y)``. Accuracies are compared with an absolute ``tolerance``; the
     unbounded attack must fool at least ``unbounded_success`` of the correctly classified points.
     Pass a dict as ``measurements`` to receive the numbers the checks were based on. ``x`` may be
-    an :class:`~advfeatures.data.ImageDataset` (its own labels), read a batch at a time."""
+    an :class:`~advfeatures.data.ImageDataset` (its own labels), read a batch at a time.
+
+    ``stochastic``: run the model as a stochastic evaluation does (its Dropout/RReLU layers on,
+    BatchNorm on its running statistics, seeded from ``seed``): the gradient check, the clean
+    accuracy and every attack here, so the checks vet the model the evaluation attacked. The
+    randomised-output and softmax checks stay in eval mode (they look for randomness and
+    probabilities beyond the stochastic layers)."""
     check_inputs(x, y)
     threat = make_threat(norm, eps)
     norm, eps = threat.norm, threat.eps
@@ -159,26 +168,30 @@ def sanity_checks(
     if found and found[0]["check"] == "randomized_model":
         meas["max_output_difference"] = found[0]["details"]["max_difference"]
     xs, ys = (data, None) if isinstance(data, ImageDataset) else data
-    grads = check_gradients(model, xs, ys, batch_size=batch_size)
+    draws = evaluation_draws(seed)  # the seeds of the stochastic passes below (used only when stochastic)
+    stochastic = bool(stochastic)
+    grads = check_gradients(model, xs, ys, batch_size=batch_size, stochastic=stochastic, seed=draws)
     meas["zero_gradient_points"] = next((f["details"]["points"] for f in grads if f["check"] == "zero_gradients"), 0)
     meas["nonfinite_gradient_points"] = next((f["details"]["points"] for f in grads if f["check"] == "nonfinite_gradients"), 0)
     found += grads
 
-    correct = correct_mask(model, data, batch_size=batch_size)
+    correct = correct_mask(model, data, batch_size=batch_size, stochastic=stochastic, seed=draws)
     meas["clean_accuracy"] = clean = int(correct.sum()) / n
 
     def acc(attack: Attack) -> float:
         return robust_accuracy(model, data, attack, batch_size=batch_size, clean_correct=correct, desc="sanity")
 
     def pgd(radius: float, loss: str = "margin") -> PGD:
-        return PGD(norm=norm, eps=radius, steps=steps, loss=loss, early_stop=True, seed=seed)
+        return PGD(norm=norm, eps=radius, steps=steps, loss=loss, early_stop=True, seed=seed, stochastic=stochastic)
 
-    meas["fgsm"] = a_fgsm = acc(FGSM(norm=norm, eps=eps, seed=seed))
+    meas["stochastic"] = stochastic
+    meas["fgsm"] = a_fgsm = acc(FGSM(norm=norm, eps=eps, seed=seed, stochastic=stochastic))
     a_pgd_m = acc(pgd(eps))
     meas["pgd"] = a_pgd = min(acc(pgd(eps, "ce")), a_pgd_m)
     found.append(check_fgsm_vs_pgd(a_fgsm, a_pgd, steps=steps, tolerance=tolerance))
     if norm in ("Linf", "L2"):
-        meas["square"] = a_sq = acc(Square(norm=norm, eps=eps, max_queries=square_queries, seed=seed))
+        meas["square"] = a_sq = acc(Square(norm=norm, eps=eps, max_queries=square_queries, seed=seed,
+                                                stochastic=stochastic))
         found.append(check_black_box_vs_white_box(a_sq, min(a_fgsm, a_pgd), tolerance=tolerance))
 
     big = unbounded_eps(norm, head)

@@ -39,12 +39,21 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# the most classes a model is built with: metadata asking for more (crafted or corrupt, e.g. 10**12)
+# would allocate a head of that width before anything could fail; the largest real label sets
+# (ImageNet-21k: 21 841) are far below it
+MAX_CLASSES = 100_000
+
+
 def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
     """A fresh model ``name`` (one of :data:`MODELS`); ``kwargs`` go to its constructor."""
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if num_classes > MAX_CLASSES:
+        raise ModelError(f"num_classes={num_classes} is more than the {MAX_CLASSES} classes a model may have; "
+                         "check the model's metadata or the dataset's labels")
     from ..validate import arch_kwargs
 
     arch_kwargs(name, kwargs)
@@ -76,6 +85,20 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
     save_safetensors_atomic(state, path, metadata=meta)
 
 
+def f_shapes(path: Path) -> list[list[int]]:
+    """The shapes of the tensors stored in the safetensors file ``path`` (read from its header only)."""
+    with safe_open(str(path), framework="pt") as f:
+        return [list(f.get_slice(k).get_shape()) for k in f.keys()]
+
+
+def _check_classes_against_tensors(path: Path, shapes: list[list[int]], num_classes: int) -> None:
+    """A saved classifier's head has ``num_classes`` outputs, so some stored tensor has a dimension of
+    that size; metadata naming another count (crafted or corrupt) is refused before anything is built."""
+    if shapes and not any(num_classes in s for s in shapes):
+        raise ModelError(f"{path}: its metadata says num_classes={num_classes} but no stored tensor has a dimension of "
+                         "that size (the output layer's width); the file is corrupt or was edited")
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (no code from the file runs)."""
     path = Path(path)
@@ -93,6 +116,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         name, kwargs, num_classes = arch["name"], arch["kwargs"], arch["num_classes"]
         if not isinstance(name, str) or not isinstance(kwargs, dict) or type(num_classes) is not int:
             raise KeyError("arch")  # metadata of other types (crafted or corrupt) would fail deep in the constructor
+        _check_classes_against_tensors(path, f_shapes(path), num_classes)
         model = build_model(name, arch["in_shape"], num_classes, **kwargs)
         model.load_state_dict(load_file(str(path)))
         extra = json.loads(meta.get("extra", "{}"))

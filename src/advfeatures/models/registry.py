@@ -85,7 +85,7 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
     save_safetensors_atomic(state, path, metadata=meta)
 
 
-def f_shapes(path: Path) -> list[list[int]]:
+def _stored_shapes(path: Path) -> list[list[int]]:
     """The shapes of the tensors stored in the safetensors file ``path`` (read from its header only)."""
     with safe_open(str(path), framework="pt") as f:
         return [list(f.get_slice(k).get_shape()) for k in f.keys()]
@@ -116,7 +116,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         name, kwargs, num_classes = arch["name"], arch["kwargs"], arch["num_classes"]
         if not isinstance(name, str) or not isinstance(kwargs, dict) or type(num_classes) is not int:
             raise KeyError("arch")  # metadata of other types (crafted or corrupt) would fail deep in the constructor
-        _check_classes_against_tensors(path, f_shapes(path), num_classes)
+        _check_classes_against_tensors(path, _stored_shapes(path), num_classes)
         model = build_model(name, arch["in_shape"], num_classes, **kwargs)
         model.load_state_dict(load_file(str(path)))
         extra = json.loads(meta.get("extra", "{}"))

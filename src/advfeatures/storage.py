@@ -3,7 +3,8 @@
 Everything is written to a temporary name in the destination folder and renamed into place, so an
 interrupted job leaves either the old file or the new one. A sharded dataset is a folder of
 ``shard-00000.safetensors`` files and a ``manifest.json``; a construction that stops part-way
-resumes at the first shard that is missing.
+resumes at the first shard that is missing. A temporary is named after its process, so one a
+killed run left is removed by the next write of the same file, and one of a live run is refused.
 """
 
 from __future__ import annotations

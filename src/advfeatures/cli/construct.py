@@ -8,7 +8,7 @@ Under ``torchrun`` every process builds the shards whose index ≡ its rank (mod
 processes) and rank 0 writes the manifest once all of them exist: the result is the same dataset,
 tensor for tensor, as one process with the same seed. An interrupted construction resumes at the
 first missing shard when run again with the same options; a folder holding a different
-construction is refused. (``torchrun`` reads any option that abbreviates one of its own, such as
+construction, or files that are not a construction's, is refused before anything is written. (``torchrun`` reads any option that abbreviates one of its own, such as
 ``--n``, so under it spell the image count ``--num-images``.)
 """
 

@@ -395,6 +395,42 @@ def load_constructed(folder: str | Path, *, classes: list[str], name: str | None
     return ds, manifest
 
 
+def check_built_from(folder: str | Path, manifest: dict[str, Any], data: ImageDataset, *, strict: bool = True) -> None:
+    """Refuse ``data`` given beside the construction in ``folder`` when it is not the data the
+    construction was built from: other image shapes or another class count always (its class names,
+    its leakage baselines and its test accuracies would be of other data), another source by name
+    with ``strict`` (a warning without: exporting only takes the class names). A source under
+    another name whose first images are the very ones the construction recorded (an export of the
+    same data, read back) is the same source."""
+    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    shape, name, classes = cfg.get("image_shape"), cfg.get("source"), cfg.get("num_classes")
+    fix = "pass the --dataset / --data it was built from"
+    if isinstance(shape, list) and tuple(shape) != tuple(data.image_shape):
+        raise DataError(f"{folder} was built from {name or 'data'} with {tuple(shape)} images, but {data.name} has "
+                        f"{tuple(data.image_shape)}; {fix} (its class names are taken from it)")
+    if isinstance(classes, int) and classes != data.num_classes:
+        raise DataError(f"{folder} was built from {name or 'data'} with {classes} classes, but {data.name} has "
+                        f"{data.num_classes}; {fix}")
+    if not isinstance(name, str) or name == data.name or _same_images(folder, data):
+        return
+    if strict:
+        raise DataError(f"{folder} was built from {name}, not from {data.name} (other images of the same shape and "
+                        f"classes); {fix}")
+    log.warning("%s was built from %s, not %s: its class names are taken from %s", folder, name, data.name, data.name)
+
+
+def _same_images(folder: str | Path, data: ImageDataset) -> bool:
+    """Whether ``data``'s first images are those ``construct.json`` recorded (their digest)."""
+    path = Path(folder) / SETTINGS_FILE
+    try:
+        settings = read_json(path).get("settings") if path.is_file() else None
+    except (DataError, AttributeError):
+        return False
+    if not isinstance(settings, dict) or not isinstance(settings.get("n"), int) or not isinstance(settings.get("data_digest"), str):
+        return False
+    return settings["n"] <= len(data) and data.head(settings["n"]).digest() == settings["data_digest"]
+
+
 def is_finished(folder: str | Path, key: str) -> bool:
     """Whether ``folder`` holds a finished construction made with the same configuration ``key``."""
     path = Path(folder) / MANIFEST

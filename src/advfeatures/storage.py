@@ -3,7 +3,8 @@
 Everything is written to a temporary name in the destination folder and renamed into place, so an
 interrupted job leaves either the old file or the new one. A sharded dataset is a folder of
 ``shard-00000.safetensors`` files and a ``manifest.json``; a construction that stops part-way
-resumes at the first shard that is missing.
+resumes at the first shard that is missing. A temporary is named after its process, so one a
+killed run left is removed by the next write of the same file, and one of a live run is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -54,9 +57,7 @@ def atomic_path(path: str | Path):
     the user's umask lets read them. Folders made on the way get ``0o777 & ~umask`` (``mkdir``'s own).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = make_temporary(path)
     try:
         yield Path(tmp)
         if os.environ.get(FAULT_ENV):  # the interruption tests' mid-write fault (fault_point)
@@ -68,6 +69,80 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ---- temporaries named after their owner ---------------------------------------------------------
+# ``.{name}.~{pid}@{host}~{random}.tmp`` beside ``name``: a run killed with SIGKILL leaves its
+# temporary behind, and the next write of ``name`` can tell whose it was: one of a process that is
+# gone is removed (a shard's is as large as the shard), one of a live process means another run is
+# writing the same file, which is refused rather than raced.
+
+
+def _host_tag() -> str:
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+
+
+def make_temporary(path: str | Path, *, folder: bool = False) -> Path:
+    """A new empty temporary file (or folder) beside ``path``, named after this process, once the
+    temporaries of ``path`` left by dead processes are removed (see :func:`clear_stale_temporaries`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_temporaries(path)
+    prefix = f".{path.name}.~{os.getpid()}@{_host_tag()}~"
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _started_after(pid: int, when: float) -> bool:
+    """Whether process ``pid`` started after time ``when`` (so it did not make a file last written
+    then: its PID was reused); False where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK") > when + 2  # btime is whole seconds
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+
+
+def clear_stale_temporaries(path: str | Path) -> None:
+    """Remove the temporaries of ``path`` whose process is gone (killed part-way: they are never
+    reused, only half-written); refuse, in one line, while a live process of this machine, or one of
+    another machine sharing the folder, has one (it is writing ``path`` now). Temporaries of this
+    process and names of any other pattern are left alone."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.~(\d+)@([A-Za-z0-9_-]+)~[A-Za-z0-9_]+\.tmp$")
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(f".{path.name}.~")]
+    except OSError:
+        return
+    host = _host_tag()
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None:
+            continue
+        pid, owner = int(m.group(1)), m.group(2)
+        tmp = Path(entry.path)
+        if owner != host:
+            raise DataError(f"a run on {owner} (process {pid}) may be writing {path}; wait for it, or remove {tmp} if that run is gone")
+        if pid == os.getpid():
+            continue
+        try:
+            written = tmp.lstat().st_mtime
+        except FileNotFoundError:
+            continue  # its owner just renamed or removed it
+        if _pid_alive(pid) and not _started_after(pid, written):
+            raise DataError(f"another run is writing {path} (process {pid}); wait for it to finish, or remove {tmp} if it is not ours")
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -8,12 +8,13 @@ Under ``torchrun`` every process builds the shards whose index ≡ its rank (mod
 processes) and rank 0 writes the manifest once all of them exist: the result is the same dataset,
 tensor for tensor, as one process with the same seed. An interrupted construction resumes at the
 first missing shard when run again with the same options; a folder holding a different
-construction is refused. (``torchrun`` reads any option that abbreviates one of its own, such as
+construction, or files that are not a construction's, is refused before anything is written. (``torchrun`` reads any option that abbreviates one of its own, such as
 ``--n``, so under it spell the image count ``--num-images``.)
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,32 @@ import click
 
 from . import main
 from .options import data_options, device_option, model_file_option, model_options, seed_option, speed_options, start_runtime
+
+
+def _ours(name: str) -> bool:
+    """Whether a file name in a construction folder is one a construction writes."""
+    from ..construct import SETTINGS_FILE
+    from ..storage import LOCK, MANIFEST
+
+    own = (SETTINGS_FILE, MANIFEST)
+    return (name in (*own, LOCK) or re.fullmatch(r"shard-\d{5}\.safetensors", name) is not None
+            or re.fullmatch(r"\.(shard-\d{5}\.safetensors|%s)\..*\.tmp" % "|".join(map(re.escape, own)), name) is not None)
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """A construction's --out is new, empty, or a construction's own folder (to resume or to find
+    finished, which :func:`construct_folder` then checks is this construction): a folder holding
+    anything else (the user's files) is refused before anything is written, so none of them is ever
+    mixed with shards, overwritten or removed."""
+    from ..errors import ConfigError
+
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"--out {out} holds files that are not a construction's ({shown}); choose a new or empty "
+                          "folder for --out (nothing in it was touched)")
 
 
 @main.command("construct")
@@ -75,6 +102,7 @@ def construct_command(kind, model_path, loader, source, out, steps, step_size, e
         relabel = replace(relabel, **{k: v for k, v in {"steps": steps, "step_size": step_size, "eps": eps}.items() if v is not None})
         relabel.validate()
 
+    _refuse_foreign_files(out)
     rt = start_runtime(device, distributed=True, **speed)  # joins torchrun's group when it started this process
     ctx = rt.context
     try:

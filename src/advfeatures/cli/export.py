@@ -14,7 +14,6 @@ output appears whole or not at all.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -23,22 +22,6 @@ from . import main
 from .options import data_options, start_runtime
 
 FORMATS = ("imagefolder", "npz", "npy", "madrylab")
-log = logging.getLogger(__name__)
-
-
-def _check_built_from(folder: Path, manifest: dict, train) -> None:
-    """The class names of a construction come from the data given beside it: data of other images
-    (say the default digits beside a construction of fashion-mnist) would name its classes wrongly,
-    so it is refused; data of the same shape under another name gets a warning."""
-    from ..errors import DataError
-
-    cfg = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    shape, name = cfg.get("image_shape"), cfg.get("source")
-    if isinstance(shape, list) and tuple(shape) != tuple(train.image_shape):
-        raise DataError(f"{folder} was built from {name or 'data'} with {tuple(shape)} images, but {train.name} has "
-                        f"{tuple(train.image_shape)}; pass the --dataset / --data it was built from (its class names are taken from it)")
-    if isinstance(name, str) and name != train.name:
-        log.warning("%s was built from %s, not %s: its class names are taken from %s", folder, name, train.name, train.name)
 
 
 @main.command("export")
@@ -53,7 +36,7 @@ def _check_built_from(folder: Path, manifest: dict, train) -> None:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the split where the data has none of its own.")
 def export_command(source, constructed, fmt, split, out, overwrite, seed):
     """Write a dataset (built-in, your own, or a constructed one) as an ImageFolder, .npz or MadryLab tensors."""
-    from ..construct import load_constructed
+    from ..construct import check_built_from, load_constructed
     from ..data import export_dataset
 
     from ..errors import ConfigError
@@ -65,7 +48,7 @@ def export_command(source, constructed, fmt, split, out, overwrite, seed):
     train, test = source.load(seed=seed)
     if constructed is not None:
         data, manifest = load_constructed(constructed, classes=train.classes, name=constructed.name)
-        _check_built_from(constructed, manifest, train)
+        check_built_from(constructed, manifest, train, strict=False)  # only its class names are taken from the data
         splits = {"train": data}
     else:
         splits = {"train": train, "test": test} if split == "both" else {split: train if split == "train" else test}

@@ -70,12 +70,13 @@ def planted(out: Path, quick: bool, seed: int, device: str) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the audit as JSON here.")
 def leakage(constructed: Path, source, eps: float, norm: str, k: int, features: str, out: Path | None) -> None:
     """Robust-feature leakage: how much of a constructed set's accuracy a linear model on robust features recovers."""
-    from ..construct import load_constructed
+    from ..construct import check_built_from, load_constructed
     from ..science.leakage import leakage_audit
 
     start_runtime("cpu")
     train, test = source.load()
     data, manifest = load_constructed(constructed, classes=train.classes, name=constructed.name)
+    check_built_from(constructed, manifest, train)  # the audit's baselines are of the data given
     res = leakage_audit(data, train, test, eps=eps, norm=norm, k=k, features=features)
     res["constructed"] = {"folder": str(constructed), "kind": manifest.get("kind")}
     if out is not None:
@@ -136,14 +137,15 @@ def distill(source, arch, teacher, teacher_arch, teacher_epochs, epochs, batch_s
 def transfer(source_model, d_rand, source, archs, source_arch, epochs, batch_size, lr, crop_padding, flip, eps, steps, step_size, n_attack,
              seed, device, out) -> None:
     """Transferability vs learning from D_rand across architectures (Ilyas et al., Fig. 3)."""
-    from ..construct import load_constructed
+    from ..construct import check_built_from, load_constructed
     from ..science.common import check_compatible
     from ..science.transfer import plot_transfer, transfer_experiment
     from .options import ModelLoader
 
     dev = start_runtime(device).device
     train, test = source.load(seed=seed)
-    rand, _ = load_constructed(d_rand, classes=train.classes, name="d_rand")
+    rand, manifest = load_constructed(d_rand, classes=train.classes, name="d_rand")
+    check_built_from(d_rand, manifest, train)  # before any model is read
     check_compatible(rand, train, what=f"--d-rand {d_rand} and the data")  # before any model is read
     loader = ModelLoader(*parse_arch_option(source_arch)) if source_arch else ModelLoader()
     res = transfer_experiment(loader.load(source_model, dev, train), train, test, rand, archs=[parse_arch_option(a) for a in archs],

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..storage import atomic_path, current_umask
+from ..storage import atomic_path, current_umask, make_temporary
 from .dataset import ImageDataset
 
 EXPORT_FORMATS = ("imagefolder", "npz", "npy", "madrylab")
@@ -86,7 +85,7 @@ class _replacing:
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.folder:
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+            self.tmp = make_temporary(self.out, folder=True)  # a dead run's leftover is removed first
             return self.tmp
         self._file = atomic_path(self.out)
         self.tmp = self._file.__enter__()

@@ -411,7 +411,13 @@ def check_built_from(folder: str | Path, manifest: dict[str, Any], data: ImageDa
     if isinstance(classes, int) and classes != data.num_classes:
         raise DataError(f"{folder} was built from {name or 'data'} with {classes} classes, but {data.name} has "
                         f"{data.num_classes}; {fix}")
-    if not isinstance(name, str) or name == data.name or _same_images(folder, data):
+    same = _same_images(folder, data)
+    if same is True:
+        return
+    if same is False and strict and name == data.name:  # the same source by name, other images
+        raise DataError(f"{folder} was built from other images of {name} than these (the data changed since, or it "
+                        f"was split another way); {fix}, split as it was then")
+    if not isinstance(name, str) or name == data.name:
         return
     if strict:
         raise DataError(f"{folder} was built from {name}, not from {data.name} (other images of the same shape and "
@@ -419,15 +425,16 @@ def check_built_from(folder: str | Path, manifest: dict[str, Any], data: ImageDa
     log.warning("%s was built from %s, not %s: its class names are taken from %s", folder, name, data.name, data.name)
 
 
-def _same_images(folder: str | Path, data: ImageDataset) -> bool:
-    """Whether ``data``'s first images are those ``construct.json`` recorded (their digest)."""
+def _same_images(folder: str | Path, data: ImageDataset) -> bool | None:
+    """Whether ``data``'s first images are those ``construct.json`` recorded (their digest); None
+    where the folder records no digest (a construction made from Python)."""
     path = Path(folder) / SETTINGS_FILE
     try:
         settings = read_json(path).get("settings") if path.is_file() else None
     except (DataError, AttributeError):
-        return False
+        return None
     if not isinstance(settings, dict) or not isinstance(settings.get("n"), int) or not isinstance(settings.get("data_digest"), str):
-        return False
+        return None
     return settings["n"] <= len(data) and data.head(settings["n"]).digest() == settings["data_digest"]
 
 

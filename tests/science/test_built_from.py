@@ -76,3 +76,41 @@ def test_the_same_images_under_another_name_are_the_same_source(built, tmp_path,
     the construction recorded, so it is accepted."""
     res = _cli(*_command(which, built, built["same"], tmp_path))
     assert res.exit_code == 0, res.output
+
+
+@pytest.fixture(scope="module")
+def unsplit(tmp_path_factory) -> dict[str, Path]:
+    """npz data with no split of its own (drawn by seed) and a D_rand construct built on it."""
+    folder = tmp_path_factory.mktemp("unsplit")
+    data = folder / "mine.npz"
+    rng = np.random.default_rng(1)
+    np.savez(data, images=rng.integers(0, 256, (200, 1, 8, 8), dtype=np.uint8), labels=np.arange(200) % 10)
+    model = folder / "m.safetensors"
+    save_model(build_model("mlp", (1, 8, 8), 10, hidden=[8]), model)
+    res = _cli("construct", "--kind", "d_rand", "--model", model, "--data", data, "--n", 12, "--steps", 1,
+               "--out", folder / "d_rand")
+    assert res.exit_code == 0, res.output
+    return {"data": data, "model": model, "d_rand": folder / "d_rand"}
+
+
+def test_transferability_uses_the_split_the_construction_used(unsplit, tmp_path):
+    """Before, `transferability --seed 1` split unsplit data by its --seed while construct had split
+    it by the default: D_rand's source images could sit in the test set it was scored on."""
+    from advfeatures.data import load_data
+
+    res = _cli("transferability", "--source", unsplit["model"], "--d-rand", unsplit["d_rand"], "--data", unsplit["data"],
+               "--arch", "mlp:hidden=8", "--epochs", 1, "--n-attack", 4, "--steps", 1, "--seed", 1, "--out", tmp_path / "t")
+    assert res.exit_code == 0, res.output
+    train0, test0 = load_data(None, unsplit["data"])
+    _, test1 = load_data(None, unsplit["data"], seed=1)
+    assert test1.digest() != test0.digest()  # the seed does move this data's split: the case is real
+
+
+def test_the_same_source_with_other_images_is_refused(unsplit, tmp_path):
+    """The data file rewritten since the construction (same name, same shape and classes)."""
+    changed = tmp_path / "mine.npz"
+    rng = np.random.default_rng(2)
+    np.savez(changed, images=rng.integers(0, 256, (200, 1, 8, 8), dtype=np.uint8), labels=np.arange(200) % 10)
+    res = _cli("leakage", "--constructed", unsplit["d_rand"], "--data", changed, "--eps", 0.5, "--k", 2)
+    line = _one_line_error(res)
+    assert "other images of" in line and "split as it was then" in line, line

@@ -143,7 +143,9 @@ def transfer(source_model, d_rand, source, archs, source_arch, epochs, batch_siz
     from .options import ModelLoader
 
     dev = start_runtime(device).device
-    train, test = source.load(seed=seed)
+    # the split construct used (its default): with --seed's split, data without a split of its own
+    # would put some of D_rand's source images in the test set
+    train, test = source.load()
     rand, manifest = load_constructed(d_rand, classes=train.classes, name="d_rand")
     check_built_from(d_rand, manifest, train)  # before any model is read
     check_compatible(rand, train, what=f"--d-rand {d_rand} and the data")  # before any model is read

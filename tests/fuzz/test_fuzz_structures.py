@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 import pytest
@@ -578,3 +579,14 @@ def test_odd_image_folder_trees_read_exactly_or_are_refused(spec, fresh_dir):
     assert train.classes == names and (test is not None) == split
     assert y.tolist() == [label for label, _ in images]
     assert torch.equal(x, torch.stack([torch.from_numpy(a) for _, a in images]).float() / 255), spec
+
+
+def test_a_symlink_loop_as_input_or_out_is_one_line(tmp_path):
+    """The --out-over-input check resolves paths; a symlink loop made Path.resolve raise RuntimeError
+    (Python 3.11), a traceback before the command could name the file."""
+    loop = tmp_path / "loop.safetensors"
+    os.symlink(loop, loop)
+    for cmd in (["attack", "--model", str(loop), "--eps", "0.1", "--n", "4", "--out", str(tmp_path / "r.json")],
+                ["attack", "--model", str(loop), "--eps", "0.1", "--n", "4", "--out", str(loop)]):
+        res = check_promise(cmd)
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output

@@ -192,9 +192,11 @@ def _refusing_out_over_inputs(command: click.Command):
                 for given in values if isinstance(values, (list, tuple)) else [values]:
                     if given is None or not str(given).strip() or "\x00" in str(given):
                         continue
-                    src = Path(given).resolve()
+                    src = _resolved(given)
                     for o in outs:
-                        target = o.resolve()
+                        target = _resolved(o)
+                        if src is None or target is None:  # a symlink loop: the command's own check names it
+                            continue
                         if o == Path(out) and name == "init_model" and command.name == "train":
                             continue
                         inside = src.is_dir() and src in target.parents and target.is_file() and (
@@ -205,6 +207,16 @@ def _refusing_out_over_inputs(command: click.Command):
         return callback(*args, **kwargs)
 
     return wrapper
+
+
+def _resolved(path):
+    """``path`` resolved, or None where it cannot be (a symlink loop raises RuntimeError on 3.11)."""
+    from pathlib import Path
+
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):
+        return None
 
 
 def _non_empty(inner: click.ParamType) -> click.ParamType:

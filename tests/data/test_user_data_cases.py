@@ -124,9 +124,11 @@ def test_float_images_in_0_255_are_refused_not_clipped(tmp_path):
     _one_line(info, r"\[0, 255\].*rescale")
 
 
-def test_one_based_labels_get_an_unused_class_0(tmp_path):
-    ds = _npz(tmp_path, x=X, y=Y + 1)  # documented: the class count is the largest label + 1
-    assert ds.classes == ["0", "1", "2", "3"] and ds.labels.tolist() == (Y + 1).tolist()
+def test_one_based_labels_are_renumbered_from_0(tmp_path):
+    with pytest.warns(UserWarning, match="renumbered"):  # no unused class 0: a K-class model, not K+1
+        ds = _npz(tmp_path, x=X, y=Y + 1)
+    assert len(ds.classes) == len(np.unique(Y)) and ds.labels.tolist() == Y.tolist()
+    assert ds.info["label_values"] == sorted(set((Y + 1).tolist()))
 
 
 def test_labels_of_shape_n_by_1_are_flattened(tmp_path):

@@ -23,8 +23,10 @@ naming the file and the fix):
   that would be left unread, alone or beside images/labels, is refused). Images are uint8
   (0..255, kept as uint8) or float in [0, 1]; 3-D arrays are (N, H, W) grayscale; a 4-D array is
   NCHW when axis 1 has size 1 or 3 (this wins when axis 3 could be channels too), else NHWC when
-  axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; the class count is the largest
-  label + 1 unless ``classes`` says otherwise. ``.npy`` files, and ``.npz`` members stored
+  axis 3 has size 1 or 3. Labels are integers of any dtype, ≥ 0; with ``classes`` they index it,
+  without it labels with gaps ({0, 2, 5}, or 1..10) are renumbered 0..K-1 in sorted order, one
+  mapping over both splits, with a warning, and the original values are kept in
+  ``info["label_values"]``. ``.npy`` files, and ``.npz`` members stored
   uncompressed (``numpy.savez``: each member is a plain ``.npy`` at an offset in the zip), are read
   a batch at a time from disk when large (``stream``). A compressed ``.npz``
   (``numpy.savez_compressed``) cannot be read at an offset: it is decompressed whole into memory
@@ -481,6 +483,24 @@ def _classes(names: Any, labels: list[torch.Tensor], what: str) -> list[str]:
     return names
 
 
+def _renumber(ys: list[torch.Tensor], names: Any, what: str) -> tuple[list[torch.Tensor], list[int] | None]:
+    """User arrays without a class list whose labels leave gaps ({0, 2, 5}, or 1..10) renumbered to
+    0..K-1 in sorted order, one mapping from all splits together, with a warning naming it; the
+    original values come back to be kept in the dataset's info. With a class list the labels index
+    it, gaps and all, and are left as they are."""
+    present = [y for y in ys if y.numel()]
+    if names is not None or not present:
+        return ys, None
+    values = torch.unique(torch.cat(present))
+    if int(values[-1]) + 1 == values.numel():
+        return ys, None
+    shown = ", ".join(f"{int(v)}->{i}" for i, v in enumerate(values[:20].tolist()))
+    more = "" if values.numel() <= 20 else f", ... ({values.numel()} classes)"
+    warnings.warn(f"{what}: labels are not 0..K-1; renumbered in sorted order {shown}{more} "
+                  "(the original values are kept in the dataset's info['label_values'])", stacklevel=3)
+    return [torch.searchsorted(values, y) for y in ys], [int(v) for v in values.tolist()]
+
+
 def _pick_keys(keys: set[str], where: str) -> tuple[str, str, str | None, str | None]:
     for xk, yk, xt, yt in _ARRAY_KEYS:
         if xk in keys and yk in keys:
@@ -557,9 +577,11 @@ def read_npz(path: str | Path, *, stream: bool | None = None) -> Split:
         arrays = {k: _npz_member(z, path, k) for k in (yk, yt, "classes") if k is not None and k in z.files}
     ys = [labels_from(arrays[b], x.shape[0], f"{path}:{b}") for (_, b, _), x in zip(parts, xs)]
     _same_shapes(xs, str(path))
+    ys, values = _renumber(ys, arrays.get("classes"), str(path))
     classes = _classes(arrays.get("classes"), ys, str(path))
     split = "" if xt is None else "-train"
-    out = [ImageDataset(x, y, classes, f"{path.stem}{split if s == 'train' else '-test'}", {"source": str(path), "format": "npz"})
+    info = {"source": str(path), "format": "npz"} | ({"label_values": values} if values else {})
+    out = [ImageDataset(x, y, classes, f"{path.stem}{split if s == 'train' else '-test'}", dict(info))
            for x, y, (_, _, s) in zip(xs, ys, parts)]
     return out[0], out[1] if len(out) > 1 else None
 
@@ -647,9 +669,11 @@ def read_npy(path: str | Path, *, stream: bool | None = None) -> Split:
         except (OSError, ValueError, EOFError) as exc:
             raise DataError(f"{folder / 'classes.npy'} is not a readable .npy file of names ({exc}); re-save it with "
                             "numpy.save(path, np.array(names)) or delete it") from None
+    ys, values = _renumber(ys, names, str(folder))
     classes = _classes(names, ys, str(folder))
     split = "" if xt is None else "-train"
-    out = [ImageDataset(src, y, classes, f"{folder.name}{split if s == 'train' else '-test'}", {"source": str(folder), "format": "npy"})
+    info = {"source": str(folder), "format": "npy"} | ({"label_values": values} if values else {})
+    out = [ImageDataset(src, y, classes, f"{folder.name}{split if s == 'train' else '-test'}", dict(info))
            for src, y, (_, _, s) in zip(sources, ys, parts)]
     return out[0], out[1] if len(out) > 1 else None
 

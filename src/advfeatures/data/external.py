@@ -497,7 +497,8 @@ def _renumber(ys: list[torch.Tensor], names: Any, what: str) -> tuple[list[torch
     shown = ", ".join(f"{int(v)}->{i}" for i, v in enumerate(values[:20].tolist()))
     more = "" if values.numel() <= 20 else f", ... ({values.numel()} classes)"
     warnings.warn(f"{what}: labels are not 0..K-1; renumbered in sorted order {shown}{more} "
-                  "(the original values are kept in the dataset's info['label_values'])", stacklevel=3)
+                  "(the original values are kept in the dataset's info['label_values']); to keep the labels as "
+                  "they are (a subset of a model's classes), save the class names beside them as 'classes'", stacklevel=3)
     return [torch.searchsorted(values, y) for y in ys], [int(v) for v in values.tolist()]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ def export_dataset(ds: ImageDataset, out: str | Path, *, format: str, test: Imag
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
+    _recover_previous(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass overwrite=True (--overwrite) or choose another path")
     if test is not None and (test.image_shape != ds.image_shape or test.classes != ds.classes):
@@ -74,6 +76,27 @@ def save_adversarial(x_adv: torch.Tensor, labels: torch.Tensor, out: str | Path,
     ds = ImageDataset(x_adv.detach().cpu().float(), labels.detach().cpu().long(), classes, name)
     extra = {"original_labels": original_labels.detach().cpu().long()} if original_labels is not None and format == "npz" else None
     return export_dataset(ds, out, format=format, overwrite=overwrite, extra=extra)
+
+
+def _recover_previous(out: Path) -> None:
+    """A run killed between :class:`_replacing`'s two renames left the previous export at
+    ``.OUT.old-PID`` and nothing at ``out``: put it back when ``out`` is missing (it is a whole
+    export), else remove it (``out`` is newer). A live process's is left to it."""
+    from ..storage import _pid_alive
+
+    if not out.parent.is_dir():
+        return
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.old-(\d+)$")
+    for entry in sorted(out.parent.iterdir()):
+        m = pattern.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        if not out.exists() and not out.is_symlink():
+            os.replace(entry, out)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 class _replacing:

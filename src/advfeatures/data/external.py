@@ -492,8 +492,8 @@ def _renumber(ys: list[torch.Tensor], names: Any, what: str) -> tuple[list[torch
     if names is not None or not present:
         return ys, None
     values = torch.unique(torch.cat(present))
-    if int(values[-1]) + 1 == values.numel():
-        return ys, None
+    if int(values[-1]) + 1 == values.numel() or int(values[-1]) >= MAX_CLASSES:
+        return ys, None  # no gaps; or labels far past any class count, which _classes refuses (not class indices)
     shown = ", ".join(f"{int(v)}->{i}" for i, v in enumerate(values[:20].tolist()))
     more = "" if values.numel() <= 20 else f", ... ({values.numel()} classes)"
     warnings.warn(f"{what}: labels are not 0..K-1; renumbered in sorted order {shown}{more} "
